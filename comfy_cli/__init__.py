@@ -1,0 +1,3 @@
+"""comfy-cli: run ComfyUI API workflows from shell scripts and CI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from comfy_cli.cli import main
+
+main()
