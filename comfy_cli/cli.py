@@ -1,0 +1,198 @@
+"""The command line: parse options, call the runner, map results to exit codes.
+
+No protocol here. Only typer is imported at the top, so `--version` and `--help` stay fast;
+each command imports what it needs when it runs.
+"""
+
+import sys
+from enum import Enum
+from typing import List, Optional
+
+import typer
+
+from comfy_cli import __version__
+
+DEFAULT_URL = "http://127.0.0.1:8188"
+
+EXIT_CODES = """Exit codes: 0 all prompts succeeded; 1 a prompt failed or was interrupted on the server;
+2 invalid input (usage, unreadable or malformed workflow, rejected by the server's validation);
+3 --timeout or --deadline passed; 4 the server could not be reached or used, or a prompt was lost;
+130 cancelled (Ctrl-C); 143 terminated (SIGTERM). With several prompts the most serious code wins."""
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Run ComfyUI API workflows from shell scripts and CI, with live progress and honest exit codes.",
+)
+
+
+class Progress(str, Enum):
+    auto = "auto"
+    bars = "bars"
+    lines = "lines"
+    none = "none"
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"comfy-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    pass
+
+
+URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
+                          help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://.")
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks for errors.")
+
+
+@app.command(epilog=EXIT_CODES)
+def run(
+    workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
+                                          help="API-format workflow files; '-' reads one from stdin."),
+    url: Optional[str] = URL_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
+    progress: Progress = typer.Option(Progress.auto, "--progress",
+                                      help="auto: bars on a terminal, lines otherwise."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, metavar="S",
+                                            help="Give up after S seconds with nothing new from the server."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, metavar="S",
+                                             help="Give up S seconds after the start, whatever happens."),
+    include_temp: bool = typer.Option(False, "--include-temp", help="Also list temp/preview outputs."),
+    no_cancel: bool = typer.Option(False, "--no-cancel",
+                                   help="On Ctrl-C or a time limit, leave our prompts on the server."),
+    simulate: bool = typer.Option(False, "--simulate",
+                                  help="Run against the built-in simulator on a free loopback port."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
+    debug: bool = DEBUG_OPTION,
+):
+    """Submit workflows, show live progress, wait until every prompt has ended."""
+    with _guard(debug):
+        from comfy_cli import workflow
+
+        if workflows.count("-") > 1:
+            raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+        loaded = [workflow.load(path) for path in workflows]
+        if simulate and url:
+            raise _usage("--simulate and --url cannot be used together")
+        sim = _start_simulator() if simulate else None
+        try:
+            from comfy_cli.runner import Options, Run
+
+            opts = Options(url=sim.url if sim else (url or DEFAULT_URL), workflows=loaded,
+                           progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
+                           verbose=verbose, include_temp=include_temp, no_cancel=no_cancel)
+            code = Run(opts).execute()
+        finally:
+            if sim:
+                sim.stop()
+        raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    url: Optional[str] = URL_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    debug: bool = DEBUG_OPTION,
+):
+    """Is the server reachable? Its version, and how many prompts run and wait."""
+    with _guard(debug):
+        import json
+
+        from comfy_cli.client import Client
+
+        client = Client(url or DEFAULT_URL)
+        stats = client.system_stats()
+        running, pending = client.queue()
+        system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
+        devices = [d.get("name") for d in stats.get("devices") or [] if isinstance(d, dict)]
+        if json_out:
+            typer.echo(json.dumps({"server": client.base, "reachable": True,
+                                   "version": system.get("comfyui_version"), "devices": devices,
+                                   "queue": {"running": len(running), "pending": len(pending)}}, indent=2))
+        else:
+            typer.echo(f"{client.base}: reachable, ComfyUI {system.get('comfyui_version', 'unknown version')}"
+                       + (f" on {', '.join(map(str, devices))}" if devices else ""))
+            typer.echo(f"queue: {len(running)} running, {len(pending)} pending")
+
+
+@app.command()
+def sim(
+    port: int = typer.Option(8188, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir",
+                                             help="Where SaveImage writes [default: a temporary folder]."),
+    debug: bool = DEBUG_OPTION,
+):
+    """Run the built-in ComfyUI simulator in the foreground (Ctrl-C stops it)."""
+    with _guard(debug):
+        serve = _sim_module().serve
+        try:
+            serve(host=host, port=port, output_dir=output_dir)
+        except OSError as exc:
+            raise _usage(f"--port {port}: cannot listen on {host}: {exc.strerror or exc}") from None
+
+
+def _sim_module():
+    try:
+        import comfy_cli.sim as sim_module
+    except ImportError as exc:
+        raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-cli[sim]'") from None
+    return sim_module
+
+
+def _start_simulator():
+    server = _sim_module().SimServer(host="127.0.0.1", port=0)
+    server.start()
+    return server
+
+
+def _usage(message):
+    from comfy_cli.errors import UsageError
+
+    return UsageError(message)
+
+
+class _guard:
+    """Turn expected errors into one line on stderr and an exit code; tracebacks only with --debug."""
+
+    def __init__(self, debug):
+        self.debug = debug
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, (typer.Exit, SystemExit)):
+            return False
+        from comfy_cli import errors
+
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write("comfy-cli: cancelled\n")
+            raise typer.Exit(errors.SIGINT)
+        if self.debug:
+            import traceback
+
+            traceback.print_exception(kind, exc, tb, file=sys.stderr)
+        if isinstance(exc, errors.ComfyError):
+            sys.stderr.write(f"comfy-cli: error: {exc}\n")
+            raise typer.Exit(exc.exit_code)
+        hint = "" if self.debug else " (run with --debug for the traceback)"
+        sys.stderr.write(f"comfy-cli: internal error: {type(exc).__name__}: {exc}{hint}\n")
+        raise typer.Exit(errors.UNREACHABLE)
+
+
+def main():
+    app(prog_name="comfy-cli")
+
+
+if __name__ == "__main__":
+    main()

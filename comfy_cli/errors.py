@@ -1,0 +1,51 @@
+"""One exception tree for everything comfy-cli reports to the user.
+
+Each error carries the exit code it maps to, so the CLI layer never has to guess.
+The messages are written for a person: one line, naming the file, option or URL.
+"""
+
+# Exit codes, in the order of how serious they are (see `worst`).
+OK = 0
+FAILED = 1  # a prompt failed or was interrupted on the server
+INVALID = 2  # usage, unreadable or malformed workflow, rejected by validation
+TIMEOUT = 3  # --timeout or --deadline passed
+UNREACHABLE = 4  # server could not be reached or used, or a prompt was lost
+SIGINT = 130
+SIGTERM = 143
+
+_RANK = {OK: 0, FAILED: 1, INVALID: 2, TIMEOUT: 3, UNREACHABLE: 4, SIGTERM: 5, SIGINT: 5}
+
+
+def worst(codes):
+    """The most serious of several exit codes: 130/143 > 4 > 3 > 2 > 1 > 0."""
+    result = OK
+    for code in codes:
+        if _RANK.get(code, 4) > _RANK.get(result, 4):
+            result = code
+    return result
+
+
+class ComfyError(Exception):
+    """Base of every error comfy-cli expects and reports without a traceback."""
+
+    exit_code = UNREACHABLE
+
+
+class UsageError(ComfyError):
+    """Bad input from the user: a file, an option, a value."""
+
+    exit_code = INVALID
+
+
+class ServerError(ComfyError):
+    """The server could not be reached, or answered something we cannot use."""
+
+    exit_code = UNREACHABLE
+
+
+class Unreachable(ServerError):
+    """No connection could be made at all."""
+
+
+class TimedOut(ComfyError):
+    exit_code = TIMEOUT

@@ -1,0 +1,243 @@
+"""Typed events, and the parser that turns a server text frame into one.
+
+Both sources of truth produce these: the websocket listener (from frames) and the poller
+(from /history and /queue answers). The tracker consumes them and never sees raw JSON.
+
+Every event carries `at`, the monotonic time it was received, so the tracker can record
+timings without reading a clock itself. The parser is defensive: the server (or a proxy in
+front of it) may send missing fields, wrong types or unknown message types; those become
+None or are skipped, never an exception.
+"""
+
+import json
+from typing import NamedTuple, Optional
+
+
+class Status(NamedTuple):
+    at: float
+    queue_remaining: Optional[int]
+    sid: Optional[str]  # only in the first status after connecting
+
+
+class Started(NamedTuple):
+    at: float
+    prompt_id: str
+    timestamp: Optional[int]  # server epoch ms
+
+
+class Cached(NamedTuple):
+    at: float
+    prompt_id: str
+    nodes: tuple
+
+
+class Executing(NamedTuple):
+    at: float
+    prompt_id: Optional[str]  # None on the re-send after a reconnect
+    node: Optional[str]  # None means "this prompt is done"
+    display_node: Optional[str]
+
+
+class Progress(NamedTuple):
+    at: float
+    prompt_id: Optional[str]
+    node: Optional[str]
+    value: float
+    max: float
+
+
+class ProgressState(NamedTuple):
+    at: float
+    prompt_id: str
+    nodes: dict  # node id -> (value, max, state)
+
+
+class Executed(NamedTuple):
+    at: float
+    prompt_id: str
+    node: str
+    display_node: Optional[str]
+    output: Optional[dict]
+
+
+class Succeeded(NamedTuple):
+    at: float
+    prompt_id: str
+    timestamp: Optional[int]
+
+
+class Failed(NamedTuple):
+    at: float
+    prompt_id: str
+    node_id: Optional[str]
+    node_type: Optional[str]
+    message: str
+    exception_type: Optional[str]
+    traceback: tuple
+    timestamp: Optional[int]
+
+
+class Interrupted(NamedTuple):
+    at: float
+    prompt_id: str
+    node_id: Optional[str]
+    node_type: Optional[str]
+    timestamp: Optional[int]
+
+
+# Transport events: the listener's view of the socket, for the runner (not the tracker).
+class Connected(NamedTuple):
+    at: float
+    sid: Optional[str]
+    reconnect: bool
+
+
+class Disconnected(NamedTuple):
+    at: float
+    reason: str
+
+
+class ListenerStopped(NamedTuple):
+    at: float
+    error: Optional[str]
+
+
+TERMINAL = (Succeeded, Failed, Interrupted)
+
+
+def _str(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # node ids are strings, but be lenient with numeric ones
+    return None
+
+
+def _num(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _int(value):
+    v = _num(value)
+    return int(v) if v is not None else None
+
+
+def _status(d, at):
+    status = d.get("status")
+    info = status.get("exec_info") if isinstance(status, dict) else None
+    remaining = _int(info.get("queue_remaining")) if isinstance(info, dict) else None
+    return Status(at, remaining, _str(d.get("sid")))
+
+
+def _started(d, at):
+    pid = _str(d.get("prompt_id"))
+    return Started(at, pid, _int(d.get("timestamp"))) if pid else None
+
+
+def _cached(d, at):
+    pid = _str(d.get("prompt_id"))
+    nodes = d.get("nodes")
+    if not pid:
+        return None
+    ids = tuple(n for n in map(_str, nodes) if n is not None) if isinstance(nodes, list) else ()
+    return Cached(at, pid, ids)
+
+
+def _executing(d, at):
+    return Executing(at, _str(d.get("prompt_id")), _str(d.get("node")), _str(d.get("display_node")))
+
+
+def _progress(d, at):
+    value, top = _num(d.get("value")), _num(d.get("max"))
+    if value is None or top is None:
+        return None
+    return Progress(at, _str(d.get("prompt_id")), _str(d.get("node")), value, top)
+
+
+def _progress_state(d, at):
+    pid, nodes = _str(d.get("prompt_id")), d.get("nodes")
+    if not pid or not isinstance(nodes, dict):
+        return None
+    out = {}
+    for node_id, info in nodes.items():
+        if isinstance(info, dict):
+            key = _str(info.get("display_node_id")) or node_id
+            out[key] = (_num(info.get("value")), _num(info.get("max")), _str(info.get("state")))
+    return ProgressState(at, pid, out)
+
+
+def _executed(d, at):
+    pid, node = _str(d.get("prompt_id")), _str(d.get("node"))
+    if not pid or not node:
+        return None
+    output = d.get("output")
+    return Executed(at, pid, node, _str(d.get("display_node")), output if isinstance(output, dict) else None)
+
+
+def _succeeded(d, at):
+    pid = _str(d.get("prompt_id"))
+    return Succeeded(at, pid, _int(d.get("timestamp"))) if pid else None
+
+
+def _failed(d, at):
+    pid = _str(d.get("prompt_id"))
+    if not pid:
+        return None
+    tb = d.get("traceback")
+    message = d.get("exception_message")
+    return Failed(
+        at,
+        pid,
+        _str(d.get("node_id")),
+        _str(d.get("node_type")),
+        message.strip() if isinstance(message, str) else "unknown error",
+        _str(d.get("exception_type")),
+        tuple(x for x in tb if isinstance(x, str)) if isinstance(tb, list) else (),
+        _int(d.get("timestamp")),
+    )
+
+
+def _interrupted(d, at):
+    pid = _str(d.get("prompt_id"))
+    if not pid:
+        return None
+    return Interrupted(at, pid, _str(d.get("node_id")), _str(d.get("node_type")), _int(d.get("timestamp")))
+
+
+PARSERS = {
+    "status": _status,
+    "execution_start": _started,
+    "execution_cached": _cached,
+    "executing": _executing,
+    "progress": _progress,
+    "progress_state": _progress_state,
+    "executed": _executed,
+    "execution_success": _succeeded,
+    "execution_error": _failed,
+    "execution_interrupted": _interrupted,
+}
+
+
+def parse(text, at):
+    """One websocket text frame -> an event, or None for anything unknown or unusable."""
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if type(msg) is not dict:
+        return None
+    parser = PARSERS.get(msg.get("type"))
+    if parser is None:
+        return None
+    data = msg.get("data")
+    return parser(data if type(data) is dict else {}, at)
+
+
+def from_message(kind, data, at):
+    """A (type, data) pair, as stored in a history entry's status.messages -> an event."""
+    parser = PARSERS.get(kind)
+    if parser is None or not isinstance(data, dict):
+        return None
+    return parser(data, at)

@@ -1,0 +1,166 @@
+"""The websocket side: one thread that owns the socket and its reconnect loop.
+
+It turns every text frame into a typed event and puts it on a queue; binary frames
+(previews, progress text, SaveImageWebsocket images) are read and dropped at once. It never
+touches the terminal: the main thread decides what to show.
+
+The reconnect loop lives in `run` and nowhere else. After any close or error it makes
+sure the old socket is fully closed before opening a new one with the same clientId
+(otherwise the old handler's cleanup on the server can unregister the new socket, ComfyUI
+#16010), then waits with exponential backoff and jitter. It reports transport changes as
+events (`Connected`, `Disconnected`) once per change, not once per retry.
+"""
+
+import random
+import socket
+import threading
+import time
+
+import websocket
+
+from comfy_cli import events as ev
+
+OP_TEXT = websocket.ABNF.OPCODE_TEXT
+OP_CLOSE = websocket.ABNF.OPCODE_CLOSE
+
+
+class SocketDead(Exception):
+    pass
+
+
+class Listener(threading.Thread):
+    def __init__(self, url, client_id, out, *, connect_timeout=5.0, ping_interval=10.0, pong_timeout=10.0,
+                 backoff_first=0.5, backoff_max=10.0, header=None, sslopt=None):
+        super().__init__(name="comfy-cli-listener", daemon=True)
+        self.url = url
+        self.client_id = client_id
+        self.out = out
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.backoff_first = backoff_first
+        self.backoff_max = backoff_max
+        self.header = header or []
+        self.sslopt = sslopt
+        self.connected = threading.Event()  # set while a socket is open
+        self._stopping = threading.Event()
+        self._ws = None
+        self._lock = threading.Lock()
+
+    # ---- called from the main thread ---------------------------------------------------
+    def stop(self, timeout=1.0):
+        self._stopping.set()
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            _close(ws)
+        self.join(timeout)
+
+    # ---- the thread -----------------------------------------------------------------------
+    def run(self):
+        error = None
+        delay = self.backoff_first
+        ever_connected = False
+        down_reported = False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    ws = websocket.create_connection(
+                        self.url, timeout=self.connect_timeout, header=self.header, sslopt=self.sslopt,
+                        enable_multithread=True, skip_utf8_validation=True,
+                    )
+                except Exception as exc:  # every kind of failure to connect is retried
+                    if not down_reported:
+                        self.out.put(ev.Disconnected(time.monotonic(), _describe(exc)))
+                        down_reported = True
+                else:
+                    with self._lock:
+                        self._ws = ws
+                    if self._stopping.is_set():
+                        _close(ws)
+                        break
+                    self.connected.set()
+                    self.out.put(ev.Connected(time.monotonic(), None, ever_connected))
+                    ever_connected = True
+                    down_reported = False
+                    delay = self.backoff_first
+                    reason = self._pump(ws)
+                    self.connected.clear()
+                    with self._lock:
+                        self._ws = None
+                    _close(ws)  # fully closed before any reconnect with the same clientId
+                    if self._stopping.is_set():
+                        break
+                    self.out.put(ev.Disconnected(time.monotonic(), reason))
+                    down_reported = True
+                # Jitter keeps many clients from reconnecting in lockstep after a restart.
+                self._stopping.wait(delay * random.uniform(0.75, 1.25))
+                delay = min(delay * 2, self.backoff_max)
+        except BaseException as exc:  # pragma: no cover - a bug; tell the main thread, do not die silently
+            error = repr(exc)
+        finally:
+            self.connected.clear()
+            self.out.put(ev.ListenerStopped(time.monotonic(), error))
+
+    def _pump(self, ws):
+        """Read frames until the socket ends; return why it ended."""
+        put = self.out.put
+        parse = ev.parse
+        clock = time.monotonic
+        ws.settimeout(self.ping_interval)
+        last_rx = clock()
+        pinged = False
+        while not self._stopping.is_set():
+            try:
+                opcode, frame = ws.recv_data_frame(True)
+            except websocket.WebSocketTimeoutException:
+                # Silence is normal during slow nodes; a ping tells a quiet socket from a dead one.
+                if pinged and clock() - last_rx > self.ping_interval + self.pong_timeout:
+                    return "no answer to ping"
+                try:
+                    ws.ping()
+                except Exception as exc:
+                    return _describe(exc)
+                pinged = True
+                continue
+            except Exception as exc:
+                return _describe(exc)
+            now = clock()
+            last_rx = now
+            pinged = False
+            if opcode == OP_TEXT:
+                event = parse(frame.data, now)
+                if event is not None:
+                    put(event)
+            elif opcode == OP_CLOSE:
+                return "closed by the server"
+            # Binary frames and control frames are dropped here, never kept.
+        return "stopped"
+
+
+def _close(ws):
+    """Send a close frame if we can, then shut the TCP socket so a blocked recv wakes up."""
+    sock = ws.sock
+    try:
+        ws.send_close()
+    except Exception:
+        pass
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    ws.shutdown()
+
+
+def _describe(exc):
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        return f"websocket refused: HTTP {exc.status_code}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, websocket.WebSocketConnectionClosedException):
+        return "connection closed"
+    if isinstance(exc, (TimeoutError, websocket.WebSocketTimeoutException)):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 160 else text[:160] + "..."

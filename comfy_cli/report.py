@@ -1,0 +1,144 @@
+"""Results: exit codes per prompt, output files, error messages and the JSON summary."""
+
+from comfy_cli import errors
+from comfy_cli import tracker as tr
+
+SCHEMA = "comfy-cli.run/1"
+
+EXIT = {
+    tr.SUCCESS: errors.OK,
+    tr.FAILED: errors.FAILED,
+    tr.INTERRUPTED: errors.FAILED,
+    tr.REJECTED: errors.INVALID,
+    tr.TIMEOUT: errors.TIMEOUT,
+    tr.LOST: errors.UNREACHABLE,
+    tr.ERROR: errors.UNREACHABLE,
+}
+
+
+def exit_code(prompt, cancel_code=errors.SIGINT):
+    if prompt.status == tr.CANCELLED:
+        return cancel_code
+    return EXIT.get(prompt.status, errors.UNREACHABLE)
+
+
+def output_files(prompt, include_temp=False):
+    """[(node_id, item)] for every file the prompt's outputs name (images, gifs, video, audio...)."""
+    files = []
+    for node, output in prompt.outputs.items():
+        for value in output.values():
+            if not isinstance(value, list):
+                continue
+            for item in value:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    if item.get("type") == "temp" and not include_temp:
+                        continue
+                    files.append((node, item))
+    return files
+
+
+def rejection_lines(prompt):
+    """The 400 answer, as lines: the error, then one line per node error."""
+    err = prompt.error or {}
+    name = prompt.workflow.name
+    head = f"{name}: rejected by the server: {err.get('message') or 'validation failed'}"
+    details = err.get("details")
+    if details:
+        head += f" ({details})"
+    lines = [head]
+    return lines + node_error_lines(prompt.workflow, err.get("node_errors"))
+
+
+def node_error_lines(workflow, node_errors):
+    """One line per error in a /prompt answer's node_errors (node id, title, input, message)."""
+    lines = []
+    if isinstance(node_errors, dict):
+        for node_id, info in node_errors.items():
+            lines.extend(_node_error_lines(workflow, node_id, info))
+    return lines
+
+
+def _node_error_lines(workflow, node_id, info):
+    if not isinstance(info, dict):
+        return [f"  node {node_id}: {info}"]
+    label = workflow.title(node_id)
+    if label == node_id and isinstance(info.get("class_type"), str):
+        label = info["class_type"]
+    lines = []
+    for e in info.get("errors") or []:
+        if not isinstance(e, dict):
+            continue
+        extra = e.get("extra_info") if isinstance(e.get("extra_info"), dict) else {}
+        where = f"  node {node_id} ({label})"
+        if extra.get("input_name"):
+            where += f" input {extra['input_name']!r}"
+        text = e.get("message") or e.get("type") or "error"
+        if e.get("details"):
+            text += f": {e['details']}"
+        lines.append(f"{where}: {text}")
+    return lines or [f"  node {node_id} ({label}): invalid"]
+
+
+def failure_lines(prompt, verbose=False):
+    err = prompt.error or {}
+    name = prompt.workflow.name
+    if prompt.status == tr.FAILED:
+        node = err.get("node_id")
+        where = f" at node {node} ({err.get('node_type') or prompt.workflow.title(node)})" if node else ""
+        kind = f"{err['exception_type']}: " if err.get("exception_type") else ""
+        lines = [f"{name}: failed{where}: {kind}{err.get('message', '')}"]
+        if verbose and err.get("traceback"):
+            lines.extend("  " + line.rstrip("\n") for line in "".join(err["traceback"]).splitlines())
+        return lines
+    if prompt.status == tr.INTERRUPTED:
+        node = err.get("node_id")
+        return [f"{name}: interrupted on the server" + (f" at node {node} ({err.get('node_type')})" if node else "")]
+    if prompt.status == tr.REJECTED:
+        return rejection_lines(prompt)
+    if prompt.status in (tr.LOST, tr.TIMEOUT, tr.CANCELLED, tr.ERROR):
+        return [f"{name}: {err.get('message', prompt.status)} (prompt {prompt.prompt_id})"]
+    return []
+
+
+def summary(board, client, exit_code_value, include_temp=False):
+    return {
+        "schema": SCHEMA,
+        "server": client.base,
+        "exit_code": exit_code_value,
+        "prompts": [prompt_summary(p, client, include_temp) for p in board.prompts.values()],
+    }
+
+
+def prompt_summary(p, client, include_temp=False):
+    graph = p.workflow.graph
+    return {
+        "workflow": p.workflow.path,
+        "name": p.workflow.name,
+        "prompt_id": p.prompt_id,
+        "status": p.status,
+        "number": p.number,
+        "timings": {
+            "queued_s": _span(p.submitted_at, p.started_at),
+            "run_s": _span(p.started_at, p.ended_at),
+            "total_s": _span(p.submitted_at, p.ended_at),
+            "server_run_ms": (p.server_end_ms - p.server_start_ms)
+            if p.server_end_ms is not None and p.server_start_ms is not None else None,
+        },
+        "nodes": {
+            "total": len(graph),
+            "executed": len((p.ran - p.cached) & graph.keys()),
+            "cached": len(p.cached & graph.keys()),
+        },
+        "outputs": [
+            {"node": node, "filename": item.get("filename"), "subfolder": item.get("subfolder", ""),
+             "type": item.get("type", "output"), "url": client.view_url(item)}
+            for node, item in output_files(p, include_temp)
+        ],
+        "ui": p.outputs,
+        "error": p.error,
+        "warnings": p.warnings,
+    }
+
+
+def _span(a, b):
+    return round(b - a, 4) if a is not None and b is not None else None

@@ -1,0 +1,287 @@
+"""The state of every prompt in a run, as a pure state machine.
+
+Theory of operation
+-------------------
+A `Prompt` follows one prompt from submission to its end:
+
+    submitted --execution_start--> running --execution_success----> success
+        |                            |    --execution_error------> failed
+        |                            |    --execution_interrupted-> interrupted
+        +--- rejected (HTTP 400), lost, cancelled, timeout, error: decided by the runner
+
+Events come from the websocket listener or from the poller (/history, /queue); both
+produce the same typed events (see events.py), so the tracker cannot tell them apart and
+does not need to. The tracker does no I/O, starts no threads and reads no clock: every
+time it records comes from an event's `at`, or from an argument.
+
+The real server is not tidy, and the rules below come from its recordings:
+- duplicates (`progress_state` repeats, two `status` per enqueue) change nothing twice;
+- events for other prompts are ignored (routing is by prompt_id, in `Board`);
+- the first terminal event wins; anything after it is ignored;
+- `executing {node: null}` can come hundreds of ms after the terminal event, so the end
+  never waits for it; if it arrives first (we missed the terminal event), the prompt is
+  marked `needs_history` and the runner asks /history for the outcome;
+- after a reconnect the server re-sends `executing {node}` without a prompt_id; `Board`
+  gives it to the prompt that is running;
+- `execution_error` with exception_type ExecutionBlocked is a warning: execution goes on;
+- cached nodes never get `executing`; they count as done, so a bar can reach 100%.
+"""
+
+from comfy_cli import events as ev
+
+SUBMITTED = "submitted"
+RUNNING = "running"
+SUCCESS = "success"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+REJECTED = "rejected"
+LOST = "lost"
+CANCELLED = "cancelled"
+TIMEOUT = "timeout"
+ERROR = "error"  # the server could not be used for this prompt (e.g. submission failed)
+
+ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR})
+
+
+class Prompt:
+    def __init__(self, prompt_id, workflow, submitted_at=None):
+        self.prompt_id = prompt_id
+        self.workflow = workflow
+        self.status = SUBMITTED
+        self.number = None  # the server's priority number, from the /prompt reply
+        self.submitted_at = submitted_at
+        self.started_at = None
+        self.ended_at = None
+        self.server_start_ms = None
+        self.server_end_ms = None
+        self.cached = set()
+        self.ran = set()  # nodes the server really executed
+        self.done = set()  # nodes finished, cached ones included
+        self.node = None  # node running now
+        self.step = None  # (value, max) of that node's progress
+        self.outputs = {}  # node id -> UI output dict, in arrival order
+        self.error = None  # dict describing why it did not succeed
+        self.warnings = []
+        self.needs_history = False  # our picture may be incomplete: ask /history
+        self.saw_start = False
+        self.via_poll = False  # some state came from polling rather than the socket
+
+    # ---- queries -------------------------------------------------------------------
+    @property
+    def ended(self):
+        return self.status in ENDED
+
+    @property
+    def total(self):
+        return len(self.workflow.graph)
+
+    @property
+    def done_count(self):
+        return len(self.done & self.workflow.graph.keys())
+
+    # ---- inputs from the runner ---------------------------------------------------
+    def accepted(self, number, node_errors=None):
+        self.number = number
+        if node_errors:
+            self.warnings.append({"type": "node_errors", "node_errors": node_errors})
+
+    def reject(self, at, error):
+        self._end(REJECTED, at, error)
+
+    def give_up(self, status, at, message):
+        """End for a reason the server never told us: lost, cancelled, timeout, error."""
+        if not self.ended:
+            self._end(status, at, {"type": status, "message": message})
+
+    def gap(self):
+        """The socket was down while this prompt was open: events may have been missed."""
+        if not self.ended:
+            self.needs_history = True
+
+    # ---- events ---------------------------------------------------------------------
+    def handle(self, event):
+        """Apply one event; return True if anything visible changed."""
+        if self.ended:
+            return False
+        method = _HANDLERS.get(type(event))
+        return method(self, event) if method else False
+
+    def _start(self, e):
+        if self.status != SUBMITTED:
+            return False
+        self.status = RUNNING
+        self.started_at = e.at
+        self.server_start_ms = e.timestamp
+        self.saw_start = True
+        return True
+
+    def _running(self, at):
+        if self.status == SUBMITTED:
+            self.status = RUNNING
+            self.started_at = at
+            # We are seeing the middle of a run; what came before was missed.
+            self.needs_history = True
+
+    def _cached(self, e):
+        self._start_silently(e.at)
+        new = set(e.nodes) - self.cached
+        self.cached |= new
+        self.done |= new
+        return bool(new)
+
+    def _start_silently(self, at):
+        # execution_cached comes right after execution_start: seeing it means the prompt
+        # started, and nothing of note was missed even if the start itself was.
+        if self.status == SUBMITTED:
+            self.status = RUNNING
+            self.started_at = at
+
+    def _executing(self, e):
+        if e.node is None:
+            # The done marker. If it arrives before a terminal event, we missed that event.
+            self.needs_history = True
+            return False
+        self._running(e.at)
+        node = e.display_node or e.node
+        if node == self.node:
+            return False
+        if self.node is not None:
+            self.done.add(self.node)
+        self.node = node
+        self.step = None
+        self.ran.add(node)
+        return True
+
+    def _progress(self, e):
+        self._running(e.at)
+        node = e.node or self.node
+        if node != self.node and node is not None:
+            if self.node is not None:
+                self.done.add(self.node)
+            self.node = node
+            self.ran.add(node)
+        step = (e.value, e.max)
+        if step == self.step:
+            return False
+        self.step = step
+        return True
+
+    def _progress_state(self, e):
+        self._running(e.at)
+        before = len(self.done)
+        for node, (_value, _max, state) in e.nodes.items():
+            if state == "finished":
+                self.done.add(node)
+                if node not in self.cached:
+                    self.ran.add(node)
+        return len(self.done) != before
+
+    def _executed(self, e):
+        node = e.display_node or e.node
+        self.done.add(node)
+        if node not in self.cached:
+            self.ran.add(node)
+        if e.output is not None and self.outputs.get(node) != e.output:
+            self.outputs[node] = e.output
+            return True
+        return False
+
+    def _succeeded(self, e):
+        self.server_end_ms = e.timestamp
+        self.done |= self.workflow.graph.keys()
+        self._end(SUCCESS, e.at, None)
+        return True
+
+    def _failed(self, e):
+        error = {
+            "type": "execution_error",
+            "message": e.message,
+            "node_id": e.node_id,
+            "node_type": e.node_type,
+            "exception_type": e.exception_type,
+            "traceback": list(e.traceback),
+        }
+        if e.exception_type == "ExecutionBlocked":
+            self.warnings.append(error)  # the server goes on after a blocked node
+            return True
+        self.server_end_ms = e.timestamp
+        self._end(FAILED, e.at, error)
+        return True
+
+    def _interrupted(self, e):
+        self.server_end_ms = e.timestamp
+        error = {"type": "interrupted", "message": "interrupted on the server", "node_id": e.node_id,
+                 "node_type": e.node_type}
+        self._end(INTERRUPTED, e.at, error)
+        return True
+
+    def _end(self, status, at, error):
+        if self.node is not None and status == SUCCESS:
+            self.done.add(self.node)
+        self.status = status
+        self.ended_at = at
+        self.error = error
+        self.node = None
+        self.step = None
+
+
+_HANDLERS = {
+    ev.Started: Prompt._start,
+    ev.Cached: Prompt._cached,
+    ev.Executing: Prompt._executing,
+    ev.Progress: Prompt._progress,
+    ev.ProgressState: Prompt._progress_state,
+    ev.Executed: Prompt._executed,
+    ev.Succeeded: Prompt._succeeded,
+    ev.Failed: Prompt._failed,
+    ev.Interrupted: Prompt._interrupted,
+}
+
+
+class Board:
+    """All prompts of one run, and the routing of events to them."""
+
+    def __init__(self):
+        self.prompts = {}  # prompt_id -> Prompt, in submission order
+        self.queue_remaining = None
+        self.running_id = None  # the prompt the server is executing, as far as we know
+
+    def add(self, prompt):
+        self.prompts[prompt.prompt_id] = prompt
+        return prompt
+
+    def feed(self, event):
+        """Route one event; return the Prompt it changed, or None."""
+        if type(event) is ev.Status:
+            self.queue_remaining = event.queue_remaining
+            return None
+        pid = getattr(event, "prompt_id", None)
+        if pid is None:
+            # The reconnect re-send: `executing {node}` with no prompt_id belongs to the
+            # prompt that is running, if it is one of ours.
+            pid = self.running_id
+            if pid is None or type(event) is not ev.Executing:
+                return None
+            event = event._replace(prompt_id=pid)
+        prompt = self.prompts.get(pid)
+        if prompt is None:
+            return None
+        if prompt.handle(event):
+            self._note_running(prompt)
+            return prompt
+        self._note_running(prompt)
+        return None
+
+    def _note_running(self, prompt):
+        if prompt.status == RUNNING:
+            self.running_id = prompt.prompt_id
+        elif self.running_id == prompt.prompt_id:
+            self.running_id = None
+
+    @property
+    def open(self):
+        return [p for p in self.prompts.values() if not p.ended]
+
+    @property
+    def all_ended(self):
+        return all(p.ended for p in self.prompts.values())

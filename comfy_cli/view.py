@@ -1,0 +1,181 @@
+"""What a person sees on stderr while a run goes on: tqdm bars, plain lines, or nothing.
+
+Driven by the main thread alone. Redraws are rate-limited here, never once per message:
+a flood of progress messages only changes numbers, and the screen is redrawn at most every
+`interval` seconds per bar (and always at the end of a prompt).
+"""
+
+import sys
+import time
+
+from comfy_cli import tracker as tr
+
+END_WORDS = {
+    tr.SUCCESS: "done",
+    tr.FAILED: "FAILED",
+    tr.INTERRUPTED: "interrupted",
+    tr.REJECTED: "rejected",
+    tr.LOST: "lost",
+    tr.CANCELLED: "cancelled",
+    tr.TIMEOUT: "timed out",
+    tr.ERROR: "error",
+}
+
+
+def make(mode, stream=None):
+    stream = stream or sys.stderr
+    if mode == "auto":
+        mode = "bars" if _isatty(stream) else "lines"
+    if mode == "bars":
+        return BarsView(stream)
+    if mode == "lines":
+        return LinesView(stream)
+    return QuietView(stream)
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def step_text(prompt):
+    if prompt.node is None:
+        return ""
+    text = prompt.workflow.title(prompt.node)
+    if prompt.step is not None:
+        value, top = prompt.step
+        text += f" {_num(value)}/{_num(top)}"
+    return text
+
+
+def _num(x):
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+class QuietView:
+    """No progress at all; messages still reach stderr."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def added(self, prompt):
+        pass
+
+    def update(self, prompt):
+        pass
+
+    def transport(self, text):
+        self.note(text)
+
+    def tick(self):
+        pass
+
+    def note(self, text):
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self):
+        pass
+
+
+class LinesView(QuietView):
+    """One line when a prompt starts, changes node, passes each 25% of a node's steps, ends."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._seen = {}  # prompt_id -> (status, node, quarter)
+
+    def added(self, prompt):
+        self._seen[prompt.prompt_id] = (prompt.status, None, -1)
+
+    def update(self, prompt):
+        status, node, quarter = self._seen.get(prompt.prompt_id, (None, None, -1))
+        name = prompt.workflow.name
+        if prompt.ended:
+            if status not in tr.ENDED:
+                self.note(f"{name}: {END_WORDS[prompt.status]}{_end_detail(prompt)}")
+            self._seen[prompt.prompt_id] = (prompt.status, None, -1)
+            return
+        if status == tr.SUBMITTED and prompt.status == tr.RUNNING:
+            self.note(f"{name}: started")
+        if prompt.node is not None and prompt.node != node:
+            node, quarter = prompt.node, -1
+            self.note(f"{name}: node {node} {prompt.workflow.title(node)}")
+        if prompt.step is not None and prompt.step[1]:
+            q = min(4, int(4 * prompt.step[0] / prompt.step[1]))
+            if q > quarter and q > 0:
+                self.note(f"{name}: {step_text(prompt)} ({25 * q}%)")
+                quarter = q
+        self._seen[prompt.prompt_id] = (prompt.status, node, quarter)
+
+
+def _end_detail(prompt):
+    bits = []
+    if prompt.started_at is not None and prompt.ended_at is not None:
+        bits.append(f"in {prompt.ended_at - prompt.started_at:.2f}s")
+    if prompt.status == tr.SUCCESS:
+        bits.append(f"{len(prompt.ran - prompt.cached)} executed, {len(prompt.cached)} cached")
+    return f" ({', '.join(bits)})" if bits else ""
+
+
+class BarsView(QuietView):
+    """One tqdm bar per prompt: name, nodes done/total, and the running node's steps."""
+
+    FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} nodes [{elapsed}]{postfix}"
+
+    def __init__(self, stream, interval=0.1):
+        super().__init__(stream)
+        from tqdm import tqdm  # only when bars are drawn: keeps start-up light
+
+        self._tqdm = tqdm
+        self.interval = interval
+        self.bars = {}  # prompt_id -> tqdm
+        self._drawn = {}  # prompt_id -> monotonic time of the last redraw
+        self._dirty = set()
+
+    def added(self, prompt):
+        bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name, position=len(self.bars),
+                         leave=True, file=self.stream, bar_format=self.FORMAT, dynamic_ncols=True,
+                         mininterval=self.interval)
+        bar.set_postfix_str("queued", refresh=False)
+        bar.refresh()
+        self.bars[prompt.prompt_id] = bar
+        self._drawn[prompt.prompt_id] = time.monotonic()
+
+    def update(self, prompt):
+        bar = self.bars.get(prompt.prompt_id)
+        if bar is None:
+            return
+        bar.n = prompt.done_count if not prompt.ended or prompt.status != tr.SUCCESS else bar.total
+        if prompt.ended:
+            bar.set_postfix_str(END_WORDS[prompt.status], refresh=False)
+            bar.refresh()
+            self._dirty.discard(prompt.prompt_id)
+            return
+        bar.set_postfix_str(step_text(prompt) or ("running" if prompt.status == tr.RUNNING else "queued"),
+                            refresh=False)
+        now = time.monotonic()
+        if now - self._drawn[prompt.prompt_id] >= self.interval:
+            bar.refresh()
+            self._drawn[prompt.prompt_id] = now
+            self._dirty.discard(prompt.prompt_id)
+        else:
+            self._dirty.add(prompt.prompt_id)
+
+    def tick(self):
+        now = time.monotonic()
+        for pid in list(self._dirty):
+            if now - self._drawn[pid] >= self.interval:
+                self.bars[pid].refresh()
+                self._drawn[pid] = now
+                self._dirty.discard(pid)
+
+    def note(self, text):
+        self._tqdm.write(text, file=self.stream)
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()

@@ -1,0 +1,123 @@
+"""Reading API-format workflow files, with errors a person can act on."""
+
+import json
+import os
+from dataclasses import dataclass
+
+from comfy_cli.errors import UsageError
+
+# A real API workflow is a few KB to a few hundred KB; anything this big is not one.
+MAX_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class Workflow:
+    path: str  # as the user gave it ("-" for stdin)
+    name: str  # short label for bars and summaries
+    graph: dict  # {node_id: {"class_type", "inputs", "_meta"?}}
+
+    def title(self, node_id):
+        """The node's `_meta.title`, else its class_type, else its id."""
+        node = self.graph.get(node_id)
+        if not isinstance(node, dict):
+            return str(node_id)
+        meta = node.get("_meta")
+        if isinstance(meta, dict) and isinstance(meta.get("title"), str) and meta["title"]:
+            return meta["title"]
+        return str(node.get("class_type") or node_id)
+
+    def class_type(self, node_id):
+        node = self.graph.get(node_id)
+        return node.get("class_type") if isinstance(node, dict) else None
+
+
+def load(path, stdin=None):
+    """Read and check one workflow file; raise UsageError naming the file and the problem."""
+    label = "<stdin>" if path == "-" else path
+    raw = _read(path, label, stdin)
+    if not raw.strip():
+        raise UsageError(f"{label}: the file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{label}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise UsageError(f"{label}: invalid JSON: nested too deeply") from None
+    check_graph(data, label)
+    return Workflow(path=path, name=_name(path), graph=data)
+
+
+def _read(path, label, stdin):
+    if path == "-":
+        import sys
+
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = stream.read(MAX_BYTES + 1)
+    else:
+        if os.path.isdir(path):
+            raise UsageError(f"{label}: is a directory, not a workflow file")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
+        except FileNotFoundError:
+            raise UsageError(f"{label}: no such file") from None
+        except PermissionError:
+            raise UsageError(f"{label}: permission denied") from None
+        except OSError as exc:
+            raise UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{label}: larger than {MAX_BYTES // (1024 * 1024)} MB, too large to be a workflow")
+    return data
+
+
+def check_graph(data, label):
+    """Check the API-format shape: {id: {class_type: str, inputs: {...}}}, links to real nodes."""
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise UsageError(
+            f"{label}: this is a UI-format workflow (it has 'nodes' and 'links'); "
+            "export it in API format: in ComfyUI use Workflow > Export (API)"
+        )
+    if not isinstance(data, dict):
+        raise UsageError(f"{label}: expected a JSON object of nodes, got {_kind(data)}")
+    if isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:
+        # A saved POST /prompt body; the graph is inside.
+        raise UsageError(f"{label}: this looks like a /prompt request body; pass the graph under 'prompt' on its own")
+    if not data:
+        raise UsageError(f"{label}: the workflow has no nodes")
+    for node_id, node in data.items():
+        where = f"{label}: node {node_id!r}"
+        if not isinstance(node, dict):
+            raise UsageError(f"{where}: expected an object with class_type and inputs, got {_kind(node)}")
+        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            raise UsageError(f"{where}: missing 'class_type'")
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise UsageError(f"{where}: 'inputs' must be an object, got {_kind(inputs)}")
+        for name, value in inputs.items():
+            if _is_link(value):
+                src, index = value
+                if str(src) not in data:
+                    raise UsageError(f"{where}: input {name!r} links to node {src!r}, which is not in the workflow")
+                if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                    raise UsageError(f"{where}: input {name!r} has a bad output index {index!r}")
+
+
+def _is_link(value):
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+
+
+def _kind(value):
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _name(path):
+    if path == "-":
+        return "stdin"
+    base = os.path.basename(path)
+    return base[:-5] if base.endswith(".json") else base

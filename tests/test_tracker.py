@@ -1,0 +1,252 @@
+"""Replay every real trace through the tracker and check the end state, outputs and progress."""
+
+import json
+
+import pytest
+
+from comfy_cli import events as ev
+from comfy_cli import report
+from comfy_cli import tracker as tr
+from comfy_cli.poller import history_events
+from comfy_cli.workflow import Workflow
+
+from conftest import load_trace
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Replay:
+    """A Board fed with one trace's frames, recording every visible step on the way."""
+
+    def __init__(self, name, sockets=("main",)):
+        self.lines = load_trace(name)
+        self.board = tr.Board()
+        self.steps = {}  # prompt_id -> [(node, value, max)]
+        self.histories = {}
+        requests = [x["http"] for x in self.lines if "http" in x and x["http"]["path"] == "/prompt"]
+        for req in requests:
+            graph = req["request"]["prompt"]
+            wf = Workflow(path=f"{name}.json", name=name, graph=graph)
+            if req["status"] == 200:
+                self.board.add(tr.Prompt(req["response"]["prompt_id"], wf, submitted_at=0.0))
+            else:
+                self.rejected = tr.Prompt("rejected", wf, submitted_at=0.0)
+                self.rejected.reject(0.0, {"message": req["response"]["error"]["message"],
+                                           "details": req["response"]["error"]["details"],
+                                           "node_errors": req["response"]["node_errors"]})
+        for line in self.lines:
+            if "history" in line:
+                self.histories[line["history"]["prompt_id"]] = line["history"]["body"]
+            if line.get("note") == "ws_closed_by_client_for_reconnect":
+                for p in self.board.open:
+                    p.gap()
+            if line.get("sock") not in sockets or "ws" not in line:
+                continue
+            frame = line["ws"]
+            if frame.get("binary"):
+                continue  # the listener drops binary frames before they become events
+            event = ev.parse(json.dumps(frame).encode(), line["t_rel"])
+            if event is None:
+                continue
+            prompt = self.board.feed(event)
+            if prompt is not None and prompt.step is not None:
+                seen = self.steps.setdefault(prompt.prompt_id, [])
+                step = (prompt.node,) + tuple(prompt.step)
+                if not seen or seen[-1] != step:
+                    seen.append(step)
+
+    @property
+    def prompts(self):
+        return list(self.board.prompts.values())
+
+    @property
+    def only(self):
+        (p,) = self.prompts
+        return p
+
+
+def files(prompt, include_temp=False):
+    return [item["filename"] for _node, item in report.output_files(prompt, include_temp)]
+
+
+def test_steps_ok_success_with_every_step():
+    r = Replay("steps_ok")
+    p = r.only
+    assert p.status == tr.SUCCESS
+    assert files(p) == ["steps_ok_00001_.png"]
+    assert p.ran == {"1", "2"} and p.cached == set()
+    assert p.done_count == p.total == 2
+    assert [s[1:] for s in r.steps[p.prompt_id]] == [(i, 20) for i in range(1, 21)]
+    assert not p.needs_history
+    assert p.started_at is not None and p.ended_at > p.started_at
+    # Ended on execution_success, not on the `executing null` that came 330 ms later.
+    end = next(x["t_rel"] for x in r.lines if x.get("ws", {}).get("type") == "execution_success")
+    assert p.ended_at == end
+
+
+def test_cached_rerun_counts_cached_nodes_as_done():
+    p = Replay("steps_ok_cached").only
+    assert p.status == tr.SUCCESS
+    assert p.cached == {"1", "2"} and p.ran == set()
+    assert p.done_count == 2
+    assert files(p) == ["steps_ok_00001_.png"]
+
+
+def test_two_samplers_steps_per_node():
+    r = Replay("two_samplers")
+    p = r.only
+    assert p.status == tr.SUCCESS
+    steps = r.steps[p.prompt_id]
+    assert max(v for n, v, m in steps if n == "1") == 10
+    assert max(v for n, v, m in steps if n == "2") == 15
+    assert {m for n, v, m in steps if n == "2"} == {15}
+    assert files(p) == ["two_samplers_00001_.png"]
+
+
+def test_fail_reports_node_and_message():
+    r = Replay("fail")
+    p = r.only
+    assert p.status == tr.FAILED
+    assert p.error["node_id"] == "1" and p.error["node_type"] == "TestFail"
+    assert p.error["message"] == "TestFail: deliberate failure (at step 3 of 10)"
+    assert p.error["exception_type"] == "RuntimeError" and p.error["traceback"]
+    assert r.steps[p.prompt_id][-1] == ("1", 3, 10)
+    line = report.failure_lines(p)[0]
+    assert "node 1 (TestFail)" in line and "RuntimeError" in line
+    assert len(report.failure_lines(p, verbose=True)) > 3
+    assert report.exit_code(p) == 1
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("invalid", ["Prompt outputs failed validation", "node 1 (TestSteps) input 'steps'", "Required input is missing"]),
+    ("invalid_unknown_node", ["Cannot execute because node NoSuchNodeType does not exist.", "Node ID '#1'"]),
+    ("invalid_no_output", ["Prompt has no outputs"]),
+])
+def test_rejections_print_every_node_error(name, expect):
+    r = Replay(name)
+    assert r.prompts == []  # nothing was accepted, so nothing is awaited
+    text = "\n".join(report.rejection_lines(r.rejected))
+    for bit in expect:
+        assert bit in text
+    assert report.exit_code(r.rejected) == 2
+
+
+@pytest.mark.parametrize("name", ["interrupt", "interrupt_targeted"])
+def test_interrupt(name):
+    p = Replay(name).only
+    assert p.status == tr.INTERRUPTED
+    assert p.error["node_id"] == "1"
+    assert report.exit_code(p) == 1
+
+
+def test_interrupt_without_client_id_is_still_seen():
+    # The prompt had no client_id: only broadcasts (progress, execution_interrupted) arrive.
+    p = Replay("interrupt_no_client_id_observer").only
+    assert p.status == tr.INTERRUPTED
+    assert p.needs_history  # it never saw execution_start
+
+
+def test_no_client_id_prompt_needs_history_to_end():
+    r = Replay("no_client_id_observer")
+    p = r.only
+    assert p.status == tr.RUNNING and p.needs_history
+    for event in history_events(p.prompt_id, r.histories[p.prompt_id][p.prompt_id], 9.0):
+        r.board.feed(event)
+    assert p.status == tr.SUCCESS
+    assert len(files(p)) == 1
+
+
+def test_reconnect_resend_without_prompt_id_is_attributed():
+    r = Replay("reconnect", sockets=("main", "main#2"))
+    p = r.only
+    assert p.status == tr.SUCCESS
+    assert p.needs_history  # the gap: frames were lost, so outputs are checked over HTTP
+    assert files(p) == ["long_00001_.png"]
+    # Progress before the gap reached 10 of 40; nothing came during the gap.
+    values = [v for _n, v, _m in r.steps[p.prompt_id]]
+    assert values[:10] == list(range(1, 11))
+
+
+def test_reconnect_resend_routes_to_running_prompt():
+    board = tr.Board()
+    wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {}}})
+    p = board.add(tr.Prompt("p1", wf))
+    board.feed(ev.Started(1.0, "p1", None))
+    board.feed(ev.Executing(1.1, "p1", "1", "1"))
+    assert board.feed(ev.Executing(2.0, None, "2", None)) is p
+    assert p.node == "2" and "1" in p.done
+    other = tr.Board()
+    other.add(tr.Prompt("p2", wf))
+    assert other.feed(ev.Executing(2.0, None, "2", None)) is None  # nothing of ours is running
+
+
+def test_duplicate_socket_goes_silent():
+    p = Replay("dup_client_id").only
+    assert p.status == tr.RUNNING  # the first socket never hears the end: polling must
+    p2 = Replay("dup_client_id", sockets=("main", "dup")).only
+    assert p2.status == tr.SUCCESS and files(p2) == ["long_00002_.png"]
+
+
+def test_observer_socket_sees_nothing_of_ours():
+    r = Replay("observer", sockets=("observer",))
+    assert r.only.status == tr.SUBMITTED
+    assert Replay("observer").only.status == tr.SUCCESS
+
+
+@pytest.mark.parametrize("name", ["preview_binary", "preview_binary_feature_flags"])
+def test_previews(name):
+    p = Replay(name).only
+    assert p.status == tr.SUCCESS
+    assert files(p) == []  # PreviewImage writes temp files
+    assert len(files(p, include_temp=True)) == 1
+    assert p.outputs["2"]["text"][0] == "hello from TestLog"
+
+
+def test_queued_two_each_prompt_ends_on_its_own_events():
+    a, b = Replay("queued_two").prompts
+    assert a.status == tr.SUCCESS and files(a) == ["steps_ok_00004_.png"]
+    assert b.status == tr.FAILED and b.error["message"].startswith("TestFail")
+    assert a.ended_at < b.started_at
+
+
+@pytest.mark.parametrize("name", ["steps_ok", "steps_ok_cached", "two_samplers", "fail", "interrupt",
+                                  "interrupt_targeted", "reconnect", "dup_client_id", "observer",
+                                  "preview_binary", "queued_two", "no_client_id_observer"])
+def test_history_replay_agrees_with_the_socket(name):
+    r = Replay(name, sockets=("main", "main#2", "dup"))
+    for pid, body in r.histories.items():
+        fresh = tr.Prompt(pid, r.board.prompts[pid].workflow)
+        for event in history_events(pid, body[pid], 5.0):
+            fresh.handle(event)
+        live = r.board.prompts[pid]
+        if live.ended:
+            assert fresh.status == live.status
+            assert fresh.outputs == live.outputs or name == "preview_binary"
+        assert fresh.ended
+
+
+def test_duplicates_and_junk_change_nothing():
+    wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}})
+    p = tr.Prompt("p", wf)
+    assert p.handle(ev.Started(1, "p", 5))
+    assert not p.handle(ev.Started(1, "p", 5))
+    assert p.handle(ev.Progress(2, "p", "1", 1, 4))
+    assert not p.handle(ev.Progress(2, "p", "1", 1, 4))
+    assert p.handle(ev.Succeeded(3, "p", 9))
+    assert not p.handle(ev.Failed(4, "p", "1", "A", "late", None, (), None))
+    assert p.status == tr.SUCCESS
+    for junk in [b"", b"nope", b"[]", b'{"type": 5}', b'{"type":"progress","data":{"value":"x","max":2}}',
+                 b'{"type":"executed","data":[]}', b'{"type":"progress_state","data":{"nodes":7,"prompt_id":"p"}}',
+                 b'{"type":"execution_error","data":{"prompt_id":"p","traceback":"x","exception_message":3}}']:
+        event = ev.parse(junk, 0.0)
+        assert event is None or isinstance(event, tuple)
+
+
+def test_blocked_execution_is_a_warning_not_the_end():
+    wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}})
+    p = tr.Prompt("p", wf)
+    p.handle(ev.Started(1, "p", None))
+    p.handle(ev.Failed(2, "p", "1", "A", "Execution Blocked: no", "ExecutionBlocked", (), None))
+    assert p.status == tr.RUNNING and p.warnings
+    p.handle(ev.Succeeded(3, "p", None))
+    assert p.status == tr.SUCCESS
