@@ -61,7 +61,8 @@ class Run:
         self.client_id = str(uuid.uuid4())
         self.events = queue.Queue()
         self.board = tr.Board()
-        self.view = views.make("none" if opts.progress == "none" else opts.progress, self.err)
+        width = max((len(wf.name) for wf in opts.workflows), default=0)
+        self.view = views.make(opts.progress, self.err, self.out, width)
         self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events)
         self.lookups = {}  # prompt_id -> _Lookup: /history reads still to do
         self.printed = set()
@@ -209,8 +210,7 @@ class Run:
             self.view.note(line)
         if not self.opts.json:
             for _node, item in report.output_files(prompt, self.opts.include_temp):
-                self.out.write(self.client.view_url(item) + "\n")
-            self.out.flush()
+                self.view.result(self.client.view_url(item))
 
     # ---- /history reads ---------------------------------------------------------------
     def _lookup(self, prompt_id, now):

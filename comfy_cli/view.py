@@ -22,15 +22,17 @@ END_WORDS = {
 }
 
 
-def make(mode, stream=None):
+def make(mode, stream=None, out=None, name_width=0):
+    """The view for --progress MODE; `out` is where results go (stdout)."""
     stream = stream or sys.stderr
+    out = out or sys.stdout
     if mode == "auto":
         mode = "bars" if _isatty(stream) else "lines"
     if mode == "bars":
-        return BarsView(stream)
+        return BarsView(stream, out, name_width)
     if mode == "lines":
-        return LinesView(stream)
-    return QuietView(stream)
+        return LinesView(stream, out)
+    return QuietView(stream, out)
 
 
 def _isatty(stream):
@@ -57,8 +59,14 @@ def _num(x):
 class QuietView:
     """No progress at all; messages still reach stderr."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, out):
         self.stream = stream
+        self.out = out
+
+    def result(self, line):
+        """One line of results on stdout."""
+        self.out.write(line + "\n")
+        self.out.flush()
 
     def added(self, prompt):
         pass
@@ -83,8 +91,8 @@ class QuietView:
 class LinesView(QuietView):
     """One line when a prompt starts, changes node, passes each 25% of a node's steps, ends."""
 
-    def __init__(self, stream):
-        super().__init__(stream)
+    def __init__(self, stream, out):
+        super().__init__(stream, out)
         self._seen = {}  # prompt_id -> (status, node, quarter)
 
     def added(self, prompt):
@@ -124,9 +132,11 @@ class BarsView(QuietView):
     """One tqdm bar per prompt: name, nodes done/total, and the running node's steps."""
 
     FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} nodes [{elapsed}]{postfix}"
+    FORMAT_ENDED = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} nodes{postfix}"  # time frozen
 
-    def __init__(self, stream, interval=0.1):
-        super().__init__(stream)
+    def __init__(self, stream, out, name_width=0, interval=0.1):
+        super().__init__(stream, out)
+        self.name_width = name_width
         from tqdm import tqdm  # only when bars are drawn: keeps start-up light
 
         self._tqdm = tqdm
@@ -136,7 +146,8 @@ class BarsView(QuietView):
         self._dirty = set()
 
     def added(self, prompt):
-        bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name, position=len(self.bars),
+        bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name.ljust(self.name_width),
+                         position=len(self.bars),
                          leave=True, file=self.stream, bar_format=self.FORMAT, dynamic_ncols=True,
                          mininterval=self.interval)
         bar.set_postfix_str("queued", refresh=False)
@@ -150,7 +161,8 @@ class BarsView(QuietView):
             return
         bar.n = prompt.done_count if not prompt.ended or prompt.status != tr.SUCCESS else bar.total
         if prompt.ended:
-            bar.set_postfix_str(END_WORDS[prompt.status], refresh=False)
+            bar.bar_format = self.FORMAT_ENDED
+            bar.set_postfix_str(END_WORDS[prompt.status] + _end_detail(prompt), refresh=False)
             bar.refresh()
             self._dirty.discard(prompt.prompt_id)
             return
@@ -174,6 +186,11 @@ class BarsView(QuietView):
 
     def note(self, text):
         self._tqdm.write(text, file=self.stream)
+
+    def result(self, line):
+        # Through tqdm, so a terminal shared by stdout and stderr keeps its bars intact.
+        self._tqdm.write(line, file=self.out)
+        self.out.flush()
 
     def close(self):
         for bar in self.bars.values():
