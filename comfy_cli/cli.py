@@ -69,6 +69,12 @@ def run(
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list temp/preview outputs."),
     no_cancel: bool = typer.Option(False, "--no-cancel",
                                    help="On Ctrl-C or a time limit, leave our prompts on the server."),
+    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
+                                        help="While the websocket is down, check /queue and /history every S "
+                                             "seconds."),
+    silence_check: float = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
+                                        help="Check over HTTP when the websocket has been quiet for S seconds "
+                                             "while prompts are open."),
     simulate: bool = typer.Option(False, "--simulate",
                                   help="Run against the built-in simulator on a free loopback port."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
@@ -89,7 +95,8 @@ def run(
 
             opts = Options(url=sim.url if sim else (url or DEFAULT_URL), workflows=loaded,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
-                           verbose=verbose, include_temp=include_temp, no_cancel=no_cancel)
+                           verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
+                           poll_interval=poll_interval, silence_check=silence_check)
             code = Run(opts).execute()
         finally:
             if sim:

@@ -1,10 +1,15 @@
 """The HTTP side: one requests.Session that owns every REST call and its errors."""
 
+import time
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import requests
 
 from comfy_cli.errors import ServerError, Unreachable, UsageError
+
+
+RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
+GET_BACKOFF = (0.25, 0.5, 1.0, 2.0)  # waits between tries of an idempotent GET
 
 
 class Rejected(ServerError):
@@ -17,7 +22,7 @@ class Rejected(ServerError):
             message = error.get("message") or error.get("type") or "rejected"
         else:
             message = str(error or "rejected by the server")
-        super().__init__(message)
+        super().__init__(message, 400)
 
 
 def normalize_url(url):
@@ -73,15 +78,15 @@ class Client:
             raise ServerError(f"{self.url('/prompt')}: unexpected answer {str(data)[:80]!r}")
         return data
 
-    def history(self, prompt_id):
+    def history(self, prompt_id, retry=True):
         """The history entry for one prompt, or None while it is unknown or unfinished."""
-        data = self._json(self._request("GET", "/history/" + quote(prompt_id, safe="")), "/history")
+        data = self._json(self._get("/history/" + quote(prompt_id, safe=""), retry), "/history")
         entry = data.get(prompt_id) if isinstance(data, dict) else None
         return entry if isinstance(entry, dict) else None
 
-    def queue(self):
+    def queue(self, retry=True):
         """(running prompt ids, pending prompt ids) from GET /queue."""
-        data = self._json(self._request("GET", "/queue"), "/queue")
+        data = self._json(self._get("/queue", retry), "/queue")
         if not isinstance(data, dict):
             raise ServerError(f"{self.url('/queue')}: unexpected answer")
         return _queue_ids(data.get("queue_running")), _queue_ids(data.get("queue_pending"))
@@ -95,7 +100,7 @@ class Client:
             self._request("POST", "/queue", json={"delete": list(prompt_ids)})
 
     def system_stats(self):
-        data = self._json(self._request("GET", "/system_stats"), "/system_stats")
+        data = self._json(self._get("/system_stats", True), "/system_stats")
         if not isinstance(data, dict):
             raise ServerError(f"{self.url('/system_stats')}: unexpected answer")
         return data
@@ -104,6 +109,19 @@ class Client:
         self.session.close()
 
     # ---- plumbing -------------------------------------------------------------------
+    def _get(self, path, retry):
+        """GET is idempotent: retry on connection errors and 502/503/504, with backoff.
+        The poller passes retry=False: it has its own tick and must not stall on one call."""
+        waits = GET_BACKOFF if retry else ()
+        for wait in waits:
+            try:
+                return self._request("GET", path)
+            except ServerError as exc:
+                if not (isinstance(exc, Unreachable) or exc.status in RETRY_STATUS):
+                    raise
+            time.sleep(wait)
+        return self._request("GET", path)
+
     def _request(self, method, path, **kwargs):
         url = self.url(path)
         try:
@@ -117,9 +135,10 @@ class Client:
         except requests.exceptions.RequestException as exc:
             raise ServerError(f"{url}: {_short(exc)}") from None
         if resp.status_code in (401, 403):
-            raise ServerError(f"{url}: HTTP {resp.status_code}: access denied; check the server's access rules")
+            raise ServerError(f"{url}: HTTP {resp.status_code}: access denied; check the server's access rules",
+                              resp.status_code)
         if resp.status_code >= 400 and resp.status_code != 400:
-            raise ServerError(f"{url}: HTTP {resp.status_code}{_reason(resp)}")
+            raise ServerError(f"{url}: HTTP {resp.status_code}{_reason(resp)}", resp.status_code)
         return resp
 
     def _json(self, resp, path, allow_error=False):

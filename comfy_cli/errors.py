@@ -42,6 +42,10 @@ class ServerError(ComfyError):
 
     exit_code = UNREACHABLE
 
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status  # the HTTP status, when there was an answer
+
 
 class Unreachable(ServerError):
     """No connection could be made at all."""

@@ -85,6 +85,20 @@ class Interrupted(NamedTuple):
     timestamp: Optional[int]
 
 
+# Poller events: what /queue says of a prompt.
+class Queued(NamedTuple):
+    at: float
+    prompt_id: str
+    running: bool  # in queue_running (else in queue_pending)
+
+
+class Vanished(NamedTuple):
+    """In neither /queue nor /history: deleted by someone, or the server restarted."""
+
+    at: float
+    prompt_id: str
+
+
 # Transport events: the listener's view of the socket, for the runner (not the tracker).
 class Connected(NamedTuple):
     at: float

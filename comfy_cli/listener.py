@@ -56,6 +56,13 @@ class Listener(threading.Thread):
             _close(ws)
         self.join(timeout)
 
+    def reconnect(self):
+        """Drop the current socket (it went deaf); the loop opens a fresh one."""
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            _close(ws)
+
     # ---- the thread -----------------------------------------------------------------------
     def run(self):
         error = None

@@ -3,6 +3,15 @@
 The main thread owns everything here: it submits over HTTP, takes events from the
 listener's queue, feeds them to the tracker, drives the view and prints results. The
 listener thread only produces events; nothing else runs concurrently.
+
+Keeping track through a flaky network:
+- while the socket is down, a reconciliation round (poller.py) runs every poll interval;
+- after every (re)connect one round runs at once, before any later frame is handled, so
+  the server's prompt-less `executing` re-send is given to the right prompt;
+- a quiet socket is checked over HTTP after `silence_check` seconds; if the server moved on
+  without telling the socket, the socket is deaf and is replaced;
+- a `status` broadcast whose queue shrank for no reason of ours triggers a round too: that is
+  the only sign that someone deleted one of our pending prompts.
 """
 
 import json
@@ -11,21 +20,23 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from comfy_cli import errors
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import tracker as tr
 from comfy_cli import view as views
-from comfy_cli.client import Client, Rejected
+from comfy_cli.client import RETRY_STATUS, Client, Rejected
 from comfy_cli.errors import ServerError
 from comfy_cli.listener import Listener
-from comfy_cli.poller import history_events
+from comfy_cli.poller import Poller, history_events
 
 TICK = 0.1  # how often the main loop wakes when nothing arrives (redraws, timers)
 HISTORY_RETRY = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)  # the entry can lag the terminal event (#11540)
+SUBMIT_RETRY = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0)  # ~45 s for a POST whose answer was lost
+STATUS_ROUND_GAP = 2.0  # at most one status-triggered round per this many seconds
 
 
 @dataclass
@@ -40,6 +51,8 @@ class Options:
     include_temp: bool = False
     no_cancel: bool = False
     connect_timeout: float = 10.0
+    poll_interval: float = 1.0
+    silence_check: float = 15.0
 
 
 class Terminated(Exception):
@@ -64,20 +77,27 @@ class Run:
         width = max((len(wf.name) for wf in opts.workflows), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width)
         self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events)
+        self.poller = Poller(self.client)
         self.lookups = {}  # prompt_id -> _Lookup: /history reads still to do
         self.printed = set()
         self.started = time.monotonic()
-        self.last_heard = self.started
+        self.last_heard = self.started  # last time anything new came from the server
+        self.last_frame = self.started  # last time the socket delivered anything
         self.socket_up = False
+        self.next_round = None  # when the next reconciliation round is due
+        self.last_status_round = 0.0
+        self.ended_since_status = False
+        self.unreachable_since = None  # (monotonic, wall clock) while HTTP fails
 
     # ---- the whole run ----------------------------------------------------------------
     def execute(self):
         cancel_code = None
-        old_term = _on_sigterm()
+        old_term = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             self.listener.start()
             self._wait_for_socket()
-            self._submit_all()
+            for wf in self.opts.workflows:
+                self._submit(wf)
             self._loop()
         except KeyboardInterrupt:
             cancel_code = errors.SIGINT
@@ -98,55 +118,39 @@ class Run:
         return code
 
     def _wait_for_socket(self):
-        """The socket must be open before the first submission, so no event is missed."""
+        """Open the socket before the first submission, so no event is missed. If only the
+        socket fails, go on by polling; if HTTP fails too, there is nothing to talk to."""
         try:
             event = self.events.get(timeout=self.opts.connect_timeout)
         except queue.Empty:
-            raise ServerError(f"{self.client.ws_url('...')}: websocket did not open within "
-                              f"{self.opts.connect_timeout:g} s") from None
+            event = ev.Disconnected(time.monotonic(), f"no answer within {self.opts.connect_timeout:g} s")
         if isinstance(event, ev.Connected):
             self.socket_up = True
             return
-        # Tell "nothing there" from "HTTP works but the websocket does not".
-        self.client.system_stats()
-        raise ServerError(f"{self.client.base}: HTTP works but the websocket does not: "
-                          f"{getattr(event, 'reason', event)}")
-
-    def _submit_all(self):
-        for wf in self.opts.workflows:
-            prompt = self.board.add(tr.Prompt(str(uuid.uuid4()), wf, time.monotonic()))
-            self.view.added(prompt)
-            try:
-                reply = self.client.submit(wf.graph, self.client_id, prompt.prompt_id)
-            except Rejected as exc:
-                prompt.reject(time.monotonic(), _rejection(exc.body))
-                self._ended(prompt)
-                continue
-            except ServerError as exc:
-                prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {exc}")
-                self._ended(prompt)
-                continue
-            prompt.accepted(reply.get("number"), reply.get("node_errors"))
-            if reply.get("node_errors"):
-                self.view.note(f"{wf.name}: warning: the server dropped some outputs that failed validation:")
-                for line in report.node_error_lines(wf, reply["node_errors"]):
-                    self.view.note(line)
-            # Drain what arrived meanwhile, so a fast prompt shows progress during a batch.
-            self._drain()
+        self.client.system_stats()  # raises Unreachable: "cannot connect to URL"
+        self.next_round = time.monotonic()
+        self._mode(f"connection: websocket unavailable ({event.reason}); polling /queue and /history "
+                   f"every {self.opts.poll_interval:g} s until it opens", polling=True)
 
     def _loop(self):
         while not (self.board.all_ended and not self.lookups):
             event = self._next_event()
             if event is not None:
                 self._handle(event)
+            now = time.monotonic()
+            if self.next_round is not None and now >= self.next_round:
+                self._round(now)
+            elif self.socket_up and self.board.open and now - self.last_frame >= self.opts.silence_check:
+                self._check_quiet_socket(now)
             self._due_lookups()
             self._check_limits()
             self.view.tick()
 
     def _next_event(self):
-        wait = TICK
-        if self.lookups:
-            wait = min(wait, max(0.0, min(lk.due for lk in self.lookups.values()) - time.monotonic()))
+        due = [lk.due for lk in self.lookups.values()]
+        if self.next_round is not None:
+            due.append(self.next_round)
+        wait = TICK if not due else max(0.0, min(TICK, min(due) - time.monotonic()))
         try:
             return self.events.get(timeout=wait)
         except queue.Empty:
@@ -160,37 +164,128 @@ class Run:
                 return
             self._handle(event)
 
+    # ---- submitting ---------------------------------------------------------------------
+    def _submit(self, wf):
+        prompt = self.board.add(tr.Prompt(str(uuid.uuid4()), wf, time.monotonic()))
+        self.view.added(prompt)
+        waits = iter(SUBMIT_RETRY)
+        while True:
+            try:
+                reply = self.client.submit(wf.graph, self.client_id, prompt.prompt_id)
+                break
+            except Rejected as exc:
+                prompt.reject(time.monotonic(), _rejection(exc.body))
+                self._ended(prompt)
+                return
+            except ServerError as exc:
+                if exc.status is not None and exc.status not in RETRY_STATUS:
+                    prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {exc}")
+                    self._ended(prompt)
+                    return
+                # The answer was lost: the server may have the prompt. Never send it twice.
+                found = self._find_submitted(prompt, waits, exc)
+                if found is None:
+                    return  # gave up; already reported
+                if found:
+                    self.view.note(f"{wf.name}: the answer to POST /prompt was lost, but the server has the "
+                                   f"prompt ({exc})")
+                    reply = {}
+                    break
+        prompt.accepted(reply.get("number"), reply.get("node_errors"))
+        if reply.get("node_errors"):
+            self.view.note(f"{wf.name}: warning: the server dropped some outputs that failed validation:")
+            for line in report.node_error_lines(wf, reply["node_errors"]):
+                self.view.note(line)
+        # Handle what arrived meanwhile, so a fast prompt shows progress during a batch.
+        self._drain()
+
+    def _find_submitted(self, prompt, waits, first_error):
+        """After a failed POST: True if the server has the prompt, False if it surely does not
+        (safe to send again), None if we gave up (the prompt is then ended as an error)."""
+        while True:
+            wait = next(waits, None)
+            if wait is None or self._past_deadline(time.monotonic() + wait):
+                prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {first_error}")
+                self._ended(prompt)
+                return None
+            self._pause(wait)
+            if prompt.status != tr.SUBMITTED:
+                return True  # the socket already told us it runs
+            try:
+                running, pending = self.client.queue(retry=False)
+                if prompt.prompt_id in running or prompt.prompt_id in pending:
+                    return True
+                return self.client.history(prompt.prompt_id, retry=False) is not None
+            except ServerError:
+                continue  # cannot tell yet: ask again later, never resend blindly
+
+    def _pause(self, seconds):
+        """Wait while still handling socket events (no blind sleep on the main thread)."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                self._handle(self.events.get(timeout=left))
+            except queue.Empty:
+                return
+
     # ---- events -----------------------------------------------------------------------
     def _handle(self, event):
         now = event.at
         kind = type(event)
         if kind is ev.Connected:
             self.socket_up = True
-            self.view.transport("connection: websocket reconnected; checking open prompts over HTTP")
-            for prompt in self.board.open:
-                self._lookup(prompt.prompt_id, now)
+            self.last_frame = now
+            self._mode("connection: websocket reconnected; checking open prompts over HTTP", polling=False)
+            self.next_round = None
+            # Before any later frame: the re-sent `executing` must find the right prompt.
+            self._round(now)
             return
         if kind is ev.Disconnected:
             if self.socket_up:
                 self.socket_up = False
-                self.view.transport(f"connection: websocket lost ({event.reason}); reconnecting")
+                self._mode(f"connection: websocket lost ({event.reason}); polling /queue and /history every "
+                           f"{self.opts.poll_interval:g} s while reconnecting", polling=True)
                 for prompt in self.board.open:
                     prompt.gap()
+                self.board.running_id = None
+                self.next_round = now
             return
         if kind is ev.ListenerStopped:
             if event.error:
                 raise ServerError(f"the websocket listener stopped: {event.error}")
             return
-        self.last_heard = now
+        self.last_frame = self.last_heard = now
+        if kind is ev.Status:
+            self._status(event)
+        self._apply(event)
+
+    def _apply(self, event):
+        """Feed one event (from the socket or the poller) to the board and react."""
         prompt = self.board.feed(event)
         if prompt is None:
-            return
+            return False
+        self.last_heard = event.at
         self.view.update(prompt)
         if prompt.ended:
+            self.ended_since_status = True
             self._ended(prompt)
-        elif prompt.needs_history and prompt.prompt_id not in self.lookups and kind is ev.Executing:
+        elif prompt.needs_history and prompt.prompt_id not in self.lookups and type(event) is ev.Executing:
             # The done marker came before any terminal event: ask the history for the outcome.
-            self._lookup(prompt.prompt_id, now)
+            self._lookup(prompt.prompt_id, event.at)
+        return True
+
+    def _status(self, event):
+        before = self.board.queue_remaining
+        shrank = before is not None and event.queue_remaining is not None and event.queue_remaining < before
+        if shrank and not self.ended_since_status and any(p.status == tr.SUBMITTED for p in self.board.open):
+            # The queue shrank and none of ours ended: perhaps one of ours was deleted.
+            if event.at - self.last_status_round >= STATUS_ROUND_GAP and self.next_round is None:
+                self.next_round = event.at
+        if shrank:
+            self.ended_since_status = False
 
     def _ended(self, prompt):
         self.view.update(prompt)
@@ -212,7 +307,48 @@ class Run:
             for _node, item in report.output_files(prompt, self.opts.include_temp):
                 self.view.result(self.client.view_url(item))
 
-    # ---- /history reads ---------------------------------------------------------------
+    def _mode(self, text, polling):
+        self.view.transport(text, polling)
+
+    # ---- reconciliation over HTTP -------------------------------------------------------
+    def _round(self, now):
+        """One poller round; schedules the next while the socket is down."""
+        self.next_round = None if self.socket_up else now + self.opts.poll_interval
+        self.last_status_round = now
+        open_prompts = self.board.open
+        if not open_prompts:
+            return False
+        try:
+            found, running = self.poller.round(open_prompts, now)
+        except ServerError as exc:
+            if self.unreachable_since is None:
+                self.unreachable_since = (now, time.strftime("%H:%M:%S"))
+                self.view.note(f"connection: server unreachable since {self.unreachable_since[1]} ({exc}); "
+                               "retrying")
+            return False
+        if self.unreachable_since is not None:
+            self.view.note(f"connection: server reachable again after {now - self.unreachable_since[0]:.0f} s")
+            self.unreachable_since = None
+        mine = [pid for pid in running if pid in self.board.prompts]
+        self.board.running_id = mine[0] if mine else None
+        changed = False
+        for event in found:
+            changed = self._apply(event) or changed
+        return changed
+
+    def _check_quiet_socket(self, now):
+        """Nothing on the socket for a while: normal during a slow node, unless the server has
+        moved on without telling us. Then the socket is deaf, so replace it."""
+        self._drain()  # frames already waiting are not silence
+        if self.last_frame > now - self.opts.silence_check:
+            return
+        self.last_frame = now
+        if self._round(now):
+            self._mode("connection: the websocket went quiet while the server moved on; reconnecting",
+                       polling=False)
+            self.listener.reconnect()
+
+    # ---- /history reads for outputs ---------------------------------------------------
     def _lookup(self, prompt_id, now):
         self.lookups.setdefault(prompt_id, _Lookup(0, now))
 
@@ -223,7 +359,7 @@ class Run:
                 continue
             prompt = self.board.prompts[pid]
             try:
-                entry = self.client.history(pid)
+                entry = self.client.history(pid, retry=False)
             except ServerError as exc:
                 entry = None
                 if lk.attempt + 1 >= len(HISTORY_RETRY):
@@ -235,42 +371,43 @@ class Run:
                 for event in history_events(pid, entry, now):
                     self.board.feed(event)
                 if prompt.ended:
-                    self._ended_after_lookup(prompt)
+                    self.view.update(prompt)
+                    self._report(prompt)
                 continue
-            if prompt.ended and lk.attempt + 1 >= len(HISTORY_RETRY):
-                # Give up on extra outputs; report what the socket told us.
+            if lk.attempt + 1 >= len(HISTORY_RETRY):
                 del self.lookups[pid]
-                self._report(prompt)
-                continue
-            if not prompt.ended and lk.attempt + 1 >= len(HISTORY_RETRY):
-                # Not finished after all (still queued or running): the socket will tell us.
-                del self.lookups[pid]
+                if prompt.ended:
+                    self._report(prompt)  # what the socket told us is all we have
+                # else: not finished after all; the socket or the poller will tell us
                 continue
             lk.due = now + HISTORY_RETRY[lk.attempt]
             lk.attempt += 1
 
-    def _ended_after_lookup(self, prompt):
-        self.view.update(prompt)
-        self._report(prompt)
-
     # ---- limits, cancel -----------------------------------------------------------------
+    def _past_deadline(self, when):
+        return self.opts.deadline is not None and when - self.started >= self.opts.deadline
+
     def _check_limits(self):
         now = time.monotonic()
         o = self.opts
         reason = None
-        if o.deadline is not None and now - self.started >= o.deadline:
+        if self._past_deadline(now):
             reason = f"deadline of {o.deadline:g} s passed"
         elif o.timeout is not None and now - self.last_heard >= o.timeout:
-            reason = f"nothing heard from the server for {o.timeout:g} s"
+            reason = f"nothing new from the server for {o.timeout:g} s"
         if reason is None:
             return
+        status = tr.TIMEOUT
+        if self.unreachable_since is not None:
+            status, reason = tr.ERROR, f"server unreachable since {self.unreachable_since[1]}; {reason}"
         open_prompts = self.board.open
         for prompt in open_prompts:
-            prompt.give_up(tr.TIMEOUT, now, reason)
+            prompt.give_up(status, now, reason)
             self.view.update(prompt)
             self._report(prompt)
         self.lookups.clear()
-        self._cancel_on_server(open_prompts)
+        if self.unreachable_since is None:
+            self._cancel_on_server(open_prompts)
 
     def _cancel(self, code):
         open_prompts = self.board.open
@@ -293,7 +430,7 @@ class Run:
         # A second Ctrl-C while we talk to the server exits at once.
         previous = signal.signal(signal.SIGINT, _exit_now)
         try:
-            running, pending = self.client.queue()
+            running, pending = self.client.queue(retry=False)
             mine = set(ids)
             self.client.delete_pending([pid for pid in pending if pid in mine])
             for pid in running:
@@ -323,7 +460,3 @@ def _exit_now(signum, frame):
     import os
 
     os._exit(errors.SIGINT)
-
-
-def _on_sigterm():
-    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -9,7 +9,8 @@ A `Prompt` follows one prompt from submission to its end:
         |                            |    --execution_interrupted-> interrupted
         +--- rejected (HTTP 400), lost, cancelled, timeout, error: decided by the runner
 
-Events come from the websocket listener or from the poller (/history, /queue); both
+Events come from the websocket listener or from the poller (/history, /queue: `Queued`,
+`Vanished` and a finished prompt's replayed messages); both
 produce the same typed events (see events.py), so the tracker cannot tell them apart and
 does not need to. The tracker does no I/O, starts no threads and reads no clock: every
 time it records comes from an event's `at`, or from an argument.
@@ -215,6 +216,17 @@ class Prompt:
         self._end(INTERRUPTED, e.at, error)
         return True
 
+    def _queued(self, e):
+        if e.running and self.status == SUBMITTED:
+            self._running(e.at)
+            return True
+        return False
+
+    def _vanished(self, e):
+        self._end(LOST, e.at, {"type": LOST, "message": "lost: the prompt is in neither the server's queue nor "
+                                                        "its history (deleted, or the server restarted)"})
+        return True
+
     def _end(self, status, at, error):
         if self.node is not None and status == SUCCESS:
             self.done.add(self.node)
@@ -235,6 +247,8 @@ _HANDLERS = {
     ev.Succeeded: Prompt._succeeded,
     ev.Failed: Prompt._failed,
     ev.Interrupted: Prompt._interrupted,
+    ev.Queued: Prompt._queued,
+    ev.Vanished: Prompt._vanished,
 }
 
 

@@ -74,7 +74,8 @@ class QuietView:
     def update(self, prompt):
         pass
 
-    def transport(self, text):
+    def transport(self, text, polling=False):
+        """The socket went down or came back; `polling` says which mode we are in now."""
         self.note(text)
 
     def tick(self):
@@ -142,8 +143,10 @@ class BarsView(QuietView):
         self._tqdm = tqdm
         self.interval = interval
         self.bars = {}  # prompt_id -> tqdm
+        self.prompts = {}  # prompt_id -> Prompt
         self._drawn = {}  # prompt_id -> monotonic time of the last redraw
         self._dirty = set()
+        self.polling = False
 
     def added(self, prompt):
         bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name.ljust(self.name_width),
@@ -153,6 +156,7 @@ class BarsView(QuietView):
         bar.set_postfix_str("queued", refresh=False)
         bar.refresh()
         self.bars[prompt.prompt_id] = bar
+        self.prompts[prompt.prompt_id] = prompt
         self._drawn[prompt.prompt_id] = time.monotonic()
 
     def update(self, prompt):
@@ -166,8 +170,7 @@ class BarsView(QuietView):
             bar.refresh()
             self._dirty.discard(prompt.prompt_id)
             return
-        bar.set_postfix_str(step_text(prompt) or ("running" if prompt.status == tr.RUNNING else "queued"),
-                            refresh=False)
+        bar.set_postfix_str(self._postfix(prompt), refresh=False)
         now = time.monotonic()
         if now - self._drawn[prompt.prompt_id] >= self.interval:
             bar.refresh()
@@ -176,6 +179,13 @@ class BarsView(QuietView):
         else:
             self._dirty.add(prompt.prompt_id)
 
+    def transport(self, text, polling=False):
+        self.note(text)
+        self.polling = polling
+        for prompt in self.prompts.values():
+            if not prompt.ended:
+                self.update(prompt)  # redraw with (or without) the polling mark
+
     def tick(self):
         now = time.monotonic()
         for pid in list(self._dirty):
@@ -183,6 +193,10 @@ class BarsView(QuietView):
                 self.bars[pid].refresh()
                 self._drawn[pid] = now
                 self._dirty.discard(pid)
+
+    def _postfix(self, prompt):
+        text = step_text(prompt) or ("running" if prompt.status == tr.RUNNING else "queued")
+        return "[polling] " + text if self.polling else text
 
     def note(self, text):
         self._tqdm.write(text, file=self.stream)
