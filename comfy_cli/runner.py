@@ -323,17 +323,19 @@ class Run:
         except ServerError as exc:
             if self.unreachable_since is None:
                 self.unreachable_since = (now, time.strftime("%H:%M:%S"))
-                self.view.note(f"connection: server unreachable since {self.unreachable_since[1]} ({exc}); "
+                self.view.note(f"connection: server not answering since {self.unreachable_since[1]} ({exc}); "
                                "retrying")
             return False
         if self.unreachable_since is not None:
-            self.view.note(f"connection: server reachable again after {now - self.unreachable_since[0]:.0f} s")
+            self.view.note(f"connection: server answering again after {now - self.unreachable_since[0]:.0f} s")
             self.unreachable_since = None
         mine = [pid for pid in running if pid in self.board.prompts]
         self.board.running_id = mine[0] if mine else None
         changed = False
         for event in found:
             changed = self._apply(event) or changed
+        if self.poller.missing and self.next_round is None:
+            self.next_round = now + self.opts.poll_interval  # confirm soon before calling it lost
         return changed
 
     def _check_quiet_socket(self, now):
@@ -399,7 +401,7 @@ class Run:
             return
         status = tr.TIMEOUT
         if self.unreachable_since is not None:
-            status, reason = tr.ERROR, f"server unreachable since {self.unreachable_since[1]}; {reason}"
+            status, reason = tr.ERROR, f"server not answering since {self.unreachable_since[1]}; {reason}"
         open_prompts = self.board.open
         for prompt in open_prompts:
             prompt.give_up(status, now, reason)

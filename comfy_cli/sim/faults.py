@@ -27,6 +27,12 @@ class Faults:
         the real handler (e.g. a 503), or None to carry on."""
         return None
 
+    def after_http(self, request, response) -> Optional[Any]:
+        """Called after the real handler answered. Return another response to send
+        instead (e.g. a 502 after a POST /prompt was queued: an answer lost on the
+        way back), or None to send the real one."""
+        return None
+
     def on_ws_connect(self, request) -> Union[bool, Any]:
         """Called before a websocket upgrade.  False refuses it with 403; a
         returned aiohttp response is sent as is; True accepts."""

@@ -116,7 +116,13 @@ class Routes:
             answer = await answer
         if answer is not None:
             return answer
-        return await handler(request)
+        response = await handler(request)
+        if isinstance(response, web.WebSocketResponse):
+            return response  # the socket has already been served
+        other = self.sim.faults.after_http(request, response)
+        if inspect.isawaitable(other):
+            other = await other
+        return response if other is None else other
 
     # --- websocket ---------------------------------------------------------------
     async def websocket(self, request):

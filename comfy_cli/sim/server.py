@@ -171,6 +171,13 @@ class SimServer:
         with self.engine.history_lock:
             return list(self.engine.history)
 
+    def history_entry(self, prompt_id):
+        """The history entry as /history/{id} would give it, or None (no HTTP, no faults)."""
+        if self.engine is None:
+            return None
+        with self.engine.history_lock:
+            return self.engine.history.get(prompt_id)
+
     def clients(self) -> list:
         """clientIds that currently have a registered websocket."""
         return list(self.bus.sockets) if self.bus is not None else []

@@ -1,0 +1,66 @@
+"""Shared bits for the benchmark scripts (not a test module)."""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMFY_CLI = str(Path(sys.executable).parent / "comfy-cli")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_args(description, default_runs):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=default_runs,
+                        help=f"timed runs per command (default {default_runs})")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def header(title, runs):
+    print(title)
+    print(f"date:     {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"platform: {platform.platform()}")
+    print(f"cpus:     {os.cpu_count()}")
+    print(f"python:   {platform.python_version()} ({sys.executable})")
+    print(f"runs:     {runs} per command, alternated; medians shown")
+    print()
+
+
+def timed(cmd, **kw):
+    """Run cmd to completion; return (seconds, CompletedProcess)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kw)
+    return time.perf_counter() - start, proc
+
+
+def alternate(commands, runs):
+    """commands: {label: argv}.  Run them round-robin `runs` times; every run
+    must exit 0.  Returns {label: [seconds, ...]}."""
+    times = {label: [] for label in commands}
+    for _ in range(runs):
+        for label, cmd in commands.items():
+            seconds, proc = timed(cmd)
+            if proc.returncode != 0:
+                sys.exit(f"{label!r} exited {proc.returncode}\n$ {' '.join(cmd)}\n"
+                         f"{proc.stdout}{proc.stderr}")
+            times[label].append(seconds)
+    return times
+
+
+def table(times, reference, targets=None):
+    """Print median / min / max per label and the ratio of medians to `reference`."""
+    targets = targets or {}
+    ref = statistics.median(times[reference])
+    width = max(len(label) for label in times)
+    print(f"{'command':<{width}}  {'median ms':>9}  {'min ms':>8}  {'max ms':>8}  {'ratio':>6}  target")
+    for label, values in times.items():
+        med = statistics.median(values)
+        print(f"{label:<{width}}  {med * 1e3:9.1f}  {min(values) * 1e3:8.1f}  {max(values) * 1e3:8.1f}"
+              f"  {med / ref:5.2f}x  {targets.get(label, '(reference)' if label == reference else '')}")

@@ -1,0 +1,94 @@
+"""A loopback TCP proxy for fault tests: take the server down and up, cut sockets mid-frame."""
+
+import socket
+import threading
+
+
+class Proxy:
+    """Forwards 127.0.0.1:port to a target port. `down()` refuses connections and kills open
+    ones (the server looks gone); `up()` listens again on the same port. With `cut_ws`, the
+    first that many websocket connections are cut after `cut_after` bytes from the server,
+    in the middle of whatever frame those bytes belong to."""
+
+    def __init__(self, target_port, cut_ws=0, cut_after=4000):
+        self.target = target_port
+        self.cut_ws = cut_ws
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.port = 0
+        self._listener = None
+        self._conns = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self):
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self.port = srv.getsockname()[1]
+        self._listener = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+        return self
+
+    def down(self):
+        srv, self._listener = self._listener, None
+        if srv is not None:
+            _kill(srv)  # shutdown first: a plain close would not wake the blocked accept()
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for s in conns:
+            _kill(s)
+
+    def _accept(self, srv):
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _kill(client)
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            state = {"ws": False, "limit": None}
+            threading.Thread(target=self._pump, args=(client, upstream, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, state, False), daemon=True).start()
+
+    def _pump(self, src, dst, state, from_client):
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_client and not state["ws"] and b"upgrade: websocket" in data.lower():
+                    state["ws"] = True
+                    with self._lock:
+                        if self.cuts < self.cut_ws:
+                            self.cuts += 1
+                            state["limit"] = self.cut_after
+                limit = state["limit"]
+                if not from_client and limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: max(1, limit - sent)])  # part of a frame, then nothing
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        _kill(src)
+        _kill(dst)
+
+
+def _kill(s):
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()

@@ -1,0 +1,293 @@
+"""Network and server faults, end to end: the real comfy-cli process against the simulator.
+
+Each test checks the final status of every prompt, the exit code, that no output was lost
+(every file the server's history names is reported) and that nothing was submitted twice.
+"""
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+from aiohttp import web
+
+from comfy_cli.sim import Faults, SimServer
+from netproxy import Proxy
+from test_run_e2e import cli, start, workflow
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = ["--poll-interval", "0.2", "--silence-check", "1"]
+
+
+def run_json(proc_or_args, **kw):
+    proc = cli(*proc_or_args, **kw) if isinstance(proc_or_args, (list, tuple)) else proc_or_args
+    return proc, json.loads(proc.stdout)
+
+
+def check_outputs(sim, doc):
+    """Every prompt the server finished reports exactly the files its history names."""
+    for p in doc["prompts"]:
+        entry = sim.history_entry(p["prompt_id"])
+        if entry is None:
+            continue
+        names = sorted(i["filename"] for out in entry["outputs"].values() for i in out.get("images", [])
+                       if i["type"] == "output")
+        assert sorted(o["filename"] for o in p["outputs"]) == names
+
+
+def check_submitted_once(sim, doc):
+    ids = [p["prompt_id"] for p in doc["prompts"] if p["status"] != "rejected"]
+    assert sorted(sim.submissions) == sorted(ids)
+
+
+class DropSocket(Faults):
+    """Cut the client's socket (no close frame) at the given frame counts."""
+
+    def __init__(self, at):
+        self.at = set(at)
+        self.count = 0
+
+    def on_ws_send(self, client_id, payload):
+        self.count += 1
+        return "abort" if self.count in self.at else "send"
+
+
+def test_socket_dropped_several_times(tmp_path):
+    faults = DropSocket([20, 60, 110])
+    with SimServer(faults=faults) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 60}),
+                              workflow(tmp_path, "two_samplers"), "--url", sim.url, "--json", *FAST])
+        assert proc.returncode == 0, proc.stderr
+        assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
+        assert proc.stderr.count("websocket lost") >= 2 and "reconnected" in proc.stderr
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+class RefuseSocketUntil(Faults):
+    def __init__(self):
+        self.open = threading.Event()
+
+    def on_ws_connect(self, request):
+        return self.open.is_set()
+
+
+def test_socket_refused_while_http_works(tmp_path):
+    faults = RefuseSocketUntil()
+    with SimServer(faults=faults) as sim:
+        proc = start("run", workflow(tmp_path, "steps"), workflow(tmp_path, "two_samplers"), "--url", sim.url,
+                     "--json", *FAST)
+        assert sim.wait_for(lambda s: len(s.history_ids()) >= 1, 20)  # finished while we only poll
+        faults.open.set()
+        out, err = proc.communicate(timeout=30)
+        doc = json.loads(out)
+        assert proc.returncode == 0, err
+        assert "websocket unavailable (websocket refused: HTTP 403)" in err
+        assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+class StallSocket(Faults):
+    """After `after` frames, stop sending anything on the socket without closing it (it stays
+    open and answers pings: a deaf socket). A fresh connection is served normally."""
+
+    def __init__(self, after):
+        self.after = after
+        self.count = 0
+        self.stalled = False
+
+    def on_ws_connect(self, request):
+        if self.stalled:
+            self.after = None
+        return True
+
+    def on_ws_send(self, client_id, payload):
+        self.count += 1
+        if self.after is not None and self.count > self.after:
+            self.stalled = True
+            return "drop"
+        return "send"
+
+
+def test_stalled_socket_is_noticed_and_replaced(tmp_path):
+    faults = StallSocket(after=12)
+    with SimServer(faults=faults) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 150}), "--url", sim.url,
+                              "--json", *FAST])
+        assert proc.returncode == 0, proc.stderr
+        assert doc["prompts"][0]["status"] == "success"
+        assert "went quiet while the server moved on" in proc.stderr
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+def test_server_down_and_back(tmp_path):
+    with SimServer() as sim:
+        proxy = Proxy(sim.port).up()
+        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 250}), "--url", proxy.url, "--json", *FAST)
+        try:
+            assert sim.wait_for(lambda s: s.running() is not None, 15)
+            proxy.down()
+            assert sim.wait_for(lambda s: len(s.history_ids()) == 1, 20)  # it finished while we were cut off
+            proxy.up()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proxy.down()
+        doc = json.loads(out)
+        assert proc.returncode == 0, err
+        assert "server not answering since" in err and "server answering again" in err
+        assert doc["prompts"][0]["status"] == "success"
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+def test_server_down_until_deadline_is_exit_4(tmp_path):
+    with SimServer() as sim:
+        proxy = Proxy(sim.port).up()
+        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", proxy.url, "--json",
+                     "--deadline", "3", *FAST)
+        try:
+            assert sim.wait_for(lambda s: s.running() is not None, 15)
+            proxy.down()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert proc.returncode == 4, err
+        p = json.loads(out)["prompts"][0]
+        assert p["status"] == "error" and "not answering since" in p["error"]["message"]
+
+
+def test_restart_with_empty_queue_is_a_lost_prompt(tmp_path):
+    first = SimServer().start()
+    port = first.port
+    proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", first.url, "--json", *FAST)
+    second = None
+    try:
+        assert first.wait_for(lambda s: s.running() is not None, 15)
+        first.stop()  # a restart: history and queue are in memory only
+        second = SimServer(port=port).start()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        if second:
+            second.stop()
+    assert proc.returncode == 4, err
+    p = json.loads(out)["prompts"][0]
+    assert p["status"] == "lost" and "neither the server's queue nor its history" in p["error"]["message"]
+    assert second.submissions == []  # it was not sent again to the new server
+
+
+class FlakyHttp(Faults):
+    """502 after queueing the first POST /prompt (its answer is lost on the way back), and
+    503/500 on some GETs; the socket is dropped once so the client has to poll."""
+
+    def __init__(self):
+        self.gets = 0
+        self.posts = 0
+        self.frames = 0
+
+    def on_http(self, request):
+        if request.method == "GET" and request.path in ("/queue", "/history") or \
+                request.method == "GET" and request.path.startswith("/history/"):
+            self.gets += 1
+            if self.gets % 3 == 0:
+                return web.Response(status=503, text="<html>busy</html>", content_type="text/html")
+            if self.gets % 7 == 0:
+                return web.Response(status=500, text="oops")
+        return None
+
+    def after_http(self, request, response):
+        if request.method == "POST" and request.path == "/prompt":
+            self.posts += 1
+            if self.posts == 1:
+                return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+        return None
+
+    def on_ws_send(self, client_id, payload):
+        self.frames += 1
+        return "abort" if self.frames == 15 else "send"
+
+
+def test_http_errors_and_a_lost_post_answer(tmp_path):
+    faults = FlakyHttp()
+    with SimServer(faults=faults) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 60}), workflow(tmp_path, "fail"),
+                              "--url", sim.url, "--json", *FAST])
+        assert proc.returncode == 1, proc.stderr  # the second workflow fails on purpose
+        assert [p["status"] for p in doc["prompts"]] == ["success", "failed"]
+        assert "the answer to POST /prompt was lost, but the server has the prompt" in proc.stderr
+        assert faults.posts == 2  # one per workflow: the lost answer was not re-sent
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+class LateHistory(Faults):
+    """The socket dies right before the terminal event, and history lags it by 1.5 s."""
+
+    def on_ws_send(self, client_id, payload):
+        return "abort" if isinstance(payload, str) and '"execution_success"' in payload else "send"
+
+    def history_delay(self, prompt_id):
+        return 1.5
+
+
+def test_late_history_entry(tmp_path):
+    with SimServer(faults=LateHistory()) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps"), "--url", sim.url, "--json", *FAST])
+        assert proc.returncode == 0, proc.stderr
+        p = doc["prompts"][0]
+        assert p["status"] == "success" and [o["filename"] for o in p["outputs"]] == ["steps_00001_.png"]
+        check_outputs(sim, doc)
+
+
+def test_prompt_deleted_by_someone_else(sim, tmp_path):
+    proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 200}),
+                 workflow(tmp_path, "steps", **{"1__seed": 5}), "--url", sim.url, "--json", *FAST)
+    try:
+        assert sim.wait_for(lambda s: s.running() is not None and len(s.submissions) == 2, 15)
+        requests.post(sim.url + "/queue", json={"delete": [sim.submissions[1]]}, timeout=5)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    doc = json.loads(out)
+    assert proc.returncode == 4, err
+    assert [p["status"] for p in doc["prompts"]] == ["success", "lost"]
+    check_outputs(sim, doc)
+    check_submitted_once(sim, doc)
+
+
+def test_proxy_cuts_connections_mid_frame(tmp_path):
+    with SimServer() as sim:
+        proxy = Proxy(sim.port, cut_ws=3, cut_after=3000).up()
+        try:
+            proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 80}),
+                                  workflow(tmp_path, "two_samplers"), "--url", proxy.url, "--json", *FAST])
+        finally:
+            proxy.down()
+        assert proc.returncode == 0, proc.stderr
+        assert proxy.cuts == 3
+        assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
+        check_outputs(sim, doc)
+        check_submitted_once(sim, doc)
+
+
+def test_timeout_does_not_fire_while_progress_arrives(sim, tmp_path):
+    started = time.monotonic()
+    proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 150}), "--url", sim.url, "--json",
+                          "--timeout", "0.5"])
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started > 1.0  # it ran longer than the timeout, and was not stopped
+
+
+def test_silence_timeout(tmp_path):
+    faults = StallSocket(after=8)
+    with SimServer(faults=faults) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", sim.url,
+                              "--json", "--timeout", "1.5"])
+        assert proc.returncode == 3, proc.stderr
+        assert doc["prompts"][0]["status"] == "timeout"
+        assert "nothing new from the server for 1.5 s" in doc["prompts"][0]["error"]["message"]
