@@ -21,23 +21,15 @@ import requests
 import websocket
 
 from comfy_cli.sim import Faults, SimServer
+from traces import load_trace
 
 pytestmark = pytest.mark.timeout(30)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "comfyui"
-TRACES = SHARED / "traces"
 PROGRESS = ("progress", "progress_state")
 
 
-def need_traces():
-    if not TRACES.is_dir():
-        pytest.skip(f"real-server traces not found at {TRACES} (shared/comfyui is outside the repo)")
-
-
 def trace(name):
-    need_traces()
-    with open(TRACES / f"{name}.ndjson") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return load_trace(name)
 
 
 def trace_types(name, sock="main"):

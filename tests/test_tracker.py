@@ -10,7 +10,7 @@ from comfy_cli import tracker as tr
 from comfy_cli.poller import history_events
 from comfy_cli.workflow import Workflow
 
-from conftest import load_trace
+from traces import load_trace
 
 pytestmark = pytest.mark.timeout(10)
 
