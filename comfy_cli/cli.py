@@ -66,7 +66,23 @@ def run(
                                             help="Give up after S seconds with nothing new from the server."),
     deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, metavar="S",
                                              help="Give up S seconds after the start, whatever happens."),
-    include_temp: bool = typer.Option(False, "--include-temp", help="Also list temp/preview outputs."),
+    sets: List[str] = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
+                                   help="Set an input (repeatable). NODE: id, _meta.title, or a class_type "
+                                        "that occurs once. VALUE: JSON if it parses, else a string."),
+    inputs: List[str] = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
+                                     help="Upload a local file and point the input at it (repeatable)."),
+    count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
+                              help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
+    same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+                                             help="Download every output file into DIR; stdout lists the paths."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace existing files in --output-dir and --junit (default: never)."),
+    include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    events: bool = typer.Option(False, "--events",
+                                help="Print NDJSON events on stdout as things happen; the last is the summary."),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+                                        help="Write a JUnit XML report, one testcase per prompt."),
     no_cancel: bool = typer.Option(False, "--no-cancel",
                                    help="On Ctrl-C or a time limit, leave our prompts on the server."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
@@ -84,11 +100,19 @@ def run(
     with _guard(debug):
         from comfy_cli import workflow
 
+        from comfy_cli import batch
+
         if workflows.count("-") > 1:
             raise _usage("WORKFLOW: '-' (stdin) can be given only once")
-        loaded = [workflow.load(path) for path in workflows]
+        if json_out and events:
+            raise _usage("--json and --events cannot be used together: --events ends with the summary")
         if simulate and url:
             raise _usage("--simulate and --url cannot be used together")
+        _check_report_file(junit, overwrite)
+        loaded = [workflow.load(path) for path in workflows]
+        assignments = [batch.parse_assignment("--set", spec) for spec in sets]
+        uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
+        loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
         sim = _start_simulator() if simulate else None
         try:
             from comfy_cli.runner import Options, Run
@@ -96,7 +120,9 @@ def run(
             opts = Options(url=sim.url if sim else (url or DEFAULT_URL), workflows=loaded,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
-                           poll_interval=poll_interval, silence_check=silence_check)
+                           poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
+                           overwrite=overwrite, events=events, junit=junit,
+                           uploads=tuple(a.value for a in uploads))
             code = Run(opts).execute()
         finally:
             if sim:
@@ -146,6 +172,20 @@ def sim(
             serve(host=host, port=port, output_dir=output_dir)
         except OSError as exc:
             raise _usage(f"--port {port}: cannot listen on {host}: {exc.strerror or exc}") from None
+
+
+def _check_report_file(path, overwrite):
+    import os
+
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise _usage(f"--junit {path}: is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise _usage(f"--junit {path}: the file exists; add --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise _usage(f"--junit {path}: no such folder {folder}")
 
 
 def _sim_module():

@@ -1,5 +1,6 @@
 """The HTTP side: one requests.Session that owns every REST call and its errors."""
 
+import os
 import time
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -104,6 +105,38 @@ class Client:
         if not isinstance(data, dict):
             raise ServerError(f"{self.url('/system_stats')}: unexpected answer")
         return data
+
+    def upload(self, path):
+        """POST /upload/image a local file; return the name to use in the graph."""
+        name = os.path.basename(path)
+        try:
+            with open(path, "rb") as fh:
+                resp = self._request("POST", "/upload/image", files={"image": (name, fh)},
+                                     data={"type": "input"})
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if resp.status_code == 400:
+            raise ServerError(f"{self.url('/upload/image')}: HTTP 400{_reason(resp)}", 400)
+        data = self._json(resp, "/upload/image")
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ServerError(f"{self.url('/upload/image')}: unexpected answer")
+        sub = data.get("subfolder") if isinstance(data.get("subfolder"), str) else ""
+        return f"{sub}/{data['name']}" if sub else data["name"]
+
+    def download(self, item, fh, limit=None):
+        """Stream one output file (an `executed` item) from /view into an open binary file."""
+        url = self.view_url(item)
+        resp = self._request("GET", url[len(self.base):], stream=True)
+        with resp:
+            if resp.status_code != 200:
+                raise ServerError(f"{url}: HTTP {resp.status_code}", resp.status_code)
+            size = 0
+            for chunk in resp.iter_content(1 << 16):
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise ServerError(f"{url}: larger than {limit} bytes")
+                fh.write(chunk)
+        return size
 
     def close(self):
         self.session.close()

@@ -100,16 +100,23 @@ def failure_lines(prompt, verbose=False):
     return []
 
 
-def summary(board, client, exit_code_value, include_temp=False):
+def output_key(node, item):
+    return (node, item.get("filename"), item.get("subfolder", ""), item.get("type", "output"))
+
+
+def summary(board, client, exit_code_value, include_temp=False, saved=None):
+    """The --json document (and the last --events line). `saved`: prompt_id -> {output key: path}."""
+    saved = saved or {}
     return {
         "schema": SCHEMA,
         "server": client.base,
         "exit_code": exit_code_value,
-        "prompts": [prompt_summary(p, client, include_temp) for p in board.prompts.values()],
+        "prompts": [prompt_summary(p, client, include_temp, saved.get(p.prompt_id, {}))
+                    for p in board.prompts.values()],
     }
 
 
-def prompt_summary(p, client, include_temp=False):
+def prompt_summary(p, client, include_temp=False, saved=None):
     graph = p.workflow.graph
     return {
         "workflow": p.workflow.path,
@@ -131,7 +138,8 @@ def prompt_summary(p, client, include_temp=False):
         },
         "outputs": [
             {"node": node, "filename": item.get("filename"), "subfolder": item.get("subfolder", ""),
-             "type": item.get("type", "output"), "url": client.view_url(item)}
+             "type": item.get("type", "output"), "url": client.view_url(item),
+             "path": (saved or {}).get(output_key(node, item))}
             for node, item in output_files(p, include_temp)
         ],
         "ui": p.outputs,
@@ -142,3 +150,31 @@ def prompt_summary(p, client, include_temp=False):
 
 def _span(a, b):
     return round(b - a, 4) if a is not None and b is not None else None
+
+
+def junit_xml(board, duration):
+    """A JUnit XML report: one testcase per prompt, with its time and failure message."""
+    from xml.etree import ElementTree as ET
+
+    prompts = list(board.prompts.values())
+    failed = sum(p.status in (tr.FAILED, tr.INTERRUPTED) for p in prompts)
+    broken = sum(p.status not in (tr.SUCCESS, tr.FAILED, tr.INTERRUPTED) for p in prompts)
+    suite = ET.Element("testsuite", name="comfy-cli", tests=str(len(prompts)), failures=str(failed),
+                       errors=str(broken), skipped="0", time=f"{duration:.3f}")
+    for p in prompts:
+        case = ET.SubElement(suite, "testcase", classname=p.workflow.path, name=p.workflow.name,
+                             time=f"{_span(p.submitted_at, p.ended_at) or 0.0:.3f}")
+        ET.SubElement(case, "properties").append(ET.Element("property", name="prompt_id", value=p.prompt_id))
+        if p.status == tr.SUCCESS:
+            continue
+        message = " ".join(failure_lines(p))[:2000] or p.status
+        kind = "failure" if p.status in (tr.FAILED, tr.INTERRUPTED) else "error"
+        element = ET.SubElement(case, kind, message=_xml_safe(message), type=p.status)
+        detail = "\n".join(failure_lines(p, verbose=True))
+        element.text = _xml_safe(detail)
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _xml_safe(text):
+    # XML 1.0 cannot carry most control characters; a server message might.
+    return "".join(c if c in "\t\n\r" or ord(c) >= 0x20 else "?" for c in text)

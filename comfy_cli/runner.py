@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import errors
+from comfy_cli import batch, errors
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import tracker as tr
@@ -53,6 +53,11 @@ class Options:
     connect_timeout: float = 10.0
     poll_interval: float = 1.0
     silence_check: float = 15.0
+    output_dir: Optional[str] = None  # download outputs here
+    overwrite: bool = False
+    events: bool = False  # NDJSON on stdout as things happen
+    junit: Optional[str] = None
+    uploads: tuple = ()  # local files named by --input (Load* inputs with local paths are found too)
 
 
 class Terminated(Exception):
@@ -75,7 +80,7 @@ class Run:
         self.events = queue.Queue()
         self.board = tr.Board()
         width = max((len(wf.name) for wf in opts.workflows), default=0)
-        self.view = views.make(opts.progress, self.err, self.out, width)
+        self.view = views.make(opts.progress, self.err, self.out, width, len(opts.workflows))
         self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events)
         self.poller = Poller(self.client)
         self.lookups = {}  # prompt_id -> _Lookup: /history reads still to do
@@ -88,6 +93,18 @@ class Run:
         self.last_status_round = 0.0
         self.ended_since_status = False
         self.unreachable_since = None  # (monotonic, wall clock) while HTTP fails
+        self.stream = None
+        if opts.events:
+            from comfy_cli.stream import EventStream
+
+            self.stream = EventStream(self.out, self.started)
+        self.folder = None
+        if opts.output_dir:
+            from comfy_cli.outputs import OutputDir
+
+            self.folder = OutputDir(opts.output_dir, opts.overwrite)
+        self.handled = {}  # prompt_id -> {output key: local path or None}
+        self.download_failed = False
 
     # ---- the whole run ----------------------------------------------------------------
     def execute(self):
@@ -96,7 +113,8 @@ class Run:
         try:
             self.listener.start()
             self._wait_for_socket()
-            for wf in self.opts.workflows:
+            workflows = self._upload_inputs(self.opts.workflows)
+            for wf in workflows:
                 self._submit(wf)
             self._loop()
         except KeyboardInterrupt:
@@ -109,13 +127,44 @@ class Run:
                 self._cancel(cancel_code)
             self.listener.stop()
             self.view.close()
-        code = errors.worst(report.exit_code(p, cancel_code or errors.SIGINT) for p in self.board.prompts.values())
-        if self.opts.json:
-            doc = report.summary(self.board, self.client, code, self.opts.include_temp)
-            self.out.write(json.dumps(doc, indent=2) + "\n")
-            self.out.flush()
+        codes = [report.exit_code(p, cancel_code or errors.SIGINT) for p in self.board.prompts.values()]
+        if self.download_failed:
+            codes.append(errors.UNREACHABLE)  # asked-for files are missing: not a success
+        code = errors.worst(codes)
+        if self.opts.json or self.stream:
+            doc = report.summary(self.board, self.client, code, self.opts.include_temp, self.handled)
+            if self.stream:
+                self.stream.summary(doc)
+            else:
+                self.out.write(json.dumps(doc, indent=2) + "\n")
+                self.out.flush()
+        if self.opts.junit:
+            from comfy_cli.outputs import write_atomic
+
+            write_atomic(self.opts.junit, report.junit_xml(self.board, time.monotonic() - self.started),
+                         self.opts.overwrite)
         self.client.close()
         return code
+
+    def _upload_inputs(self, workflows):
+        """Upload --input files and local files named by Load* nodes, once each; point the
+        inputs at the names the server gave them."""
+        paths = set(self.opts.uploads)
+        for wf in workflows:
+            paths.update(path for _nid, _name, path in batch.local_files(wf))
+        if not paths:
+            return workflows
+        names = {}
+        for path in sorted(paths):
+            names[path] = self.client.upload(path)
+            self.view.note(f"uploaded {path} as {names[path]}")
+        for wf in workflows:
+            for node in wf.graph.values():
+                inputs = node.get("inputs", {})
+                for key, value in inputs.items():
+                    if isinstance(value, str) and value in names:
+                        inputs[key] = names[value]
+        return workflows
 
     def _wait_for_socket(self):
         """Open the socket before the first submission, so no event is missed. If only the
@@ -168,6 +217,8 @@ class Run:
     def _submit(self, wf):
         prompt = self.board.add(tr.Prompt(str(uuid.uuid4()), wf, time.monotonic()))
         self.view.added(prompt)
+        if self.stream:
+            self.stream.added(prompt)
         waits = iter(SUBMIT_RETRY)
         while True:
             try:
@@ -269,6 +320,10 @@ class Run:
             return False
         self.last_heard = event.at
         self.view.update(prompt)
+        if self.stream:
+            self.stream.update(prompt)
+        if type(event) is ev.Executed:
+            self._collect(prompt)
         if prompt.ended:
             self.ended_since_status = True
             self._ended(prompt)
@@ -298,17 +353,56 @@ class Run:
         self._report(prompt)
 
     def _report(self, prompt):
+        """The prompt's end is final and its outputs are known: say so, once."""
         if prompt.prompt_id in self.printed:
             return
         self.printed.add(prompt.prompt_id)
+        self._collect(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
-        if not self.opts.json:
-            for _node, item in report.output_files(prompt, self.opts.include_temp):
-                self.view.result(self.client.view_url(item))
+        if self.stream:
+            self.stream.finished(prompt)
+
+    def _collect(self, prompt):
+        """Handle output files as soon as they are reported: download them into --output-dir,
+        and name each on stdout (its local path, else its URL) unless stdout carries JSON."""
+        done = self.handled.setdefault(prompt.prompt_id, {})
+        for node, item in report.output_files(prompt, self.opts.include_temp):
+            key = report.output_key(node, item)
+            if key in done:
+                continue
+            url = self.client.view_url(item)
+            path = self._download(prompt, item) if self.folder else None
+            done[key] = path
+            if self.stream:
+                self.stream.output(prompt, node, item, url, path)
+            elif not self.opts.json and (path or not self.folder):
+                self.view.result(path or url)
+
+    def _download(self, prompt, item):
+        from comfy_cli.outputs import UnsafeName
+
+        for attempt in range(3):
+            try:
+                return self.folder.save(item, lambda fh: self.client.download(item, fh))
+            except UnsafeName as exc:
+                self.view.note(f"{prompt.workflow.name}: not saved: {exc}")
+                break
+            except ServerError as exc:
+                if attempt == 2:
+                    self.view.note(f"{prompt.workflow.name}: download failed: {exc}")
+            except OSError as exc:
+                self.view.note(f"{prompt.workflow.name}: cannot write into {self.opts.output_dir}: "
+                               f"{exc.strerror or exc}")
+                break
+        self.download_failed = True
+        prompt.warnings.append({"type": "download", "message": f"not saved: {item.get('filename')!r}"})
+        return None
 
     def _mode(self, text, polling):
         self.view.transport(text, polling)
+        if self.stream:
+            self.stream.transport(text, polling)
 
     # ---- reconciliation over HTTP -------------------------------------------------------
     def _round(self, now):
@@ -372,6 +466,7 @@ class Run:
                 prompt.via_poll = True
                 for event in history_events(pid, entry, now):
                     self.board.feed(event)
+                self._collect(prompt)
                 if prompt.ended:
                     self.view.update(prompt)
                     self._report(prompt)

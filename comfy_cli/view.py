@@ -22,14 +22,17 @@ END_WORDS = {
 }
 
 
-def make(mode, stream=None, out=None, name_width=0):
+MANY = 10  # above this many prompts, bars show the running prompt and one overall bar
+
+
+def make(mode, stream=None, out=None, name_width=0, count=1):
     """The view for --progress MODE; `out` is where results go (stdout)."""
     stream = stream or sys.stderr
     out = out or sys.stdout
     if mode == "auto":
         mode = "bars" if _isatty(stream) else "lines"
     if mode == "bars":
-        return BarsView(stream, out, name_width)
+        return ManyBarsView(stream, out, name_width, count) if count > MANY else BarsView(stream, out, name_width)
     if mode == "lines":
         return LinesView(stream, out)
     return QuietView(stream, out)
@@ -210,3 +213,64 @@ class BarsView(QuietView):
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
+
+
+class ManyBarsView(BarsView):
+    """For big batches: one overall bar (prompts ended / total, failures counted) and one bar
+    for the prompt running now, so hundreds of prompts stay readable."""
+
+    def __init__(self, stream, out, name_width, count):
+        super().__init__(stream, out, name_width)
+        self.count = count
+        self.failed = 0
+        self.ended = set()
+        self.overall = self._tqdm(total=count, desc="all".ljust(name_width), position=0, leave=True,
+                                  file=stream, mininterval=self.interval, dynamic_ncols=True,
+                                  bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} prompts "
+                                             "[{elapsed}<{remaining}]{postfix}")
+        self.current = self._tqdm(total=1, desc="".ljust(name_width), position=1, leave=False, file=stream,
+                                  bar_format=self.FORMAT, dynamic_ncols=True, mininterval=self.interval)
+        self.shown = None  # prompt_id on the current bar
+        self._last = 0.0
+
+    def added(self, prompt):
+        self.prompts[prompt.prompt_id] = prompt
+
+    def update(self, prompt):
+        if prompt.ended:
+            if prompt.prompt_id not in self.ended:
+                self.ended.add(prompt.prompt_id)
+                self.failed += prompt.status != tr.SUCCESS
+                self.overall.n = len(self.ended)
+                self.overall.set_postfix_str(f"{self.failed} not ok" if self.failed else "", refresh=False)
+            if self.shown == prompt.prompt_id:
+                self.shown = None
+            self._redraw(force=len(self.ended) == self.count)
+            return
+        if prompt.status == tr.RUNNING:
+            if self.shown != prompt.prompt_id:
+                self.shown = prompt.prompt_id
+                self.current.reset(total=max(prompt.total, 1))
+                self.current.set_description_str(prompt.workflow.name.ljust(self.name_width), refresh=False)
+            self.current.n = prompt.done_count
+            self.current.set_postfix_str(self._postfix(prompt), refresh=False)
+        self._redraw()
+
+    def _redraw(self, force=False):
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            self.overall.refresh()
+            self.current.refresh()
+            self._dirty.clear()
+        else:
+            self._dirty.add("all")
+
+    def tick(self):
+        if self._dirty:
+            self._redraw()
+
+    def close(self):
+        self.current.close()
+        self.overall.refresh()
+        self.overall.close()

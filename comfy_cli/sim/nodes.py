@@ -7,6 +7,7 @@ clients in ``executed`` and history (None for plain compute nodes).  ``ctx``
 is the engine's per-node context (sleep, progress, text frames, storage).
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Dict, Optional, Tuple
@@ -130,6 +131,18 @@ async def run_preview_image(ctx, images):
     return (), {"images": [{"filename": filename, "subfolder": subfolder, "type": "temp"}]}
 
 
+async def run_load_image(ctx, image):
+    # The real node decodes the file; the simulator has no image decoder, so it checks the
+    # file is in the input folder and derives a stable image from its bytes.
+    sub, _, name = image.rpartition("/") if isinstance(image, str) else ("", "", "")
+    status, path = ctx.storage.view_path(name, "input", sub or None)
+    if status != 200:
+        raise RuntimeError(f"Invalid image file: {image}")
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).digest()
+    return (seeded_image(int.from_bytes(digest[:8], "big")), None), None
+
+
 _HIDDEN_SAVE = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 NODES: Dict[str, NodeDef] = {n.name: n for n in [
@@ -152,6 +165,9 @@ NODES: Dict[str, NodeDef] = {n.name: n for n in [
                           "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
             run_save_image, hidden=_HIDDEN_SAVE, output_node=True, category="image",
             description="Saves the input images to your ComfyUI output directory."),
+    NodeDef("LoadImage", {"image": ["STRING", {"image_upload": True}]}, run_load_image,
+            returns=("IMAGE", "MASK"), category="image",
+            description="Loads an image from the input folder (the simulator derives it from the file's bytes)."),
     NodeDef("PreviewImage", {"images": ["IMAGE", {}]},
             run_preview_image, hidden=_HIDDEN_SAVE, output_node=True, category="image",
             description="Saves the input images to the temp directory."),

@@ -1,0 +1,133 @@
+"""Turning workflow files and options into the prompts of one batch, before anything is sent.
+
+`--set NODE.INPUT=VALUE` and `--input NODE.INPUT=PATH` name a node by id, by `_meta.title`,
+or by a class_type that occurs once; `--count N` makes copies with seeds moved apart so the
+server does not answer them from its cache. Every mistake is found here, with the candidates
+named, so a batch is refused whole rather than half submitted.
+"""
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+
+from comfy_cli.errors import UsageError
+from comfy_cli.workflow import Workflow
+
+SEED_INPUTS = ("seed", "noise_seed")
+
+
+@dataclass
+class Assignment:
+    option: str  # "--set" or "--input", for messages
+    spec: str  # as typed
+    node: str
+    input: str
+    value: object
+
+
+def parse_assignment(option, spec, as_path=False):
+    """'NODE.INPUT=VALUE' -> Assignment. VALUE is JSON when it parses, else a string."""
+    left, eq, raw = spec.partition("=")
+    node, dot, name = left.rpartition(".")
+    if not eq or not dot or not node or not name:
+        raise UsageError(f"{option} {spec!r}: expected NODE.INPUT=VALUE (NODE is an id, a title or a class_type)")
+    if as_path:
+        if not raw:
+            raise UsageError(f"{option} {spec!r}: no file named after '='")
+        if not os.path.isfile(raw):
+            raise UsageError(f"{option} {spec!r}: {raw}: no such file")
+        value = raw
+    else:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+    return Assignment(option, spec, node, name, value)
+
+
+def find_node(graph, key):
+    """The node ids `key` names in one graph: an id, else a title, else a class_type.
+    Returns (ids, how) with how in {"id", "title", "class_type"}; ids may be empty or many."""
+    if key in graph:
+        return [key], "id"
+    titled = [nid for nid, node in graph.items() if _title(node) == key]
+    if titled:
+        return titled, "title"
+    typed = [nid for nid, node in graph.items() if node.get("class_type") == key]
+    return typed, "class_type"
+
+
+def apply(workflows, assignments):
+    """Apply every assignment to every workflow with a matching node; return new Workflows.
+    An assignment that matches no workflow, is ambiguous, or names a missing input is an error."""
+    out = [Workflow(wf.path, wf.name, copy.deepcopy(wf.graph)) for wf in workflows]
+    for a in assignments:
+        matched = False
+        for wf in out:
+            ids, how = find_node(wf.graph, a.node)
+            if not ids:
+                continue
+            if len(ids) > 1:
+                raise UsageError(f"{a.option} {a.spec!r}: {wf.path}: {how} {a.node!r} matches nodes "
+                                 f"{', '.join(ids)}; name one by id")
+            node = wf.graph[ids[0]]
+            inputs = node.setdefault("inputs", {})
+            if a.input not in inputs:
+                have = ", ".join(sorted(inputs)) or "no inputs"
+                raise UsageError(f"{a.option} {a.spec!r}: {wf.path}: node {ids[0]} ({wf.title(ids[0])}) has no "
+                                 f"input {a.input!r}; it has: {have}")
+            inputs[a.input] = a.value
+            matched = True
+        if not matched:
+            raise UsageError(f"{a.option} {a.spec!r}: no node {a.node!r} in "
+                             f"{'any workflow' if len(out) > 1 else out[0].path}; candidates: "
+                             f"{_candidates(out)}")
+    return out
+
+
+def expand(workflows, count, same_seed=False):
+    """Each workflow `count` times; copy i gets every integer seed/noise_seed input + i."""
+    if count == 1:
+        return list(workflows)
+    out = []
+    for wf in workflows:
+        for i in range(count):
+            graph = copy.deepcopy(wf.graph)
+            if not same_seed:
+                for node in graph.values():
+                    for name in SEED_INPUTS:
+                        value = node.get("inputs", {}).get(name)
+                        if isinstance(value, int) and not isinstance(value, bool):
+                            node["inputs"][name] = value + i
+            out.append(Workflow(wf.path, f"{wf.name}#{i + 1}", graph))
+    return out
+
+
+def local_files(wf):
+    """(node id, input name, path) for inputs of Load* nodes whose value is an existing local file:
+    those are uploaded before submitting, like --input."""
+    found = []
+    for nid, node in wf.graph.items():
+        if "Load" not in str(node.get("class_type", "")):
+            continue
+        for name, value in node.get("inputs", {}).items():
+            if isinstance(value, str) and value and os.path.isfile(value):
+                found.append((nid, name, value))
+    return found
+
+
+def _title(node):
+    meta = node.get("_meta")
+    return meta.get("title") if isinstance(meta, dict) else None
+
+
+def _candidates(workflows, limit=12):
+    groups, shown = [], 0
+    for wf in workflows:
+        labels = [f"{nid} ({wf.title(nid)})" for nid in wf.graph][: max(0, limit - shown)]
+        shown += len(labels)
+        if labels:
+            groups.append((f"{wf.path}: " if len(workflows) > 1 else "") + ", ".join(labels))
+    total = sum(len(wf.graph) for wf in workflows)
+    return "; ".join(groups) + (f"; and {total - shown} more" if total > shown else "")

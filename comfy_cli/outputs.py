@@ -1,0 +1,123 @@
+"""Writing downloaded outputs into --output-dir: safely named, atomic, never clobbering.
+
+The names come from the server, so they are not trusted: a `..` part or an absolute path is
+refused, odd characters become `_`, and the final path is checked to stay inside the folder
+(symlinks included). Each file is streamed to a hidden temporary file beside its target and
+then linked into place, which fails instead of replacing a file that appeared meanwhile; an
+existing name gets a numbered suffix unless --overwrite.
+"""
+
+import os
+import re
+import tempfile
+
+from comfy_cli.errors import ComfyError, UsageError
+
+_ODD = re.compile(r"[^A-Za-z0-9._\-+@=,() ]")
+MAX_PART = 200
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp makes 0600
+
+
+class UnsafeName(ComfyError):
+    """The server named an output in a way that could write outside the folder."""
+
+
+class OutputDir:
+    def __init__(self, path, overwrite=False):
+        self.path = path
+        self.overwrite = overwrite
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output-dir {path}: cannot create: {exc.strerror or exc}") from None
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"--output-dir {path}: not writable")
+        self.root = os.path.realpath(path)
+
+    def target(self, item):
+        """Where an output item goes, as a path inside the folder; raises UnsafeName."""
+        name = item.get("filename")
+        sub = item.get("subfolder") or ""
+        if not isinstance(name, str) or not isinstance(sub, str):
+            raise UnsafeName(f"output name {name!r} is not text")
+        parts = [p for p in sub.replace("\\", "/").split("/") if p not in ("", ".")]
+        if sub.startswith(("/", "\\")) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name + sub):
+            raise UnsafeName(f"output name {sub + '/' + name if sub else name!r} is an absolute path")
+        if "/" in name or "\\" in name:
+            raise UnsafeName(f"output name {name!r} contains a path separator")
+        parts.append(name)
+        clean = []
+        for part in parts:
+            if part == ".." or "\x00" in part:
+                raise UnsafeName(f"output name {name!r} (subfolder {sub!r}) tries to leave the folder")
+            part = _ODD.sub("_", part)[:MAX_PART].strip()
+            if part in ("", ".", "..") or part.startswith("."):
+                part = "_" + part
+            clean.append(part)
+        path = os.path.join(self.root, *clean)
+        parent = os.path.realpath(os.path.dirname(path))
+        if parent != self.root and not parent.startswith(self.root + os.sep):
+            raise UnsafeName(f"output name {name!r} resolves outside {self.path}")
+        return path
+
+    def save(self, item, write):
+        """Create the file for `item`; `write(fh)` streams the bytes. Returns the final path."""
+        path = self.target(item)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".comfy-cli-", suffix=".part")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            if self.overwrite:
+                os.replace(tmp, path)
+                return path
+            return self._place(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _place(self, tmp, path):
+        stem, ext = os.path.splitext(path)
+        candidate, n = path, 0
+        while True:
+            try:
+                os.link(tmp, candidate)  # atomic, and fails if the name is taken
+                return candidate
+            except FileExistsError:
+                n += 1
+                candidate = f"{stem}_{n}{ext}"
+            except OSError:
+                # A filesystem without hard links: check, then rename (not atomic against races).
+                if os.path.exists(candidate):
+                    n += 1
+                    candidate = f"{stem}_{n}{ext}"
+                    continue
+                os.replace(tmp, candidate)
+                return candidate
+
+
+def write_atomic(path, text, overwrite=False):
+    """Write a report file (e.g. --junit) all at once; never replace a file unless asked."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".comfy-cli-", suffix=".part")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the file appeared meanwhile
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

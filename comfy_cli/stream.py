@@ -1,0 +1,65 @@
+"""--events: one JSON object per line on stdout, as things happen; the last line is the summary.
+
+Each line has `event`, `t` (seconds since the run started) and, for prompt events,
+`prompt_id` and `name`. Progress is throttled to about 10 lines a second per prompt.
+"""
+
+import json
+import time
+
+from comfy_cli import tracker as tr
+
+PROGRESS_GAP = 0.1
+
+
+class EventStream:
+    def __init__(self, out, started):
+        self.out = out
+        self.started = started
+        self._seen = {}  # prompt_id -> (status, node, cached count)
+        self._progress_at = {}  # prompt_id -> time of the last progress line
+
+    def emit(self, kind, prompt=None, **fields):
+        line = {"event": kind, "t": round(time.monotonic() - self.started, 4)}
+        if prompt is not None:
+            line["prompt_id"] = prompt.prompt_id
+            line["name"] = prompt.workflow.name
+        line.update(fields)
+        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def added(self, prompt):
+        self._seen[prompt.prompt_id] = (prompt.status, None, 0)
+        self.emit("submitted", prompt, workflow=prompt.workflow.path)
+
+    def update(self, prompt):
+        """Everything but the end, which `finished` reports once its outputs are known."""
+        if prompt.ended:
+            return
+        status, node, cached = self._seen.get(prompt.prompt_id, (None, None, 0))
+        if status == tr.SUBMITTED and prompt.status == tr.RUNNING:
+            self.emit("started", prompt)
+        if len(prompt.cached) > cached:
+            self.emit("cached", prompt, nodes=sorted(prompt.cached))
+        if prompt.node is not None and prompt.node != node:
+            self.emit("node", prompt, node=prompt.node, title=prompt.workflow.title(prompt.node))
+        elif prompt.step is not None:
+            now = time.monotonic()
+            value, top = prompt.step
+            if now - self._progress_at.get(prompt.prompt_id, 0.0) >= PROGRESS_GAP or value >= top:
+                self._progress_at[prompt.prompt_id] = now
+                self.emit("progress", prompt, node=prompt.node, value=value, max=top)
+        self._seen[prompt.prompt_id] = (prompt.status, prompt.node, len(prompt.cached))
+
+    def output(self, prompt, node, item, url, path=None):
+        self.emit("output", prompt, node=node, filename=item.get("filename"), subfolder=item.get("subfolder", ""),
+                  type=item.get("type", "output"), url=url, path=path)
+
+    def finished(self, prompt):
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error)
+
+    def transport(self, text, polling):
+        self.emit("transport", message=text, polling=polling)
+
+    def summary(self, doc):
+        self.emit("summary", **doc)
