@@ -62,11 +62,10 @@ class OutputDir:
             if part in ("", ".", "..") or part.startswith("."):
                 part = "_" + part
             clean.append(part)
-        path = os.path.join(self.root, *clean)
-        parent = os.path.realpath(os.path.dirname(path))
+        parent = os.path.realpath(os.path.join(self.root, *clean[:-1]))
         if parent != self.root and not parent.startswith(self.root + os.sep):
             raise UnsafeName(f"output name {name!r} resolves outside {self.path}")
-        return path
+        return os.path.join(self.path, *clean)  # as the user wrote the folder, for stdout
 
     def save(self, item, write):
         """Create the file for `item`; `write(fh)` streams the bytes. Returns the final path."""
