@@ -189,7 +189,7 @@ class Run:
             now = time.monotonic()
             if self.next_round is not None and now >= self.next_round:
                 self._round(now)
-            elif self.socket_up and self.board.open and now - self.last_frame >= self.opts.silence_check:
+            elif self.socket_up and now - self.last_frame >= self.opts.silence_check and not self.board.all_ended:
                 self._check_quiet_socket(now)
             self._due_lookups()
             self._check_limits()
@@ -335,10 +335,11 @@ class Run:
     def _status(self, event):
         before = self.board.queue_remaining
         shrank = before is not None and event.queue_remaining is not None and event.queue_remaining < before
-        if shrank and not self.ended_since_status and any(p.status == tr.SUBMITTED for p in self.board.open):
+        if (shrank and not self.ended_since_status and self.next_round is None
+                and event.at - self.last_status_round >= STATUS_ROUND_GAP
+                and any(p.status == tr.SUBMITTED for p in self.board.open)):
             # The queue shrank and none of ours ended: perhaps one of ours was deleted.
-            if event.at - self.last_status_round >= STATUS_ROUND_GAP and self.next_round is None:
-                self.next_round = event.at
+            self.next_round = event.at
         if shrank:
             self.ended_since_status = False
 

@@ -66,6 +66,7 @@ class Prompt:
         self.needs_history = False  # our picture may be incomplete: ask /history
         self.saw_start = False
         self.via_poll = False  # some state came from polling rather than the socket
+        self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
     @property
@@ -235,6 +236,8 @@ class Prompt:
         self.error = error
         self.node = None
         self.step = None
+        if self.on_end is not None:
+            self.on_end(self)
 
 
 _HANDLERS = {
@@ -257,12 +260,19 @@ class Board:
 
     def __init__(self):
         self.prompts = {}  # prompt_id -> Prompt, in submission order
+        self._open = {}  # the prompts not ended yet (a dict keeps submission order)
         self.queue_remaining = None
         self.running_id = None  # the prompt the server is executing, as far as we know
 
     def add(self, prompt):
         self.prompts[prompt.prompt_id] = prompt
+        if not prompt.ended:
+            self._open[prompt.prompt_id] = prompt
+            prompt.on_end = self._closed
         return prompt
+
+    def _closed(self, prompt):
+        self._open.pop(prompt.prompt_id, None)
 
     def feed(self, event):
         """Route one event; return the Prompt it changed, or None."""
@@ -294,8 +304,8 @@ class Board:
 
     @property
     def open(self):
-        return [p for p in self.prompts.values() if not p.ended]
+        return list(self._open.values())
 
     @property
     def all_ended(self):
-        return all(p.ended for p in self.prompts.values())
+        return not self._open
