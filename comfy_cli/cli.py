@@ -52,6 +52,13 @@ def _root(
 URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
                           help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://.")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks for errors.")
+TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True,
+                            help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
+HEADER_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'",
+                             help="An extra header on every request and the websocket (repeatable).")
+CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
+                         help="Check the server's TLS certificate against these CA certificates.")
+INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
 @app.command(epilog=EXIT_CODES)
@@ -93,6 +100,10 @@ def run(
                                              "while prompts are open."),
     simulate: bool = typer.Option(False, "--simulate",
                                   help="Run against the built-in simulator on a free loopback port."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
     debug: bool = DEBUG_OPTION,
 ):
@@ -122,7 +133,8 @@ def run(
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit,
-                           uploads=tuple(a.value for a in uploads))
+                           uploads=tuple(a.value for a in uploads), token=token, headers=tuple(header),
+                           ca_bundle=ca_bundle, insecure=_insecure(insecure))
             code = Run(opts).execute()
         finally:
             if sim:
@@ -134,6 +146,10 @@ def run(
 def status(
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
     """Is the server reachable? Its version, and how many prompts run and wait."""
@@ -142,7 +158,8 @@ def status(
 
         from comfy_cli.client import Client
 
-        client = Client(url or DEFAULT_URL)
+        client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
+                        insecure=_insecure(insecure))
         stats = client.system_stats()
         running, pending = client.queue()
         system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
@@ -172,6 +189,12 @@ def sim(
             serve(host=host, port=port, output_dir=output_dir)
         except OSError as exc:
             raise _usage(f"--port {port}: cannot listen on {host}: {exc.strerror or exc}") from None
+
+
+def _insecure(flag):
+    if flag:
+        sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
+    return flag
 
 
 def _check_report_file(path, overwrite):
@@ -228,12 +251,12 @@ class _guard:
         if self.debug:
             import traceback
 
-            traceback.print_exception(kind, exc, tb, file=sys.stderr)
+            sys.stderr.write(errors.redact("".join(traceback.format_exception(kind, exc, tb))))
         if isinstance(exc, errors.ComfyError):
-            sys.stderr.write(f"comfy-cli: error: {exc}\n")
+            sys.stderr.write(errors.redact(f"comfy-cli: error: {exc}") + "\n")
             raise typer.Exit(exc.exit_code)
         hint = "" if self.debug else " (run with --debug for the traceback)"
-        sys.stderr.write(f"comfy-cli: internal error: {type(exc).__name__}: {exc}{hint}\n")
+        sys.stderr.write(errors.redact(f"comfy-cli: internal error: {type(exc).__name__}: {exc}{hint}") + "\n")
         raise typer.Exit(errors.UNREACHABLE)
 
 

@@ -1,12 +1,15 @@
 """The HTTP side: one requests.Session that owns every REST call and its errors."""
 
+import base64
 import os
+import re
+import ssl
 import time
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from comfy_cli.errors import ServerError, Unreachable, UsageError
+from comfy_cli.errors import ServerError, Unreachable, UsageError, secrets
 
 
 RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
@@ -26,32 +29,113 @@ class Rejected(ServerError):
         super().__init__(message, 400)
 
 
-def normalize_url(url):
-    """Check --url and return it without a trailing slash; a path prefix is kept."""
+def split_url(url):
+    """Check --url; return (base URL without credentials or trailing slash, (user, password) or None).
+    A path prefix is kept (servers behind a reverse proxy)."""
     if not url or not isinstance(url, str):
         raise UsageError("--url: empty")
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
+    shown = _without_credentials(parts)
     if parts.scheme not in ("http", "https"):
-        raise UsageError(f"--url: {url!r}: the scheme must be http or https")
+        raise UsageError(f"--url {shown}: the scheme must be http or https")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise UsageError(f"--url: {url!r}: bad port") from None
+        raise UsageError(f"--url {shown}: bad port") from None
     if not parts.hostname:
-        raise UsageError(f"--url: {url!r}: no host name")
+        raise UsageError(f"--url {shown}: no host name")
     if parts.query or parts.fragment:
-        raise UsageError(f"--url: {url!r}: must not have a query or fragment")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        raise UsageError(f"--url {shown}: must not have a query or fragment")
+    if any(c in url for c in "\r\n\t\x00 "):
+        raise UsageError(f"--url {shown}: must not contain spaces or control characters")
+    auth = None
+    if parts.username is not None:
+        auth = (unquote(parts.username), unquote(parts.password or ""))
+    return urlunsplit((parts.scheme, _netloc(parts), parts.path.rstrip("/"), "", "")), auth
+
+
+def normalize_url(url):
+    return split_url(url)[0]
+
+
+def _netloc(parts):
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _without_credentials(parts):
+    try:
+        netloc = _netloc(parts) if parts.hostname else parts.netloc.rpartition("@")[2]
+    except ValueError:
+        netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_header(spec):
+    """'Name: value' -> (name, value); raise UsageError without echoing the value (it may be a secret)."""
+    name, colon, value = spec.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _TOKEN_CHARS.match(name):
+        raise UsageError(f"--header {name[:40]!r}...: expected 'Name: value' with a plain header name")
+    if not value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"--header {name}: the value is empty or has control characters")
+    return name, value
 
 
 class Client:
-    def __init__(self, base_url, timeout=30.0):
-        self.base = normalize_url(base_url)
+    def __init__(self, base_url, timeout=30.0, token=None, headers=(), ca_bundle=None, insecure=False):
+        self.base, basic = split_url(base_url)
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "comfy-cli"
+        self.auth_header = None  # also sent on the websocket handshake
+        if token is not None:
+            if not token or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in token):
+                raise UsageError("--token: empty, or has spaces or control characters")
+            if basic:
+                raise UsageError("--token and a user:password in --url cannot be used together")
+            self.auth_header = "Bearer " + token
+            secrets.add(token)
+        elif basic:
+            self.auth_header = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+            secrets.add(basic[1])
+        if self.auth_header:
+            secrets.add(self.auth_header)
+        self.extra_headers = [parse_header(h) for h in headers]
+        for name, value in self.extra_headers:
+            self.session.headers[name] = value
+            if name.lower() in ("authorization", "cookie", "x-api-key", "proxy-authorization"):
+                secrets.add(value)
+        if self.auth_header:
+            self.session.headers["Authorization"] = self.auth_header
+        if ca_bundle is not None and not os.path.isfile(ca_bundle):
+            raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
+        self.ca_bundle = ca_bundle
+        self.insecure = insecure
+        self.session.verify = ca_bundle if ca_bundle else not insecure
+        if insecure:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # we warn once ourselves
+
+    def ws_options(self):
+        """Handshake headers and TLS options for the websocket, matching the HTTP session."""
+        header = [f"{name}: {value}" for name, value in self.extra_headers if name.lower() != "authorization"]
+        if self.auth_header:
+            header.append("Authorization: " + self.auth_header)
+        sslopt = None
+        if self.insecure:
+            sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        elif self.ca_bundle:
+            sslopt = {"ca_certs": self.ca_bundle}
+        return header, sslopt
 
     # ---- addresses ------------------------------------------------------------------
     def url(self, path):
@@ -160,7 +244,8 @@ class Client:
         try:
             resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise ServerError(f"{self.base}: TLS error: {_short(exc)}") from None
+            raise ServerError(f"{self.base}: TLS error: {_tls_reason(exc)}; use --ca-bundle FILE for a private "
+                              "certificate authority") from None
         except requests.exceptions.ConnectionError:
             raise Unreachable(f"cannot connect to {self.base}") from None
         except requests.exceptions.Timeout:
@@ -168,8 +253,8 @@ class Client:
         except requests.exceptions.RequestException as exc:
             raise ServerError(f"{url}: {_short(exc)}") from None
         if resp.status_code in (401, 403):
-            raise ServerError(f"{url}: HTTP {resp.status_code}: access denied; check the server's access rules",
-                              resp.status_code)
+            raise ServerError(f"{url}: HTTP {resp.status_code}: access denied; check --token (or $COMFY_TOKEN), "
+                              "--header and the user:password in --url", resp.status_code)
         if resp.status_code >= 400 and resp.status_code != 400:
             raise ServerError(f"{url}: HTTP {resp.status_code}{_reason(resp)}", resp.status_code)
         return resp
@@ -202,6 +287,15 @@ def _reason(resp):
         err = body["error"]
         return ": " + (err.get("message", "") if isinstance(err, dict) else err)[:200]
     return ""
+
+
+def _tls_reason(exc):
+    text = str(exc)
+    for known in ("certificate verify failed", "hostname mismatch", "wrong version number",
+                  "self-signed certificate", "unable to get local issuer certificate"):
+        if known in text:
+            return known
+    return _short(exc)
 
 
 def _short(exc):

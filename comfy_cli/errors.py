@@ -53,3 +53,15 @@ class Unreachable(ServerError):
 
 class TimedOut(ComfyError):
     exit_code = TIMEOUT
+
+
+# Every secret the run knows (tokens, passwords, auth headers). Whatever comfy-cli prints passes
+# through `redact` first, so a secret echoed by a server or an error message never shows.
+secrets = set()
+
+
+def redact(text):
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text

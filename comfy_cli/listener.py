@@ -13,6 +13,7 @@ events (`Connected`, `Disconnected`) once per change, not once per retry.
 
 import random
 import socket
+import ssl
 import threading
 import time
 
@@ -163,6 +164,8 @@ def _close(ws):
 def _describe(exc):
     if isinstance(exc, websocket.WebSocketBadStatusException):
         return f"websocket refused: HTTP {exc.status_code}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, websocket.WebSocketConnectionClosedException):

@@ -58,6 +58,10 @@ class Options:
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
     uploads: tuple = ()  # local files named by --input (Load* inputs with local paths are found too)
+    token: Optional[str] = None
+    headers: tuple = ()  # "Name: value" strings
+    ca_bundle: Optional[str] = None
+    insecure: bool = False
 
 
 class Terminated(Exception):
@@ -75,13 +79,16 @@ class Run:
         self.opts = opts
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.client = Client(opts.url)
+        self.client = Client(opts.url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
+                             insecure=opts.insecure)
         self.client_id = str(uuid.uuid4())
         self.events = queue.Queue()
         self.board = tr.Board()
         width = max((len(wf.name) for wf in opts.workflows), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(opts.workflows))
-        self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events)
+        header, sslopt = self.client.ws_options()
+        self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events, header=header,
+                                 sslopt=sslopt)
         self.poller = Poller(self.client)
         self.lookups = {}  # prompt_id -> _Lookup: /history reads still to do
         self.printed = set()
@@ -136,12 +143,13 @@ class Run:
             if self.stream:
                 self.stream.summary(doc)
             else:
-                self.out.write(json.dumps(doc, indent=2) + "\n")
+                self.out.write(errors.redact(json.dumps(doc, indent=2)) + "\n")
                 self.out.flush()
         if self.opts.junit:
             from comfy_cli.outputs import write_atomic
 
-            write_atomic(self.opts.junit, report.junit_xml(self.board, time.monotonic() - self.started),
+            write_atomic(self.opts.junit,
+                         errors.redact(report.junit_xml(self.board, time.monotonic() - self.started)),
                          self.opts.overwrite)
         self.client.close()
         return code

@@ -9,6 +9,7 @@ import sys
 import time
 
 from comfy_cli import tracker as tr
+from comfy_cli.errors import redact
 
 END_WORDS = {
     tr.SUCCESS: "done",
@@ -85,7 +86,7 @@ class QuietView:
         pass
 
     def note(self, text):
-        self.stream.write(text + "\n")
+        self.stream.write(redact(text) + "\n")
         self.stream.flush()
 
     def close(self):
@@ -202,7 +203,7 @@ class BarsView(QuietView):
         return "[polling] " + text if self.polling else text
 
     def note(self, text):
-        self._tqdm.write(text, file=self.stream)
+        self._tqdm.write(redact(text), file=self.stream)
 
     def result(self, line):
         # Through tqdm, so a terminal shared by stdout and stderr keeps its bars intact.
