@@ -43,6 +43,8 @@ def parse_assignment(option, spec, as_path=False):
             value = json.loads(raw)
         except ValueError:
             value = raw
+        except RecursionError:
+            raise UsageError(f"{option} {spec[:60]!r}...: the value is nested too deeply") from None
     return Assignment(option, spec, node, name, value)
 
 

@@ -179,14 +179,21 @@ def sim(
     port: int = typer.Option(8188, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir",
-                                             help="Where SaveImage writes [default: a temporary folder]."),
+                                             help="Where SaveImage writes (default: a temporary folder)."),
+    token: Optional[str] = typer.Option(None, "--token", help="Require 'Authorization: Bearer TOKEN'."),
+    tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE", help="Serve https/wss with this "
+                                                                                   "certificate (needs --tls-key)."),
+    tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE", help="The certificate's key."),
     debug: bool = DEBUG_OPTION,
 ):
     """Run the built-in ComfyUI simulator in the foreground (Ctrl-C stops it)."""
     with _guard(debug):
         serve = _sim_module().serve
+        if bool(tls_cert) != bool(tls_key):
+            raise _usage("--tls-cert and --tls-key go together")
         try:
-            serve(host=host, port=port, output_dir=output_dir)
+            serve(host=host, port=port, output_dir=output_dir, token=token,
+                  tls=(tls_cert, tls_key) if tls_cert else None)
         except OSError as exc:
             raise _usage(f"--port {port}: cannot listen on {host}: {exc.strerror or exc}") from None
 

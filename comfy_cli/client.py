@@ -16,6 +16,10 @@ RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: wor
 GET_BACKOFF = (0.25, 0.5, 1.0, 2.0)  # waits between tries of an idempotent GET
 
 
+class TlsError(ServerError):
+    """The TLS handshake failed: nothing was sent, and trying again will not help."""
+
+
 class Rejected(ServerError):
     """POST /prompt answered 400: the server's validation refused the workflow."""
 
@@ -119,7 +123,8 @@ class Client:
             raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
         self.ca_bundle = ca_bundle
         self.insecure = insecure
-        self.session.verify = ca_bundle if ca_bundle else not insecure
+        # Passed on every request: a Session's own `verify` loses to $REQUESTS_CA_BUNDLE.
+        self.verify = ca_bundle if ca_bundle else not insecure
         if insecure:
             import urllib3
 
@@ -242,10 +247,10 @@ class Client:
     def _request(self, method, path, **kwargs):
         url = self.url(path)
         try:
-            resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise ServerError(f"{self.base}: TLS error: {_tls_reason(exc)}; use --ca-bundle FILE for a private "
-                              "certificate authority") from None
+            raise TlsError(f"{self.base}: TLS error: {_tls_reason(exc)}; use --ca-bundle FILE for a private "
+                           "certificate authority") from None
         except requests.exceptions.ConnectionError:
             raise Unreachable(f"cannot connect to {self.base}") from None
         except requests.exceptions.Timeout:

@@ -61,7 +61,7 @@ secrets = set()
 
 
 def redact(text):
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # "Bearer X" before "X": same result every time
         if secret and secret in text:
             text = text.replace(secret, "***")
     return text

@@ -10,6 +10,7 @@ None or are skipped, never an exception.
 """
 
 import json
+import math
 from typing import NamedTuple, Optional
 
 
@@ -128,7 +129,9 @@ def _str(value):
 
 
 def _num(value):
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value):  # JSON may carry NaN or 1e999
         return value
     return None
 
@@ -242,7 +245,8 @@ def parse(text, at):
         return None
     if type(msg) is not dict:
         return None
-    parser = PARSERS.get(msg.get("type"))
+    kind = msg.get("type")
+    parser = PARSERS.get(kind) if type(kind) is str else None
     if parser is None:
         return None
     data = msg.get("data")
@@ -251,7 +255,7 @@ def parse(text, at):
 
 def from_message(kind, data, at):
     """A (type, data) pair, as stored in a history entry's status.messages -> an event."""
-    parser = PARSERS.get(kind)
+    parser = PARSERS.get(kind) if type(kind) is str else None
     if parser is None or not isinstance(data, dict):
         return None
     return parser(data, at)

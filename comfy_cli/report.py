@@ -30,11 +30,25 @@ def output_files(prompt, include_temp=False):
             if not isinstance(value, list):
                 continue
             for item in value:
-                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                if _file_item(item):
                     if item.get("type") == "temp" and not include_temp:
                         continue
                     files.append((node, item))
     return files
+
+
+def _file_item(item):
+    """An output entry naming a file, with text fields a URL and a path can be made of."""
+    if not isinstance(item, dict):
+        return False
+    fields = [item.get("filename"), item.get("subfolder", ""), item.get("type", "output")]
+    if not all(isinstance(f, str) for f in fields) or not fields[0]:
+        return False
+    try:
+        "".join(fields).encode("utf-8")  # a lone surrogate cannot be a file name or a URL
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def rejection_lines(prompt):

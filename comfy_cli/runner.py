@@ -28,7 +28,7 @@ from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import tracker as tr
 from comfy_cli import view as views
-from comfy_cli.client import RETRY_STATUS, Client, Rejected
+from comfy_cli.client import RETRY_STATUS, Client, Rejected, TlsError
 from comfy_cli.errors import ServerError
 from comfy_cli.listener import Listener
 from comfy_cli.poller import Poller, history_events
@@ -237,7 +237,7 @@ class Run:
                 self._ended(prompt)
                 return
             except ServerError as exc:
-                if exc.status is not None and exc.status not in RETRY_STATUS:
+                if isinstance(exc, TlsError) or (exc.status is not None and exc.status not in RETRY_STATUS):
                     prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {exc}")
                     self._ended(prompt)
                     return

@@ -47,6 +47,8 @@ def load(path, stdin=None):
         raise UsageError(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise UsageError(f"{label}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        raise UsageError(f"{label}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
     check_graph(data, label)
     return Workflow(path=path, name=_name(path), graph=data)
 
@@ -98,6 +100,10 @@ def check_graph(data, label):
         if not isinstance(inputs, dict):
             raise UsageError(f"{where}: 'inputs' must be an object, got {_kind(inputs)}")
         for name, value in inputs.items():
+            if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
+                    and not isinstance(value[0], bool) and isinstance(value[1], int) and str(value[0]) in data):
+                raise UsageError(f"{where}: input {name!r} links to node {value[0]} with a number; "
+                                 f"node ids are strings: [\"{value[0]}\", {value[1]}]")
             if _is_link(value):
                 src, index = value
                 if str(src) not in data:

@@ -3,6 +3,7 @@ real server.  Handlers only validate, queue and read state; the engine runs
 prompts and the bus delivers websocket frames."""
 
 import asyncio
+import base64
 import inspect
 import ipaddress
 import json
@@ -107,6 +108,23 @@ class Routes:
         for prefix in ("", "/api"):  # the real server mirrors every route under /api
             for method, path, handler in table:
                 app.router.add_route(method, prefix + path, handler)
+
+    # --- access ------------------------------------------------------------------
+    @web.middleware
+    async def auth_check(self, request, handler):
+        """ComfyUI has no auth of its own; this plays the reverse proxy that adds it."""
+        sim = self.sim
+        seen = sim.seen_headers
+        seen.append((request.method, request.path, dict(request.headers)))
+        del seen[:-200]
+        expected = []
+        if sim.token:
+            expected.append("Bearer " + sim.token)
+        if sim.basic:
+            expected.append("Basic " + base64.b64encode(f"{sim.basic[0]}:{sim.basic[1]}".encode()).decode())
+        if expected and request.headers.get("Authorization") not in expected:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return await handler(request)
 
     # --- faults ------------------------------------------------------------------
     @web.middleware

@@ -47,8 +47,20 @@ class SimServer:
     """A simulated ComfyUI server on its own thread.  See the module docstring."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, output_dir=None,
-                 faults: Optional[Faults] = None):
+                 faults: Optional[Faults] = None, token: Optional[str] = None, basic=None, tls=None):
+        """token: require 'Authorization: Bearer TOKEN' (like a reverse proxy in front of
+        ComfyUI); basic: (user, password) to require basic auth instead; tls: (certfile,
+        keyfile) to serve https/wss."""
         self.host, self.port = host, port
+        self.token, self.basic = token, basic
+        self.ssl_context = None
+        if tls is not None:
+            import ssl
+
+            self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ssl_context.load_cert_chain(*tls)
+        self.seen_headers = []  # (method, path, headers) of recent requests, for tests
+
         self.faults = faults if faults is not None else Faults()
         self._scratch = Path(os.path.realpath(tempfile.mkdtemp(prefix="comfy-sim-")))
         if output_dir is None:
@@ -73,7 +85,7 @@ class SimServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     def start(self) -> "SimServer":
         if self._thread is not None:
@@ -115,11 +127,12 @@ class SimServer:
         self.engine = Engine(self.bus, self.storage, self.faults, self._notify)
         routes = Routes(self)
         app = web.Application(client_max_size=MAX_UPLOAD,
-                              middlewares=[routes.faults_middleware, origin_check, crash_to_500])
+                              middlewares=[routes.auth_check, routes.faults_middleware, origin_check,
+                                           crash_to_500])
         routes.install(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         loop = asyncio.get_running_loop()
@@ -213,14 +226,14 @@ def _stderr(line: str):
     print(line, file=sys.stderr, flush=True)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8188, output_dir=None, log=_stderr):
+def serve(host: str = "127.0.0.1", port: int = 8188, output_dir=None, log=_stderr, token=None, tls=None):
     """Run the simulator in the foreground until Ctrl-C or SIGTERM."""
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
-    sim = SimServer(host=host, port=port, output_dir=output_dir)
+    sim = SimServer(host=host, port=port, output_dir=output_dir, token=token, tls=tls)
     try:
         sim.start()
         log(f"ComfyUI simulator listening on {sim.url}")
