@@ -1,12 +1,14 @@
 """A loopback TCP proxy for fault tests: take the server down and up, cut sockets mid-frame."""
 
 import socket
+import struct
 import threading
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to a target port. `down()` refuses connections and kills open
-    ones (the server looks gone); `up()` listens again on the same port. With `cut_ws`, the
+    """Forwards 127.0.0.1:port to a target port. `down()` kills open connections and resets
+    new ones at once, counting them in `refused` (the server looks gone, and a test can wait
+    until the client has noticed); `up()` forwards again. With `cut_ws`, the
     first that many websocket connections are cut after `cut_after` bytes from the server,
     in the middle of whatever frame those bytes belong to."""
 
@@ -16,6 +18,8 @@ class Proxy:
         self.cut_after = cut_after
         self.cuts = 0
         self.port = 0
+        self.is_down = False
+        self.refused = 0
         self._listener = None
         self._conns = set()
         self._lock = threading.Lock()
@@ -25,6 +29,9 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def up(self):
+        self.is_down = False
+        if self._listener is not None:
+            return self
         srv = socket.socket()
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind(("127.0.0.1", self.port))
@@ -35,9 +42,7 @@ class Proxy:
         return self
 
     def down(self):
-        srv, self._listener = self._listener, None
-        if srv is not None:
-            _kill(srv)  # shutdown first: a plain close would not wake the blocked accept()
+        self.is_down = True
         with self._lock:
             conns, self._conns = self._conns, set()
         for s in conns:
@@ -49,6 +54,11 @@ class Proxy:
                 client, _ = srv.accept()
             except OSError:
                 return
+            if self.is_down:
+                self.refused += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
                 upstream.settimeout(None)
@@ -92,3 +102,11 @@ def _kill(s):
     except OSError:
         pass
     s.close()
+
+
+def close(proxy):
+    """Stop listening for good."""
+    srv, proxy._listener = proxy._listener, None
+    proxy.down()
+    if srv is not None:
+        _kill(srv)  # shutdown first: a plain close would not wake the blocked accept()

@@ -13,7 +13,7 @@ import requests
 from aiohttp import web
 
 from comfy_cli.sim import Faults, SimServer
-from netproxy import Proxy
+from netproxy import Proxy, close
 from test_run_e2e import cli, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,12 +131,13 @@ def test_server_down_and_back(tmp_path):
         try:
             assert sim.wait_for(lambda s: s.running() is not None, 15)
             proxy.down()
-            assert sim.wait_for(lambda s: len(s.history_ids()) == 1, 20)  # it finished while we were cut off
+            # It finished while we were cut off, and the client has knocked in vain a few times.
+            assert sim.wait_for(lambda s: len(s.history_ids()) == 1 and proxy.refused >= 4, 20)
             proxy.up()
             out, err = proc.communicate(timeout=30)
         finally:
             proc.kill()
-            proxy.down()
+            close(proxy)
         doc = json.loads(out)
         assert proc.returncode == 0, err
         assert "server not answering since" in err and "server answering again" in err
@@ -156,6 +157,7 @@ def test_server_down_until_deadline_is_exit_4(tmp_path):
             out, err = proc.communicate(timeout=30)
         finally:
             proc.kill()
+            close(proxy)
         assert proc.returncode == 4, err
         p = json.loads(out)["prompts"][0]
         # Down before or after the answer to POST /prompt got through: either way an error, exit 4.
@@ -269,7 +271,7 @@ def test_proxy_cuts_connections_mid_frame(tmp_path):
             proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 80}),
                                   workflow(tmp_path, "two_samplers"), "--url", proxy.url, "--json", *FAST])
         finally:
-            proxy.down()
+            close(proxy)
         assert proc.returncode == 0, proc.stderr
         assert proxy.cuts == 3
         assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
