@@ -1,6 +1,6 @@
 """The websocket side: one thread that owns the socket and its reconnect loop.
 
-It turns every text frame into a typed event and puts it on a queue; binary frames
+It turns every text frame into a typed event and puts lists of them on a queue; binary frames
 (previews, progress text, SaveImageWebsocket images) are read and dropped at once. It never
 touches the terminal: the main thread decides what to show.
 
@@ -111,14 +111,23 @@ class Listener(threading.Thread):
             self.out.put(ev.ListenerStopped(time.monotonic(), error))
 
     def _pump(self, ws):
-        """Read frames until the socket ends; return why it ended."""
+        """Read frames until the socket ends; return why it ended.
+
+        Events go out in lists: every frame already received is parsed before the main
+        thread is woken once, so a flood of progress messages costs one hand-over per read,
+        not one per message."""
         put = self.out.put
         parse = ev.parse
         clock = time.monotonic
+        reader = _BufferedReader(ws)
         ws.settimeout(self.ping_interval)
         last_rx = clock()
         pinged = False
+        batch = []
         while not self._stopping.is_set():
+            if batch and not reader.pending():
+                put(batch)  # the next read may block: hand over what we have
+                batch = []
             try:
                 opcode, frame = ws.recv_data_frame(True)
             except websocket.WebSocketTimeoutException:
@@ -132,6 +141,8 @@ class Listener(threading.Thread):
                 pinged = True
                 continue
             except Exception as exc:
+                if batch:
+                    put(batch)
                 return _describe(exc)
             now = clock()
             last_rx = now
@@ -139,11 +150,35 @@ class Listener(threading.Thread):
             if opcode == OP_TEXT:
                 event = parse(frame.data, now)
                 if event is not None:
-                    put(event)
+                    batch.append(event)
             elif opcode == OP_CLOSE:
+                if batch:
+                    put(batch)
                 return "closed by the server"
             # Binary frames and control frames are dropped here, never kept.
         return "stopped"
+
+
+class _BufferedReader:
+    """Feeds websocket-client's frame parser from 64 KiB socket reads. Left alone, it asks the
+    socket for each header and payload separately (several system calls per message)."""
+
+    def __init__(self, ws):
+        self._recv = ws._recv  # websocket-client's raw read: handles TLS, timeouts, closed sockets
+        self._buf = b""
+        self._pos = 0
+        ws.frame_buffer.recv = self
+
+    def pending(self):
+        return self._pos < len(self._buf)
+
+    def __call__(self, size):
+        if self._pos >= len(self._buf):
+            self._buf = self._recv(65536)
+            self._pos = 0
+        start = self._pos
+        self._pos = min(start + size, len(self._buf))
+        return self._buf[start:self._pos]
 
 
 def _close(ws):

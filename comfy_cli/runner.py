@@ -291,7 +291,15 @@ class Run:
                 return
 
     # ---- events -----------------------------------------------------------------------
-    def _handle(self, event):
+    def _handle(self, item):
+        """One queue item: a transport event, or a list of server events from one read."""
+        if type(item) is list:
+            for event in item:
+                self._handle_one(event)
+        else:
+            self._handle_one(item)
+
+    def _handle_one(self, event):
         now = event.at
         kind = type(event)
         if kind is ev.Connected:

@@ -14,6 +14,12 @@ from test_run_e2e import EXAMPLES, cli, no_traceback, start, workflow
 pytestmark = pytest.mark.timeout(60)
 
 
+def graph_of(sim, pid):
+    """The graph the server ran (its history entry lands a moment after the client is done)."""
+    assert sim.wait_for(lambda s: pid in s.history_ids(), 10)
+    return sim.history_entry(pid)["prompt"][2]
+
+
 def test_batch_of_three_files_times_four(sim, tmp_path):
     junit = tmp_path / "report.xml"
     files = [workflow(tmp_path, "steps"), workflow(tmp_path, "two_samplers"), workflow(tmp_path, "fail")]
@@ -60,7 +66,7 @@ def test_set_by_id_title_and_class(sim, tmp_path):
                "--set", "SaveImage.filename_prefix=swept")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["prompts"][0]["outputs"][0]["filename"] == "swept_00001_.png"
-    graph = sim.history_entry(sim.submissions[-1])["prompt"][2]
+    graph = graph_of(sim, sim.submissions[-1])
     assert graph["1"]["inputs"]["steps"] == 3 and graph["2"]["inputs"]["steps"] == 4
 
 
@@ -85,13 +91,13 @@ def test_set_applies_to_every_workflow_that_has_the_node(sim, tmp_path):
     proc = cli("run", workflow(tmp_path, "steps"), workflow(tmp_path, "fail"), "--url", sim.url, "--json",
                "--set", "Save.filename_prefix=x", "--set", "SaveImage.filename_prefix=y")
     assert proc.returncode == 1
-    graphs = [sim.history_entry(pid)["prompt"][2] for pid in sim.submissions]
+    graphs = [graph_of(sim, pid) for pid in sim.submissions]
     # "Save" is a title in steps.json only; class SaveImage occurs once in each file.
     assert graphs[0]["2"]["inputs"]["filename_prefix"] == "y"
     assert graphs[1]["2"]["inputs"]["filename_prefix"] == "y"
     proc = cli("run", workflow(tmp_path, "steps", **{"1__seed": 9}), workflow(tmp_path, "fail", **{"1__seed": 9}),
                "--url", sim.url, "--json", "--set", "Save.filename_prefix=x")
-    graphs = [sim.history_entry(pid)["prompt"][2] for pid in sim.submissions[2:]]
+    graphs = [graph_of(sim, pid) for pid in sim.submissions[2:]]
     assert graphs[0]["2"]["inputs"]["filename_prefix"] == "x"
     assert graphs[1]["2"]["inputs"]["filename_prefix"] == "fail"
 
@@ -155,7 +161,7 @@ def test_upload_round_trip(sim, tmp_path):
     proc = cli("run", str(path), "--url", sim.url, "--json", "--input", f"Load.image={image}")
     assert proc.returncode == 0, proc.stderr
     assert (sim.input_dir / "cat.png").read_bytes() == image.read_bytes()
-    assert sim.history_entry(sim.submissions[0])["prompt"][2]["1"]["inputs"]["image"] == "cat.png"
+    assert graph_of(sim, sim.submissions[0])["1"]["inputs"]["image"] == "cat.png"
     missing = cli("run", str(path), "--url", sim.url, "--input", "Load.image=/nope/cat.png")
     assert missing.returncode == 2 and "/nope/cat.png: no such file" in missing.stderr
 

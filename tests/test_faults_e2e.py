@@ -29,7 +29,10 @@ def run_json(proc_or_args, **kw):
 def check_outputs(sim, doc):
     """Every prompt the server finished reports exactly the files its history names."""
     for p in doc["prompts"]:
-        entry = sim.history_entry(p["prompt_id"])
+        pid = p["prompt_id"]
+        if p["status"] in ("success", "failed", "interrupted"):
+            assert sim.wait_for(lambda s: pid in s.history_ids(), 10)  # it lands just after the end
+        entry = sim.history_entry(pid)
         if entry is None:
             continue
         names = sorted(i["filename"] for out in entry["outputs"].values() for i in out.get("images", [])

@@ -14,7 +14,8 @@ subprocesses and alternated:
 Every run gets a fresh seed (nothing from the cache). Per run: messages/s = frames / (time
 from the first frame sent to the process's exit), so a client that lags behind is charged for
 its backlog; client CPU µs per message = the child's user+sys (os.wait4) / frames, start-up
-included; and for (a) the bytes written to the terminal per second and the number of redraws
+included (the share spent in the kernel and the context switches per message are shown too);
+and for (a) the bytes written to the terminal per second and the number of redraws
 (carriage returns), which must stay small if redraws are rate-limited. Targets: at least
 50k messages/s; bar redraws rate-limited.
 
@@ -130,7 +131,8 @@ def run_one(argv, counter, tmp, use_pty):
     return {"frames": counter.frames, "rate": counter.frames / span, "wall": exited - started,
             "span": span, "send_span": counter.success - counter.first,
             "cpu_us": (usage.ru_utime + usage.ru_stime) * 1e6 / counter.frames,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "sys_share": usage.ru_stime / max(usage.ru_utime + usage.ru_stime, 1e-9),
+            "switches": (usage.ru_nvcsw + usage.ru_nivcsw) / counter.frames,
             "tty_bytes": drain.bytes, "tty_rate": drain.bytes / span, "redraws": drain.returns}
 
 
@@ -167,26 +169,30 @@ def main():
     ref_rate = med(labels[2], "rate")
     width = max(map(len, labels))
     print(f"{'client':<{width}}  {'frames':>7}  {'msgs/s':>8}  {'min':>8}  {'ratio':>5}  {'CPU µs/msg':>10}"
-          f"  {'wall s':>6}  {'stderr B/s':>10}  {'redraws':>7}  target")
+          f"  {'sys %':>5}  {'ctxsw/msg':>9}  {'wall s':>6}  {'stderr B/s':>10}  {'redraws':>7}  target")
     for label in labels:
         rates = [r["rate"] for r in results[label]]
         target = "(reference)" if label == labels[2] else f">= {TARGET_RATE // 1000}k msgs/s"
         print(f"{label:<{width}}  {med(label, 'frames'):7.0f}  {med(label, 'rate'):8.0f}  {min(rates):8.0f}"
-              f"  {med(label, 'rate') / ref_rate:4.2f}x  {med(label, 'cpu_us'):10.2f}  {med(label, 'wall'):6.2f}"
+              f"  {med(label, 'rate') / ref_rate:4.2f}x  {med(label, 'cpu_us'):10.2f}"
+              f"  {med(label, 'sys_share') * 100:5.0f}"
+              f"  {med(label, 'switches'):9.2f}  {med(label, 'wall'):6.2f}"
               f"  {med(label, 'tty_rate'):10.0f}  {med(label, 'redraws'):7.0f}  {target}")
     print()
-    print(f"simulator send time (first frame -> execution_success), median per client: "
+    print("simulator send time (first frame -> execution_success), median per client: "
           + ", ".join(f"{label} {med(label, 'send_span'):.2f} s" for label in labels))
-    print("msgs/s = text frames up to execution_success / (first frame sent -> process exit); "
-          "CPU = child user+sys, start-up included")
+    print("msgs/s = text frames from execution_start to execution_success / (first of them sent -> process "
+          "exit); CPU = child user+sys, start-up included; ctxsw = the child's context switches (voluntary + "
+          "involuntary) per message")
     for label in labels[:2]:
         rate = med(label, "rate")
         print(f"{label}: {rate:,.0f} msgs/s, {'within' if rate >= TARGET_RATE else 'BELOW'} the "
               f"{TARGET_RATE:,} msgs/s target")
-    bars = results[labels[0]]
-    print(f"bars: {med(labels[0], 'tty_bytes'):,.0f} bytes and {med(labels[0], 'redraws'):.0f} redraws on the "
-          f"terminal over {med(labels[0], 'span'):.1f} s ({med(labels[0], 'redraws') / med(labels[0], 'span'):.1f}"
-          f" redraws/s; the bar's interval is 0.1 s)" if bars else "")
+    bars = labels[0]
+    print(f"bars: {med(bars, 'tty_bytes'):,.0f} bytes and {med(bars, 'redraws'):.0f} redraws written to the terminal "
+          f"over {med(bars, 'span'):.1f} s ({med(bars, 'redraws') / med(bars, 'span'):.1f} redraws/s, "
+          f"{med(bars, 'tty_rate'):,.0f} B/s; the bar redraws at most every 0.1 s, so ~10/s is rate-limited; a few "
+          f"fixed redraws per prompt (queued, start, end, close) dominate short runs)")
 
 
 if __name__ == "__main__":
