@@ -273,3 +273,29 @@ def test_version_and_help():
     assert cli("--version").stdout.strip().startswith("comfy-cli ")
     helptext = cli("run", "--help").stdout
     assert "Exit codes" in helptext and "--deadline" in helptext
+
+
+def test_partly_invalid_workflow_is_a_warning(sim, tmp_path):
+    # Two outputs, one fed by a node missing an input: the server drops that output, runs the other.
+    graph = json.loads((EXAMPLES / "steps.json").read_text())
+    graph["3"] = {"class_type": "TestSteps", "inputs": {"seconds_per_step": 0.0, "seed": 1}, "_meta": {"title": "Broken"}}
+    graph["4"] = {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "never"}}
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(graph).replace("0.05", "0.01"))
+    proc = cli("run", str(path), "--url", sim.url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the server dropped some outputs that failed validation" in proc.stderr
+    assert "node 3 (Broken) input 'steps': Required input is missing" in proc.stderr
+    p = json.loads(proc.stdout)["prompts"][0]
+    assert p["warnings"][0]["type"] == "node_errors" and "3" in p["warnings"][0]["node_errors"]
+    assert [o["filename"] for o in p["outputs"]] == ["steps_00001_.png"]
+
+
+def test_local_file_in_a_load_node_is_uploaded(sim):
+    # examples/load_image.json names examples/input.png, a file on this machine: it is uploaded.
+    proc = subprocess.run([sys.executable, "-m", "comfy_cli", "run", "examples/load_image.json", "--url", sim.url,
+                           "--set", "Sampler.seconds_per_step=0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "uploaded examples/input.png as input.png" in proc.stderr
+    assert (sim.input_dir / "input.png").read_bytes() == (EXAMPLES / "input.png").read_bytes()
