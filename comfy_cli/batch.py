@@ -106,17 +106,33 @@ def expand(workflows, count, same_seed=False):
     return out
 
 
-def local_files(wf):
-    """(node id, input name, path) for inputs of Load* nodes whose value is an existing local file:
-    those are uploaded before submitting, like --input."""
-    found = []
+# Nodes that read a file from the server's input folder, and the input naming it. Only these
+# are uploaded on their own (with --input any node works): a workflow from elsewhere must not be
+# able to send an arbitrary local file to the server.
+LOADERS = {"LoadImage": "image", "LoadImageMask": "image", "LoadImageOutput": "image", "LoadAudio": "audio",
+           "LoadVideo": "file", "VHS_LoadVideo": "video", "VHS_LoadAudioUpload": "audio"}
+MEDIA = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".exr", ".mp4", ".webm", ".mov",
+         ".mkv", ".avi", ".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus")
+
+
+def upload_targets(wf, inputs=()):
+    """(node id, input name, local path) to upload for one workflow: the `--input` assignments
+    (Assignment objects) that match it, and the file input of a known loader node whose value is
+    an existing local media file."""
+    targets = []
+    for a in inputs:
+        ids, _how = find_node(wf.graph, a.node)
+        if len(ids) == 1:
+            targets.append((ids[0], a.input, a.value))
+    named = {(nid, name) for nid, name, _path in targets}
     for nid, node in wf.graph.items():
-        if "Load" not in str(node.get("class_type", "")):
+        name = LOADERS.get(node.get("class_type"))
+        value = node.get("inputs", {}).get(name) if name else None
+        if (nid, name) in named or not isinstance(value, str):
             continue
-        for name, value in node.get("inputs", {}).items():
-            if isinstance(value, str) and value and os.path.isfile(value):
-                found.append((nid, name, value))
-    return found
+        if value.lower().endswith(MEDIA) and os.path.isfile(value):
+            targets.append((nid, name, value))
+    return targets
 
 
 def _title(node):

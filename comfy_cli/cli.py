@@ -63,6 +63,7 @@ INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certi
 
 @app.command(epilog=EXIT_CODES)
 def run(
+    ctx: typer.Context,
     workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
                                           help="API-format workflow files; '-' reads one from stdin."),
     url: Optional[str] = URL_OPTION,
@@ -118,7 +119,9 @@ def run(
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         if simulate and url:
-            raise _usage("--simulate and --url cannot be used together")
+            if ctx.get_parameter_source("url").name != "ENVIRONMENT":
+                raise _usage("--simulate and --url cannot be used together")
+            url = None  # --simulate wins over $COMFY_URL
         _check_report_file(junit, overwrite)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
@@ -133,7 +136,7 @@ def run(
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit,
-                           uploads=tuple(a.value for a in uploads), token=token, headers=tuple(header),
+                           uploads=tuple(uploads), token=token, headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=_insecure(insecure))
             code = Run(opts).execute()
         finally:
@@ -160,18 +163,15 @@ def status(
 
         client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
                         insecure=_insecure(insecure))
-        stats = client.system_stats()
-        running, pending = client.queue()
-        system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
-        devices = [d.get("name") for d in stats.get("devices") or [] if isinstance(d, dict)]
+        info = client.server_info()
         if json_out:
-            typer.echo(json.dumps({"server": client.base, "reachable": True,
-                                   "version": system.get("comfyui_version"), "devices": devices,
-                                   "queue": {"running": len(running), "pending": len(pending)}}, indent=2))
+            typer.echo(json.dumps({"server": client.base, "reachable": True, "version": info["version"],
+                                   "devices": info["devices"],
+                                   "queue": {"running": info["running"], "pending": info["pending"]}}, indent=2))
         else:
-            typer.echo(f"{client.base}: reachable, ComfyUI {system.get('comfyui_version', 'unknown version')}"
-                       + (f" on {', '.join(map(str, devices))}" if devices else ""))
-            typer.echo(f"queue: {len(running)} running, {len(pending)} pending")
+            typer.echo(f"{client.base}: reachable, ComfyUI {info['version'] or 'of unknown version'}"
+                       + (f" on {', '.join(info['devices'])}" if info["devices"] else ""))
+            typer.echo(f"queue: {info['running']} running, {info['pending']} pending")
 
 
 @app.command()

@@ -7,9 +7,12 @@ import ssl
 import time
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
-import requests
+import socket
 
-from comfy_cli.errors import ServerError, Unreachable, UsageError, secrets
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from comfy_cli.errors import ServerError, Unreachable, UsageError, add_secret
 
 
 RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
@@ -60,10 +63,6 @@ def split_url(url):
     return urlunsplit((parts.scheme, _netloc(parts), parts.path.rstrip("/"), "", "")), auth
 
 
-def normalize_url(url):
-    return split_url(url)[0]
-
-
 def _netloc(parts):
     host = parts.hostname
     if ":" in host:
@@ -87,7 +86,7 @@ def parse_header(spec):
     name, colon, value = spec.partition(":")
     name, value = name.strip(), value.strip()
     if not colon or not _TOKEN_CHARS.match(name):
-        raise UsageError(f"--header {name[:40]!r}...: expected 'Name: value' with a plain header name")
+        raise UsageError("--header: expected 'Name: value' with a plain header name (the value is not shown)")
     if not value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise UsageError(f"--header {name}: the value is empty or has control characters")
     return name, value
@@ -106,17 +105,18 @@ class Client:
             if basic:
                 raise UsageError("--token and a user:password in --url cannot be used together")
             self.auth_header = "Bearer " + token
-            secrets.add(token)
+            add_secret(token)
         elif basic:
             self.auth_header = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-            secrets.add(basic[1])
+            add_secret(basic[1])
+            add_secret(quote(basic[1], safe=""))  # as it may appear in a URL
         if self.auth_header:
-            secrets.add(self.auth_header)
+            add_secret(self.auth_header)
         self.extra_headers = [parse_header(h) for h in headers]
         for name, value in self.extra_headers:
             self.session.headers[name] = value
             if name.lower() in ("authorization", "cookie", "x-api-key", "proxy-authorization"):
-                secrets.add(value)
+                add_secret(value)
         if self.auth_header:
             self.session.headers["Authorization"] = self.auth_header
         if ca_bundle is not None and not os.path.isfile(ca_bundle):
@@ -216,8 +216,9 @@ class Client:
         sub = data.get("subfolder") if isinstance(data.get("subfolder"), str) else ""
         return f"{sub}/{data['name']}" if sub else data["name"]
 
-    def download(self, item, fh, limit=None):
-        """Stream one output file (an `executed` item) from /view into an open binary file."""
+    def download(self, item, fh, limit=None, until=None):
+        """Stream one output file (an `executed` item) from /view into an open binary file,
+        at most `limit` bytes and, if `until` (a monotonic time) is given, no later than that."""
         url = self.view_url(item)
         resp = self._request("GET", url[len(self.base):], stream=True)
         with resp:
@@ -228,8 +229,21 @@ class Client:
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise ServerError(f"{url}: larger than {limit} bytes")
+                if until is not None and time.monotonic() > until:
+                    raise ServerError(f"{url}: download still running at the deadline")
                 fh.write(chunk)
         return size
+
+    def server_info(self):
+        """For `comfy-cli status`: {version, devices, running, pending} from /system_stats and /queue."""
+        stats = self.system_stats()
+        running, pending = self.queue()
+        system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
+        devices = stats.get("devices") if isinstance(stats.get("devices"), list) else []
+        version = system.get("comfyui_version")
+        return {"version": version if isinstance(version, str) else None,
+                "devices": [str(d.get("name")) for d in devices if isinstance(d, dict) and d.get("name")],
+                "running": len(running), "pending": len(pending)}
 
     def close(self):
         self.session.close()
@@ -255,8 +269,12 @@ class Client:
         except requests.exceptions.SSLError as exc:
             raise TlsError(f"{self.base}: TLS error: {_tls_reason(exc)}; use --ca-bundle FILE for a private "
                            "certificate authority") from None
-        except requests.exceptions.ConnectionError:
-            raise Unreachable(f"cannot connect to {self.base}") from None
+        except requests.exceptions.ConnectTimeout:
+            raise Unreachable(f"cannot connect to {self.base} (timed out)", sent=False) from None
+        except requests.exceptions.ConnectionError as exc:
+            # Refused or unresolvable: the request never left. Reset mid-way: it may have.
+            sent = not isinstance(_root(exc), (ConnectionRefusedError, socket.gaierror, NewConnectionError))
+            raise Unreachable(f"cannot connect to {self.base}", sent=sent) from None
         except requests.exceptions.Timeout:
             raise ServerError(f"{url}: no answer within {self.timeout:g} s") from None
         except requests.exceptions.RequestException as exc:
@@ -296,6 +314,21 @@ def _reason(resp):
         err = body["error"]
         return ": " + (err.get("message", "") if isinstance(err, dict) else err)[:200]
     return ""
+
+
+def _root(exc):
+    """The innermost cause of a requests/urllib3 error."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None) or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException)
+                                                 else None) or exc.__cause__ or exc.__context__
+        if not isinstance(inner, BaseException):
+            return exc
+        if isinstance(inner, NewConnectionError):
+            return inner
+        exc = inner
+    return exc
 
 
 def _tls_reason(exc):

@@ -42,26 +42,43 @@ class ServerError(ComfyError):
 
     exit_code = UNREACHABLE
 
-    def __init__(self, message, status=None):
+    def __init__(self, message, status=None, sent=True):
         super().__init__(message)
         self.status = status  # the HTTP status, when there was an answer
+        self.sent = sent  # False when the request surely never reached the server
 
 
 class Unreachable(ServerError):
     """No connection could be made at all."""
 
 
-class TimedOut(ComfyError):
-    exit_code = TIMEOUT
-
-
 # Every secret the run knows (tokens, passwords, auth headers). Whatever comfy-cli prints passes
 # through `redact` first, so a secret echoed by a server or an error message never shows.
 secrets = set()
+MIN_SECRET = 4  # shorter "secrets" would blank out digits everywhere, and protect nothing
+
+
+def add_secret(value):
+    if value and len(value) >= MIN_SECRET:
+        secrets.add(value)
 
 
 def redact(text):
     for secret in sorted(secrets, key=len, reverse=True):  # "Bearer X" before "X": same result every time
-        if secret and secret in text:
+        if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def redact_obj(obj):
+    """`redact` over every string in a JSON-like structure, before it is serialised (escaping
+    could otherwise hide a secret from a plain text match)."""
+    if not secrets:
+        return obj
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact_obj(k): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj

@@ -103,8 +103,7 @@ class Vanished(NamedTuple):
 # Transport events: the listener's view of the socket, for the runner (not the tracker).
 class Connected(NamedTuple):
     at: float
-    sid: Optional[str]
-    reconnect: bool
+    reconnect: bool  # False for the run's first socket
 
 
 class Disconnected(NamedTuple):

@@ -21,6 +21,7 @@ import websocket
 
 from comfy_cli import events as ev
 
+MAX_FRAME = 256 << 20  # a full-size PNG from SaveImageWebsocket is a few MB; this is far beyond
 OP_TEXT = websocket.ABNF.OPCODE_TEXT
 OP_CLOSE = websocket.ABNF.OPCODE_CLOSE
 
@@ -43,7 +44,6 @@ class Listener(threading.Thread):
         self.backoff_max = backoff_max
         self.header = header or []
         self.sslopt = sslopt
-        self.connected = threading.Event()  # set while a socket is open
         self._stopping = threading.Event()
         self._ws = None
         self._lock = threading.Lock()
@@ -87,13 +87,11 @@ class Listener(threading.Thread):
                     if self._stopping.is_set():
                         _close(ws)
                         break
-                    self.connected.set()
-                    self.out.put(ev.Connected(time.monotonic(), None, ever_connected))
+                    self.out.put(ev.Connected(time.monotonic(), ever_connected))
                     ever_connected = True
                     down_reported = False
                     delay = self.backoff_first
                     reason = self._pump(ws)
-                    self.connected.clear()
                     with self._lock:
                         self._ws = None
                     _close(ws)  # fully closed before any reconnect with the same clientId
@@ -107,7 +105,6 @@ class Listener(threading.Thread):
         except BaseException as exc:  # pragma: no cover - a bug; tell the main thread, do not die silently
             error = repr(exc)
         finally:
-            self.connected.clear()
             self.out.put(ev.ListenerStopped(time.monotonic(), error))
 
     def _pump(self, ws):
@@ -119,15 +116,18 @@ class Listener(threading.Thread):
         put = self.out.put
         parse = ev.parse
         clock = time.monotonic
-        reader = _BufferedReader(ws)
+        batch = []
+
+        def flush():  # called before any read that may block: hand over what we have
+            if batch:
+                put(batch[:])
+                batch.clear()
+
+        _BufferedReader(ws, flush)
         ws.settimeout(self.ping_interval)
         last_rx = clock()
         pinged = False
-        batch = []
         while not self._stopping.is_set():
-            if batch and not reader.pending():
-                put(batch)  # the next read may block: hand over what we have
-                batch = []
             try:
                 opcode, frame = ws.recv_data_frame(True)
             except websocket.WebSocketTimeoutException:
@@ -141,8 +141,7 @@ class Listener(threading.Thread):
                 pinged = True
                 continue
             except Exception as exc:
-                if batch:
-                    put(batch)
+                flush()
                 return _describe(exc)
             now = clock()
             last_rx = now
@@ -152,28 +151,35 @@ class Listener(threading.Thread):
                 if event is not None:
                     batch.append(event)
             elif opcode == OP_CLOSE:
-                if batch:
-                    put(batch)
+                flush()
                 return "closed by the server"
             # Binary frames and control frames are dropped here, never kept.
         return "stopped"
 
 
+class FrameTooLarge(websocket.WebSocketException):
+    pass
+
+
 class _BufferedReader:
     """Feeds websocket-client's frame parser from 64 KiB socket reads. Left alone, it asks the
-    socket for each header and payload separately (several system calls per message)."""
+    socket for each header and payload separately (several system calls per message). It also
+    refuses frames too large to be anything but an attack: websocket-client has no size limit."""
 
-    def __init__(self, ws):
+    def __init__(self, ws, before_block):
         self._recv = ws._recv  # websocket-client's raw read: handles TLS, timeouts, closed sockets
+        self._frames = ws.frame_buffer
+        self._before_block = before_block
         self._buf = b""
         self._pos = 0
         ws.frame_buffer.recv = self
 
-    def pending(self):
-        return self._pos < len(self._buf)
-
     def __call__(self, size):
+        length = self._frames.length
+        if length is not None and length > MAX_FRAME:
+            raise FrameTooLarge(f"a frame of {length} bytes (more than {MAX_FRAME >> 20} MiB)")
         if self._pos >= len(self._buf):
+            self._before_block()
             self._buf = self._recv(65536)
             self._pos = 0
         start = self._pos

@@ -52,6 +52,8 @@ class OutputDir:
         if sub.startswith(("/", "\\")) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name + sub):
             raise UnsafeName(f"output name {sub + '/' + name if sub else name!r} is an absolute path")
         if "/" in name or "\\" in name:
+            if ".." in name.replace("\\", "/").split("/"):
+                raise UnsafeName(f"output name {name!r} tries to leave the folder")
             raise UnsafeName(f"output name {name!r} contains a path separator")
         parts.append(name)
         clean = []
@@ -70,22 +72,23 @@ class OutputDir:
     def save(self, item, write):
         """Create the file for `item`; `write(fh)` streams the bytes. Returns the final path."""
         path = self.target(item)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".comfy-cli-", suffix=".part")
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            if self.overwrite:
-                os.replace(tmp, path)
-                return path
-            return self._place(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return write_new(path, write, self.overwrite, numbered=True)
 
-    def _place(self, tmp, path):
+
+def write_new(path, write, overwrite=False, numbered=False):
+    """Write a file all at once: `write(fh)` fills a hidden temporary file beside `path`, which
+    is then put in place. An existing file is replaced only with `overwrite`; otherwise, with
+    `numbered`, the name gets a `_1`, `_2`... suffix, and without it FileExistsError is raised.
+    Returns the path written."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".comfy-cli-", suffix=".part")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        if overwrite:
+            os.replace(tmp, path)
+            return path
         stem, ext = os.path.splitext(path)
         candidate, n = path, 0
         while True:
@@ -93,30 +96,16 @@ class OutputDir:
                 os.link(tmp, candidate)  # atomic, and fails if the name is taken
                 return candidate
             except FileExistsError:
-                n += 1
-                candidate = f"{stem}_{n}{ext}"
+                pass
             except OSError:
                 # A filesystem without hard links: check, then rename (not atomic against races).
-                if os.path.exists(candidate):
-                    n += 1
-                    candidate = f"{stem}_{n}{ext}"
-                    continue
-                os.replace(tmp, candidate)
-                return candidate
-
-
-def write_atomic(path, text, overwrite=False):
-    """Write a report file (e.g. --junit) all at once; never replace a file unless asked."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".comfy-cli-", suffix=".part")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if the file appeared meanwhile
+                if not os.path.exists(candidate):
+                    os.replace(tmp, candidate)
+                    return candidate
+            if not numbered:
+                raise FileExistsError(f"{path}: the file exists")
+            n += 1
+            candidate = f"{stem}_{n}{ext}"
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -53,6 +53,8 @@ class Poller:
         """Return (events, running prompt ids). Raises ServerError if /queue cannot be read."""
         running, pending = self.client.queue(retry=False)
         running, pending = set(running), set(pending)
+        open_ids = {p.prompt_id for p in open_prompts}
+        self.missing = {pid: n for pid, n in self.missing.items() if pid in open_ids}
         out = []
         for prompt in open_prompts:
             pid = prompt.prompt_id

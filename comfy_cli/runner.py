@@ -35,8 +35,10 @@ from comfy_cli.poller import Poller, history_events
 
 TICK = 0.1  # how often the main loop wakes when nothing arrives (redraws, timers)
 HISTORY_RETRY = (0.05, 0.1, 0.2, 0.4, 0.8, 1.5)  # the entry can lag the terminal event (#11540)
-SUBMIT_RETRY = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0)  # ~45 s for a POST whose answer was lost
+SUBMIT_RETRY = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0)  # ~45 s for a POST that failed
+SUBMIT_SETTLE = 3.0  # a lost POST must stay absent from /queue and /history this long before a resend
 STATUS_ROUND_GAP = 2.0  # at most one status-triggered round per this many seconds
+MAX_DOWNLOAD = 16 << 30  # no real output is bigger; a server sending more is broken or hostile
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Options:
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
-    uploads: tuple = ()  # local files named by --input (Load* inputs with local paths are found too)
+    uploads: tuple = ()  # --input assignments (batch.Assignment); loader nodes' local files are found too
     token: Optional[str] = None
     headers: tuple = ()  # "Name: value" strings
     ca_bundle: Optional[str] = None
@@ -111,11 +113,16 @@ class Run:
 
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
         self.handled = {}  # prompt_id -> {output key: local path or None}
-        self.download_failed = False
+        self.finished = set()  # prompt ids whose end has been handled
+        self.history_done = set()  # prompt ids whose /history entry was replayed
+        self.files_missing = False
 
     # ---- the whole run ----------------------------------------------------------------
     def execute(self):
+        """Run to the end; return the exit code. A fatal ServerError is raised again after the
+        summary (--json, --events, --junit) has been written, so scripts always get one."""
         cancel_code = None
+        fatal = None
         old_term = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             self.listener.start()
@@ -128,50 +135,57 @@ class Run:
             cancel_code = errors.SIGINT
         except Terminated:
             cancel_code = errors.SIGTERM
+        except ServerError as exc:
+            fatal = exc
+            open_prompts = self.board.open
+            for prompt in open_prompts:
+                prompt.give_up(tr.ERROR, time.monotonic(), str(exc))
+                self._report(prompt)
+            self._cancel_on_server(open_prompts)
         finally:
             signal.signal(signal.SIGTERM, old_term)
             if cancel_code is not None:
                 self._cancel(cancel_code)
             self.listener.stop()
             self.view.close()
+        if self.opts.junit:
+            self._write_junit()
         codes = [report.exit_code(p, cancel_code or errors.SIGINT) for p in self.board.prompts.values()]
-        if self.download_failed:
-            codes.append(errors.UNREACHABLE)  # asked-for files are missing: not a success
+        if self.files_missing or fatal is not None:
+            codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         code = errors.worst(codes)
         if self.opts.json or self.stream:
             doc = report.summary(self.board, self.client, code, self.opts.include_temp, self.handled)
             if self.stream:
                 self.stream.summary(doc)
             else:
-                self.out.write(errors.redact(json.dumps(doc, indent=2)) + "\n")
+                self.out.write(json.dumps(errors.redact_obj(doc), indent=2) + "\n")
                 self.out.flush()
-        if self.opts.junit:
-            from comfy_cli.outputs import write_atomic
-
-            write_atomic(self.opts.junit,
-                         errors.redact(report.junit_xml(self.board, time.monotonic() - self.started)),
-                         self.opts.overwrite)
         self.client.close()
+        if fatal is not None:
+            raise fatal
         return code
 
+    def _write_junit(self):
+        from comfy_cli.outputs import write_new
+
+        text = errors.redact(report.junit_xml(self.board, time.monotonic() - self.started)).encode()
+        try:
+            write_new(self.opts.junit, lambda fh: fh.write(text), self.opts.overwrite)
+        except OSError as exc:
+            self.view.note(f"--junit {self.opts.junit}: cannot write: {exc.strerror or exc}")
+            self.files_missing = True  # a report that was asked for is missing: not a success
+
     def _upload_inputs(self, workflows):
-        """Upload --input files and local files named by Load* nodes, once each; point the
-        inputs at the names the server gave them."""
-        paths = set(self.opts.uploads)
-        for wf in workflows:
-            paths.update(path for _nid, _name, path in batch.local_files(wf))
-        if not paths:
-            return workflows
+        """Upload --input files and local files named by loader nodes, once each; point exactly
+        those inputs at the names the server gave them."""
         names = {}
-        for path in sorted(paths):
-            names[path] = self.client.upload(path)
-            self.view.note(f"uploaded {path} as {names[path]}")
         for wf in workflows:
-            for node in wf.graph.values():
-                inputs = node.get("inputs", {})
-                for key, value in inputs.items():
-                    if isinstance(value, str) and value in names:
-                        inputs[key] = names[value]
+            for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
+                if path not in names:
+                    names[path] = self.client.upload(path)
+                    self.view.note(f"uploaded {path} as {names[path]}")
+                wf.graph[nid]["inputs"][name] = names[path]
         return workflows
 
     def _wait_for_socket(self):
@@ -204,10 +218,10 @@ class Run:
             self.view.tick()
 
     def _next_event(self):
-        due = [lk.due for lk in self.lookups.values()]
-        if self.next_round is not None:
-            due.append(self.next_round)
-        wait = TICK if not due else max(0.0, min(TICK, min(due) - time.monotonic()))
+        due = self.next_round if self.next_round is not None else float("inf")
+        for lk in self.lookups.values():
+            due = min(due, lk.due)
+        wait = max(0.0, min(TICK, due - time.monotonic()))
         try:
             return self.events.get(timeout=wait)
         except queue.Empty:
@@ -227,6 +241,11 @@ class Run:
         self.view.added(prompt)
         if self.stream:
             self.stream.added(prompt)
+        if self._past_deadline(time.monotonic()):
+            prompt.give_up(tr.TIMEOUT, time.monotonic(), f"not submitted: the deadline of {self.opts.deadline:g} s "
+                                                         "passed")
+            self._ended(prompt)
+            return
         waits = iter(SUBMIT_RETRY)
         while True:
             try:
@@ -238,18 +257,22 @@ class Run:
                 return
             except ServerError as exc:
                 if isinstance(exc, TlsError) or (exc.status is not None and exc.status not in RETRY_STATUS):
-                    prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {exc}")
-                    self._ended(prompt)
+                    self._not_submitted(prompt, exc)
                     return
-                # The answer was lost: the server may have the prompt. Never send it twice.
+                if not exc.sent:  # it never left: sending again is safe
+                    if not self._wait_to_retry(prompt, waits, exc):
+                        return
+                    continue
+                # The answer was lost on the way back: the server may have the prompt.
                 found = self._find_submitted(prompt, waits, exc)
                 if found is None:
-                    return  # gave up; already reported
+                    return
                 if found:
                     self.view.note(f"{wf.name}: the answer to POST /prompt was lost, but the server has the "
                                    f"prompt ({exc})")
                     reply = {}
                     break
+                # Still absent after the settle time: it did not arrive, so send it again.
         prompt.accepted(reply.get("number"), reply.get("node_errors"))
         if reply.get("node_errors"):
             self.view.note(f"{wf.name}: warning: the server dropped some outputs that failed validation:")
@@ -258,25 +281,40 @@ class Run:
         # Handle what arrived meanwhile, so a fast prompt shows progress during a batch.
         self._drain()
 
+    def _not_submitted(self, prompt, exc):
+        prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {exc}")
+        self._ended(prompt)
+
+    def _wait_to_retry(self, prompt, waits, exc):
+        """Wait the next backoff step; False (and the prompt ended) when the budget is spent."""
+        wait = next(waits, None)
+        if wait is None or self._past_deadline(time.monotonic() + wait):
+            self._not_submitted(prompt, exc)
+            return False
+        self._pause(wait)
+        return True
+
     def _find_submitted(self, prompt, waits, first_error):
-        """After a failed POST: True if the server has the prompt, False if it surely does not
-        (safe to send again), None if we gave up (the prompt is then ended as an error)."""
-        while True:
-            wait = next(waits, None)
-            if wait is None or self._past_deadline(time.monotonic() + wait):
-                prompt.give_up(tr.ERROR, time.monotonic(), f"could not submit: {first_error}")
-                self._ended(prompt)
-                return None
-            self._pause(wait)
+        """After a POST whose answer was lost: True if the server has the prompt; False if it
+        still does not after SUBMIT_SETTLE seconds (the request may have been slow to arrive,
+        so an early "no" is not trusted); None if we gave up (the prompt then ended as an error)."""
+        failed_at = time.monotonic()
+        while self._wait_to_retry(prompt, waits, first_error):
             if prompt.status != tr.SUBMITTED:
                 return True  # the socket already told us it runs
             try:
                 running, pending = self.client.queue(retry=False)
-                if prompt.prompt_id in running or prompt.prompt_id in pending:
-                    return True
-                return self.client.history(prompt.prompt_id, retry=False) is not None
-            except ServerError:
+                found = prompt.prompt_id in running or prompt.prompt_id in pending or \
+                    self.client.history(prompt.prompt_id, retry=False) is not None
+            except ServerError as exc:
+                self._not_answering(exc)
                 continue  # cannot tell yet: ask again later, never resend blindly
+            self._answering()
+            if found:
+                return True
+            if time.monotonic() - failed_at >= SUBMIT_SETTLE:
+                return False
+        return None
 
     def _pause(self, seconds):
         """Wait while still handling socket events (no blind sleep on the main thread)."""
@@ -305,7 +343,8 @@ class Run:
         if kind is ev.Connected:
             self.socket_up = True
             self.last_frame = now
-            self._mode("connection: websocket reconnected; checking open prompts over HTTP", polling=False)
+            self._mode(f"connection: websocket {'reconnected' if event.reconnect else 'connected'}; checking open "
+                       "prompts over HTTP", polling=False)
             self.next_round = None
             # Before any later frame: the re-sent `executing` must find the right prompt.
             self._round(now)
@@ -341,9 +380,10 @@ class Run:
         if type(event) is ev.Executed:
             self._collect(prompt)
         if prompt.ended:
-            self.ended_since_status = True
-            self._ended(prompt)
-        elif prompt.needs_history and prompt.prompt_id not in self.lookups and type(event) is ev.Executing:
+            if prompt.prompt_id not in self.finished:
+                self.ended_since_status = True
+                self._ended(prompt)
+        elif prompt.server_done:
             # The done marker came before any terminal event: ask the history for the outcome.
             self._lookup(prompt.prompt_id, event.at)
         return True
@@ -351,19 +391,21 @@ class Run:
     def _status(self, event):
         before = self.board.queue_remaining
         shrank = before is not None and event.queue_remaining is not None and event.queue_remaining < before
-        if (shrank and not self.ended_since_status and self.next_round is None
-                and event.at - self.last_status_round >= STATUS_ROUND_GAP
-                and any(p.status == tr.SUBMITTED for p in self.board.open)):
+        if shrank and not self.ended_since_status and any(p.status == tr.SUBMITTED for p in self.board.open):
             # The queue shrank and none of ours ended: perhaps one of ours was deleted.
-            self.next_round = event.at
+            # Check soon, but not more often than every STATUS_ROUND_GAP seconds.
+            due = max(event.at, self.last_status_round + STATUS_ROUND_GAP)
+            if self.next_round is None or due < self.next_round:
+                self.next_round = due
         if shrank:
             self.ended_since_status = False
 
     def _ended(self, prompt):
+        """Once per prompt, when it ends: report it, after a /history read if outputs may be missing."""
+        self.finished.add(prompt.prompt_id)
         self.view.update(prompt)
-        if prompt.status in (tr.SUCCESS, tr.FAILED, tr.INTERRUPTED) and (
-            prompt.needs_history or (prompt.status == tr.SUCCESS and not prompt.outputs)
-        ):
+        if prompt.prompt_id not in self.history_done and prompt.status in (tr.SUCCESS, tr.FAILED, tr.INTERRUPTED) \
+                and (prompt.needs_history or (prompt.status == tr.SUCCESS and not prompt.outputs)):
             # Outputs may be incomplete: read them from /history before reporting.
             self._lookup(prompt.prompt_id, time.monotonic())
             return
@@ -401,7 +443,8 @@ class Run:
 
         for attempt in range(3):
             try:
-                return self.folder.save(item, lambda fh: self.client.download(item, fh))
+                until = self.started + self.opts.deadline if self.opts.deadline is not None else None
+                return self.folder.save(item, lambda fh: self.client.download(item, fh, MAX_DOWNLOAD, until))
             except UnsafeName as exc:
                 self.view.note(f"{prompt.workflow.name}: not saved: {exc}")
                 break
@@ -412,7 +455,7 @@ class Run:
                 self.view.note(f"{prompt.workflow.name}: cannot write into {self.opts.output_dir}: "
                                f"{exc.strerror or exc}")
                 break
-        self.download_failed = True
+        self.files_missing = True
         prompt.warnings.append({"type": "download", "message": f"not saved: {item.get('filename')!r}"})
         return None
 
@@ -432,22 +475,27 @@ class Run:
         try:
             found, running = self.poller.round(open_prompts, now)
         except ServerError as exc:
-            if self.unreachable_since is None:
-                self.unreachable_since = (now, time.strftime("%H:%M:%S"))
-                self.view.note(f"connection: server not answering since {self.unreachable_since[1]} ({exc}); "
-                               "retrying")
+            self._not_answering(exc)
             return False
-        if self.unreachable_since is not None:
-            self.view.note(f"connection: server answering again after {now - self.unreachable_since[0]:.0f} s")
-            self.unreachable_since = None
-        mine = [pid for pid in running if pid in self.board.prompts]
-        self.board.running_id = mine[0] if mine else None
+        self._answering()
+        self.board.running_from_queue(running)
         changed = False
         for event in found:
             changed = self._apply(event) or changed
         if self.poller.missing and self.next_round is None:
             self.next_round = now + self.opts.poll_interval  # confirm soon before calling it lost
         return changed
+
+    def _not_answering(self, exc):
+        if self.unreachable_since is None:
+            self.unreachable_since = (time.monotonic(), time.strftime("%H:%M:%S"))
+            self.view.note(f"connection: server not answering since {self.unreachable_since[1]} ({exc}); retrying")
+
+    def _answering(self):
+        if self.unreachable_since is not None:
+            down = time.monotonic() - self.unreachable_since[0]
+            self.view.note(f"connection: server answering again after {down:.0f} s")
+            self.unreachable_since = None
 
     def _check_quiet_socket(self, now):
         """Nothing on the socket for a while: normal during a slow node, unless the server has
@@ -479,13 +527,11 @@ class Run:
                     self.view.note(f"{prompt.workflow.name}: cannot read /history: {exc}")
             if entry is not None:
                 del self.lookups[pid]
-                prompt.needs_history = False
-                prompt.via_poll = True
+                self.history_done.add(pid)
+                prompt.history_read()
                 for event in history_events(pid, entry, now):
-                    self.board.feed(event)
-                self._collect(prompt)
+                    self._apply(event)
                 if prompt.ended:
-                    self.view.update(prompt)
                     self._report(prompt)
                 continue
             if lk.attempt + 1 >= len(HISTORY_RETRY):
@@ -519,6 +565,8 @@ class Run:
             prompt.give_up(status, now, reason)
             self.view.update(prompt)
             self._report(prompt)
+        for pid in self.lookups:  # ended, but waiting for /history: report what we have
+            self._report(self.board.prompts[pid])
         self.lookups.clear()
         if self.unreachable_since is None:
             self._cancel_on_server(open_prompts)

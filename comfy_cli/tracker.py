@@ -18,10 +18,11 @@ time it records comes from an event's `at`, or from an argument.
 The real server is not tidy, and the rules below come from its recordings:
 - duplicates (`progress_state` repeats, two `status` per enqueue) change nothing twice;
 - events for other prompts are ignored (routing is by prompt_id, in `Board`);
-- the first terminal event wins; anything after it is ignored;
+- the first terminal event wins; after it only `executed` is still taken, because outputs
+  missed during a socket gap come back from /history after the end;
 - `executing {node: null}` can come hundreds of ms after the terminal event, so the end
   never waits for it; if it arrives first (we missed the terminal event), the prompt is
-  marked `needs_history` and the runner asks /history for the outcome;
+  marked `needs_history` (a visible change) and the runner asks /history for the outcome;
 - after a reconnect the server re-sends `executing {node}` without a prompt_id; `Board`
   gives it to the prompt that is running;
 - `execution_error` with exception_type ExecutionBlocked is a warning: execution goes on;
@@ -64,8 +65,7 @@ class Prompt:
         self.error = None  # dict describing why it did not succeed
         self.warnings = []
         self.needs_history = False  # our picture may be incomplete: ask /history
-        self.saw_start = False
-        self.via_poll = False  # some state came from polling rather than the socket
+        self.server_done = False  # `executing {node: null}` came before any terminal event
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
@@ -101,9 +101,13 @@ class Prompt:
             self.needs_history = True
 
     # ---- events ---------------------------------------------------------------------
+    def history_read(self):
+        """The runner has replayed this prompt's /history entry: the picture is complete."""
+        self.needs_history = False
+
     def handle(self, event):
         """Apply one event; return True if anything visible changed."""
-        if self.ended:
+        if self.ended and type(event) is not ev.Executed:
             return False
         method = _HANDLERS.get(type(event))
         return method(self, event) if method else False
@@ -114,7 +118,6 @@ class Prompt:
         self.status = RUNNING
         self.started_at = e.at
         self.server_start_ms = e.timestamp
-        self.saw_start = True
         return True
 
     def _running(self, at):
@@ -140,9 +143,11 @@ class Prompt:
 
     def _executing(self, e):
         if e.node is None:
-            # The done marker. If it arrives before a terminal event, we missed that event.
-            self.needs_history = True
-            return False
+            # The done marker. Before any terminal event it means we missed that event.
+            if self.server_done:
+                return False
+            self.server_done = self.needs_history = True
+            return True
         self._running(e.at)
         node = e.display_node or e.node
         if node == self.node:
@@ -180,9 +185,10 @@ class Prompt:
 
     def _executed(self, e):
         node = e.display_node or e.node
-        self.done.add(node)
-        if node not in self.cached:
-            self.ran.add(node)
+        if not self.ended:
+            self.done.add(node)
+            if node not in self.cached:
+                self.ran.add(node)
         if e.output is not None and self.outputs.get(node) != e.output:
             self.outputs[node] = e.output
             return True
@@ -295,6 +301,11 @@ class Board:
             return prompt
         self._note_running(prompt)
         return None
+
+    def running_from_queue(self, running_ids):
+        """What /queue says is running now (the poller's view), for prompt-less re-sends."""
+        mine = [pid for pid in running_ids if pid in self.prompts]
+        self.running_id = mine[0] if mine else None
 
     def _note_running(self, prompt):
         if prompt.status == RUNNING:

@@ -69,7 +69,7 @@ class QuietView:
 
     def result(self, line):
         """One line of results on stdout."""
-        self.out.write(line + "\n")
+        self.out.write(redact(line) + "\n")
         self.out.flush()
 
     def added(self, prompt):
@@ -207,7 +207,7 @@ class BarsView(QuietView):
 
     def result(self, line):
         # Through tqdm, so a terminal shared by stdout and stderr keeps its bars intact.
-        self._tqdm.write(line, file=self.out)
+        self._tqdm.write(redact(line), file=self.out)
         self.out.flush()
 
     def close(self):

@@ -26,9 +26,6 @@ class Workflow:
             return meta["title"]
         return str(node.get("class_type") or node_id)
 
-    def class_type(self, node_id):
-        node = self.graph.get(node_id)
-        return node.get("class_type") if isinstance(node, dict) else None
 
 
 def load(path, stdin=None):
