@@ -164,24 +164,28 @@ class BarsView(QuietView):
         self._drawn[prompt.prompt_id] = time.monotonic()
 
     def update(self, prompt):
-        bar = self.bars.get(prompt.prompt_id)
+        pid = prompt.prompt_id
+        bar = self.bars.get(pid)
         if bar is None:
             return
-        bar.n = prompt.done_count if not prompt.ended or prompt.status != tr.SUCCESS else bar.total
         if prompt.ended:
+            bar.n = bar.total if prompt.status == tr.SUCCESS else prompt.done_count
             bar.bar_format = self.FORMAT_ENDED
             bar.set_postfix_str(END_WORDS[prompt.status] + _end_detail(prompt), refresh=False)
             bar.refresh()
-            self._dirty.discard(prompt.prompt_id)
-            return
-        bar.set_postfix_str(self._postfix(prompt), refresh=False)
-        now = time.monotonic()
-        if now - self._drawn[prompt.prompt_id] >= self.interval:
-            bar.refresh()
-            self._drawn[prompt.prompt_id] = now
-            self._dirty.discard(prompt.prompt_id)
+            self._dirty.discard(pid)
+        elif time.monotonic() - self._drawn[pid] >= self.interval:
+            self._draw(pid)
         else:
-            self._dirty.add(prompt.prompt_id)
+            self._dirty.add(pid)  # drawn at the next tick: nothing is formatted per message
+
+    def _draw(self, pid):
+        prompt, bar = self.prompts[pid], self.bars[pid]
+        bar.n = prompt.done_count
+        bar.set_postfix_str(self._postfix(prompt), refresh=False)
+        bar.refresh()
+        self._drawn[pid] = time.monotonic()
+        self._dirty.discard(pid)
 
     def transport(self, text, polling=False):
         self.note(text)
@@ -193,10 +197,8 @@ class BarsView(QuietView):
     def tick(self):
         now = time.monotonic()
         for pid in list(self._dirty):
-            if now - self._drawn[pid] >= self.interval:
-                self.bars[pid].refresh()
-                self._drawn[pid] = now
-                self._dirty.discard(pid)
+            if now - self._drawn[pid] >= self.interval and not self.prompts[pid].ended:
+                self._draw(pid)
 
     def _postfix(self, prompt):
         text = step_text(prompt) or ("running" if prompt.status == tr.RUNNING else "queued")
@@ -249,23 +251,26 @@ class ManyBarsView(BarsView):
             self._redraw(force=len(self.ended) == self.count)
             return
         if prompt.status == tr.RUNNING:
-            if self.shown != prompt.prompt_id:
-                self.shown = prompt.prompt_id
-                self.current.reset(total=max(prompt.total, 1))
-                self.current.set_description_str(prompt.workflow.name.ljust(self.name_width), refresh=False)
-            self.current.n = prompt.done_count
-            self.current.set_postfix_str(self._postfix(prompt), refresh=False)
+            self.shown = prompt.prompt_id
         self._redraw()
 
     def _redraw(self, force=False):
         now = time.monotonic()
-        if force or now - self._last >= self.interval:
-            self._last = now
-            self.overall.refresh()
-            self.current.refresh()
-            self._dirty.clear()
-        else:
+        if not force and now - self._last < self.interval:
             self._dirty.add("all")
+            return
+        self._last = now
+        prompt = self.prompts.get(self.shown)
+        if prompt is not None and not prompt.ended:
+            name = prompt.workflow.name.ljust(self.name_width)
+            if self.current.desc != name or self.current.total != max(prompt.total, 1):
+                self.current.reset(total=max(prompt.total, 1))
+                self.current.set_description_str(name, refresh=False)
+            self.current.n = prompt.done_count
+            self.current.set_postfix_str(self._postfix(prompt), refresh=False)
+        self.overall.refresh()
+        self.current.refresh()
+        self._dirty.clear()
 
     def tick(self):
         if self._dirty:

@@ -12,7 +12,10 @@ class Proxy:
     first that many websocket connections are cut after `cut_after` bytes from the server,
     in the middle of whatever frame those bytes belong to."""
 
-    def __init__(self, target_port, cut_ws=0, cut_after=4000):
+    def __init__(self, target_port, cut_ws=0, cut_after=4000, late_post=None):
+        """late_post: seconds. The first POST /prompt is answered 504 at once (a gateway that
+        gave up) and only forwarded to the server that much later."""
+        self.late_post = late_post
         self.target = target_port
         self.cut_ws = cut_ws
         self.cut_after = cut_after
@@ -54,6 +57,15 @@ class Proxy:
                 client, _ = srv.accept()
             except OSError:
                 return
+            if self.late_post is not None:
+                first = _read_request(client)
+                if first.startswith(b"POST") and b" /prompt " in first.split(b"\r\n", 1)[0]:
+                    delay, self.late_post = self.late_post, None
+                    client.sendall(b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    _kill(client)
+                    threading.Thread(target=self._forward_late, args=(first, delay), daemon=True).start()
+                    continue
+                client = _Replay(client, first)
             if self.is_down:
                 self.refused += 1
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
@@ -70,6 +82,12 @@ class Proxy:
             state = {"ws": False, "limit": None}
             threading.Thread(target=self._pump, args=(client, upstream, state, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, state, False), daemon=True).start()
+
+    def _forward_late(self, request, delay):
+        threading.Event().wait(delay)  # the gateway's own delay, on its own thread
+        with socket.create_connection(("127.0.0.1", self.target), timeout=5) as upstream:
+            upstream.sendall(request)
+            upstream.recv(65536)
 
     def _pump(self, src, dst, state, from_client):
         sent = 0
@@ -110,3 +128,41 @@ def close(proxy):
     proxy.down()
     if srv is not None:
         _kill(srv)  # shutdown first: a plain close would not wake the blocked accept()
+
+
+def _read_request(conn):
+    """One whole HTTP request (headers and Content-Length body) from a fresh connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+class _Replay:
+    """A socket whose first recv gives back bytes already read from it."""
+
+    def __init__(self, sock, first):
+        self._sock, self._first = sock, first
+
+    def recv(self, size):
+        if self._first:
+            data, self._first = self._first, b""
+            return data
+        return self._sock.recv(size)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)

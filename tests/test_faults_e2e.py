@@ -82,9 +82,12 @@ def test_socket_refused_while_http_works(tmp_path):
     with SimServer(faults=faults) as sim:
         proc = start("run", workflow(tmp_path, "steps"), workflow(tmp_path, "two_samplers"), "--url", sim.url,
                      "--json", *FAST)
-        assert sim.wait_for(lambda s: len(s.history_ids()) >= 1, 20)  # finished while we only poll
-        faults.open.set()
-        out, err = proc.communicate(timeout=30)
+        try:
+            assert sim.wait_for(lambda s: len(s.history_ids()) >= 1, 20)  # finished while we only poll
+            faults.open.set()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
         doc = json.loads(out)
         assert proc.returncode == 0, err
         assert "websocket unavailable (websocket refused: HTTP 403)" in err
@@ -180,6 +183,7 @@ def test_restart_with_empty_queue_is_a_lost_prompt(tmp_path):
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
+        first.stop()
         if second:
             second.stop()
     assert proc.returncode == 4, err
@@ -252,8 +256,10 @@ def test_late_history_entry(tmp_path):
 
 
 def test_prompt_deleted_by_someone_else(sim, tmp_path):
-    proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 200}),
-                 workflow(tmp_path, "steps", **{"1__seed": 5}), "--url", sim.url, "--json", *FAST)
+    # No --silence-check: the `status` broadcast of the shrunk queue is what must reveal it, while
+    # the other prompt still streams progress.
+    proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 300}),
+                 workflow(tmp_path, "steps", **{"1__seed": 5}), "--url", sim.url, "--json", "--poll-interval", "0.2")
     try:
         assert sim.wait_for(lambda s: s.running() is not None and len(s.submissions) == 2, 15)
         requests.post(sim.url + "/queue", json={"delete": [sim.submissions[1]]}, timeout=5)
@@ -263,15 +269,17 @@ def test_prompt_deleted_by_someone_else(sim, tmp_path):
     doc = json.loads(out)
     assert proc.returncode == 4, err
     assert [p["status"] for p in doc["prompts"]] == ["success", "lost"]
+    running, lost = doc["prompts"]
+    assert lost["timings"]["total_s"] < running["timings"]["total_s"]  # noticed before the other ended
     check_outputs(sim, doc)
     check_submitted_once(sim, doc)
 
 
 def test_proxy_cuts_connections_mid_frame(tmp_path):
     with SimServer() as sim:
-        proxy = Proxy(sim.port, cut_ws=3, cut_after=3000).up()
+        proxy = Proxy(sim.port, cut_ws=3, cut_after=2000).up()
         try:
-            proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 80}),
+            proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 300}),
                                   workflow(tmp_path, "two_samplers"), "--url", proxy.url, "--json", *FAST])
         finally:
             close(proxy)
@@ -298,3 +306,87 @@ def test_silence_timeout(tmp_path):
         assert proc.returncode == 3, proc.stderr
         assert doc["prompts"][0]["status"] == "timeout"
         assert "nothing new from the server for 1.5 s" in doc["prompts"][0]["error"]["message"]
+
+
+class CutAtFirstOutput(Faults):
+    def __init__(self):
+        self.done = False
+
+    def on_ws_send(self, client_id, payload):
+        if not self.done and isinstance(payload, str) and '"executed"' in payload:
+            self.done = True
+            return "abort"  # that `executed` never reaches the client
+        return "send"
+
+
+def test_outputs_missed_in_a_gap_come_from_history(tmp_path):
+    graph = {"1": {"class_type": "TestSteps", "inputs": {"steps": 2, "seconds_per_step": 0.01, "seed": 1}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "a"}},
+             "3": {"class_type": "TestSteps", "inputs": {"steps": 60, "seconds_per_step": 0.01, "seed": 2}},
+             "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "b"}}}
+    path = tmp_path / "two_outputs.json"
+    path.write_text(json.dumps(graph))
+    with SimServer(faults=CutAtFirstOutput()) as sim:
+        proc, doc = run_json(["run", str(path), "--url", sim.url, "--json", *FAST])
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(o["filename"] for o in doc["prompts"][0]["outputs"]) == ["a_00001_.png", "b_00001_.png"]
+        check_outputs(sim, doc)
+
+
+class NoSuccessMessage(Faults):
+    def on_ws_send(self, client_id, payload):
+        return "drop" if isinstance(payload, str) and '"execution_success"' in payload else "send"
+
+
+def test_done_marker_without_a_terminal_event(tmp_path):
+    # `executing {node: null}` arrives, `execution_success` never does: the history says how it
+    # ended, at once (not after the quiet-socket check, and without replacing the socket).
+    with SimServer(faults=NoSuccessMessage()) as sim:
+        proc, doc = run_json(["run", workflow(tmp_path, "steps"), "--url", sim.url, "--json"])
+        assert proc.returncode == 0, proc.stderr
+        assert doc["prompts"][0]["status"] == "success"
+        assert "went quiet" not in proc.stderr and "websocket lost" not in proc.stderr
+        check_outputs(sim, doc)
+
+
+def test_post_forwarded_late_by_a_gateway_is_not_sent_twice(tmp_path):
+    with SimServer() as sim:
+        proxy = Proxy(sim.port, late_post=1.5).up()
+        try:
+            proc, doc = run_json(["run", workflow(tmp_path, "steps"), "--url", proxy.url, "--json", *FAST])
+        finally:
+            close(proxy)
+        assert proc.returncode == 0, proc.stderr
+        assert "the answer to POST /prompt was lost, but the server has the prompt" in proc.stderr
+        assert doc["prompts"][0]["status"] == "success"
+        check_submitted_once(sim, doc)
+
+
+def test_transport_changes_in_the_event_stream(tmp_path):
+    with SimServer(faults=DropSocket([20])) as sim:
+        proc = cli("run", workflow(tmp_path, "steps", **{"1__steps": 60}), "--url", sim.url, "--events", *FAST)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        transport = [line for line in lines if line["event"] == "transport"]
+        assert [t["polling"] for t in transport] == [True, False]
+        assert "websocket lost" in transport[0]["message"] and "reconnected" in transport[1]["message"]
+
+
+class SlowPrompt(Faults):
+    async def on_http(self, request):
+        if request.path == "/prompt" and request.method == "POST":
+            import asyncio
+
+            await asyncio.sleep(0.4)
+        return None
+
+
+def test_deadline_during_submission(tmp_path):
+    with SimServer(faults=SlowPrompt()) as sim:
+        files = [workflow(tmp_path, "steps", **{"1__seed": i}) for i in range(8)]
+        proc, doc = run_json(["run", *files, "--url", sim.url, "--json", "--deadline", "1"])
+        assert proc.returncode == 3, proc.stderr
+        statuses = [p["status"] for p in doc["prompts"]]
+        assert statuses.count("timeout") >= 5
+        unsent = [p for p in doc["prompts"] if "not submitted" in (p["error"] or {}).get("message", "")]
+        assert unsent and len(sim.submissions) + len(unsent) == 8

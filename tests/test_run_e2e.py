@@ -20,8 +20,9 @@ pytestmark = pytest.mark.timeout(40)
 
 def cli(*args, stdin=None, timeout=30, env=None):
     """Run comfy-cli as a separate process; return CompletedProcess (text)."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.pop("COMFY_URL", None)
+    full_env = dict(os.environ)
+    full_env.pop("COMFY_URL", None)  # only what a test sets
+    full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "comfy_cli", *args], input=stdin, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 

@@ -283,3 +283,23 @@ def test_hostile_websocket_frames_are_ignored(sim, tmp_path):
     p = json.loads(out)["prompts"][0]
     assert p["status"] == "success" and p["outputs"][0]["filename"] == "steps_00001_.png"
     assert "Traceback" not in err
+
+
+def test_secrets_with_quotes_and_short_passwords(tmp_path):
+    tricky = 'ab"c\\d-long-secret'
+    with SimServer(token=tricky) as sim:
+        proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--token", tricky, "--json", "--debug")
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert json.dumps(tricky)[1:-1] not in proc.stdout and tricky not in proc.stdout + proc.stderr
+        assert doc["exit_code"] == 0
+    with SimServer(basic=("ann", "0")) as sim:
+        host = sim.url.split("://")[1]
+        proc = cli("run", workflow(tmp_path, "steps"), "--url", f"http://ann:0@{host}", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["exit_code"] == 0  # a one-digit password does not blank out digits
+
+
+def test_simulate_wins_over_comfy_url(tmp_path):
+    proc = cli("run", workflow(tmp_path, "steps"), "--simulate", env={"COMFY_URL": "http://127.0.0.1:9"})
+    assert proc.returncode == 0, proc.stderr
