@@ -196,7 +196,12 @@ class Prompt:
 
     def _succeeded(self, e):
         self.server_end_ms = e.timestamp
-        self.done |= self.workflow.graph.keys()
+        graph = self.workflow.graph.keys()
+        if not self.ran - self.outputs.keys():
+            # We saw no node run (the picture came from /history, which lists only the cached
+            # nodes and the outputs): every node the server did not take from its cache ran.
+            self.ran |= graph - self.cached
+        self.done |= graph
         self._end(SUCCESS, e.at, None)
         return True
 

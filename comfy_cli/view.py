@@ -5,6 +5,7 @@ a flood of progress messages only changes numbers, and the screen is redrawn at 
 `interval` seconds per bar (and always at the end of a prompt).
 """
 
+import os
 import sys
 import time
 
@@ -37,6 +38,13 @@ def make(mode, stream=None, out=None, name_width=0, count=1):
     if mode == "lines":
         return LinesView(stream, out)
     return QuietView(stream, out)
+
+
+def _columns(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _isatty(stream):
@@ -145,6 +153,9 @@ class BarsView(QuietView):
         from tqdm import tqdm  # only when bars are drawn: keeps start-up light
 
         self._tqdm = tqdm
+        # Follow the terminal's size; a pseudo-terminal with no size (some CI runners) reports
+        # 0x0, and tqdm would then draw nothing at all.
+        self._width = {"dynamic_ncols": True} if _columns(stream) > 0 else {"ncols": 100, "nrows": 1000}
         self.interval = interval
         self.bars = {}  # prompt_id -> tqdm
         self.prompts = {}  # prompt_id -> Prompt
@@ -155,7 +166,7 @@ class BarsView(QuietView):
     def added(self, prompt):
         bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name.ljust(self.name_width),
                          position=len(self.bars),
-                         leave=True, file=self.stream, bar_format=self.FORMAT, dynamic_ncols=True,
+                         leave=True, file=self.stream, bar_format=self.FORMAT, **self._width,
                          mininterval=self.interval)
         bar.set_postfix_str("queued", refresh=False)
         bar.refresh()
@@ -228,11 +239,11 @@ class ManyBarsView(BarsView):
         self.failed = 0
         self.ended = set()
         self.overall = self._tqdm(total=count, desc="all".ljust(name_width), position=0, leave=True,
-                                  file=stream, mininterval=self.interval, dynamic_ncols=True,
+                                  file=stream, mininterval=self.interval, **self._width,
                                   bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} prompts "
                                              "[{elapsed}<{remaining}]{postfix}")
         self.current = self._tqdm(total=1, desc="".ljust(name_width), position=1, leave=False, file=stream,
-                                  bar_format=self.FORMAT, dynamic_ncols=True, mininterval=self.interval)
+                                  bar_format=self.FORMAT, **self._width, mininterval=self.interval)
         self.shown = None  # prompt_id on the current bar
         self._last = 0.0
 

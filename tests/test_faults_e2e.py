@@ -92,6 +92,7 @@ def test_socket_refused_while_http_works(tmp_path):
         assert proc.returncode == 0, err
         assert "websocket unavailable (websocket refused: HTTP 403)" in err
         assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
+        assert doc["prompts"][0]["nodes"] == {"total": 2, "executed": 2, "cached": 0}  # known from /history
         check_outputs(sim, doc)
         check_submitted_once(sim, doc)
 

@@ -55,3 +55,29 @@ def test_many_prompts_show_one_overall_bar():
     v.close()
     text = err.getvalue()
     assert "13/13 prompts" in text and "1 not ok" in text
+
+
+def test_bars_show_on_a_terminal_that_reports_no_size():
+    # A fresh pseudo-terminal is 0x0 (as on some CI runners); tqdm alone would draw nothing there.
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=True) as err:
+            v = view.make("auto", err, io.StringIO())
+            assert isinstance(v, view.BarsView)
+            drive(v, tr.Prompt("p", WF))
+            v.close()
+        text = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            text += chunk
+    finally:
+        os.close(master)
+    assert b"2/2 nodes, done" in text
