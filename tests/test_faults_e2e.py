@@ -60,7 +60,7 @@ class DropSocket(Faults):
 def test_socket_dropped_several_times(tmp_path):
     faults = DropSocket([20, 60, 110])
     with SimServer(faults=faults) as sim:
-        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 60}),
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 150}),
                               workflow(tmp_path, "two_samplers"), "--url", sim.url, "--json", *FAST])
         assert proc.returncode == 0, proc.stderr
         assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
@@ -365,7 +365,8 @@ def test_post_forwarded_late_by_a_gateway_is_not_sent_twice(tmp_path):
 
 def test_transport_changes_in_the_event_stream(tmp_path):
     with SimServer(faults=DropSocket([20])) as sim:
-        proc = cli("run", workflow(tmp_path, "steps", **{"1__steps": 60}), "--url", sim.url, "--events", *FAST)
+        # Long enough to outlast the reconnect's first backoff (about 0.5 s).
+        proc = cli("run", workflow(tmp_path, "steps", **{"1__steps": 250}), "--url", sim.url, "--events", *FAST)
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(line) for line in proc.stdout.splitlines()]
         transport = [line for line in lines if line["event"] == "transport"]
