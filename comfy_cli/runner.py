@@ -356,7 +356,7 @@ class Run:
                            f"{self.opts.poll_interval:g} s while reconnecting", polling=True)
                 for prompt in self.board.open:
                     prompt.gap()
-                self.board.running_id = None
+                self.board.running_from_queue(())  # unknown until the next round says
                 self.next_round = now
             return
         if kind is ev.ListenerStopped:
