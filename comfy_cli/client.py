@@ -208,9 +208,7 @@ class Client:
                                      data={"type": "input"})
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        if resp.status_code == 400:
-            raise ServerError(f"{self.url('/upload/image')}: HTTP 400{_reason(resp)}", 400)
-        data = self._json(resp, "/upload/image")
+        data = self._json(resp, "/upload/image")  # a 400 becomes a ServerError there
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise ServerError(f"{self.url('/upload/image')}: unexpected answer")
         sub = data.get("subfolder") if isinstance(data.get("subfolder"), str) else ""
@@ -288,7 +286,7 @@ class Client:
 
     def _json(self, resp, path, allow_error=False):
         if resp.status_code == 400 and not allow_error:
-            raise ServerError(f"{self.url(path)}: HTTP 400{_reason(resp)}")
+            raise ServerError(f"{self.url(path)}: HTTP 400{_reason(resp)}", 400)
         try:
             return resp.json()
         except ValueError:
