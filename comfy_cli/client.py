@@ -1,6 +1,7 @@
 """The HTTP side: one requests.Session that owns every REST call and its errors."""
 
 import base64
+import json
 import os
 import re
 import ssl
@@ -12,15 +13,20 @@ import socket
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from comfy_cli import backoff
 from comfy_cli.errors import ServerError, Unreachable, UsageError, add_secret
 
 
 RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
-GET_BACKOFF = (0.25, 0.5, 1.0, 2.0)  # waits between tries of an idempotent GET
+_JSON = {"Content-Type": "application/json"}
 
 
 class TlsError(ServerError):
     """The TLS handshake failed: nothing was sent, and trying again will not help."""
+
+
+class Unsendable(UsageError):
+    """The request could not even be built (e.g. NaN in the workflow): nothing was sent."""
 
 
 class Rejected(ServerError):
@@ -162,9 +168,14 @@ class Client:
 
     # ---- calls ------------------------------------------------------------------------
     def submit(self, graph, client_id, prompt_id):
-        """Queue one workflow; return the reply ({prompt_id, number, node_errors})."""
+        """Queue one workflow; return the reply ({prompt_id, number, node_errors}).
+        Raises Unsendable, before anything leaves, if the graph cannot be sent as JSON."""
         body = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
-        resp = self._request("POST", "/prompt", json=body)
+        try:
+            data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise Unsendable(f"the workflow cannot be sent as JSON: {exc}") from None
+        resp = self._request("POST", "/prompt", data=data, headers=_JSON)
         if resp.status_code == 400:
             raise Rejected(self._json(resp, "/prompt", allow_error=True))
         data = self._json(resp, "/prompt")
@@ -193,8 +204,8 @@ class Client:
         if prompt_ids:
             self._request("POST", "/queue", json={"delete": list(prompt_ids)})
 
-    def system_stats(self):
-        data = self._json(self._get("/system_stats", True), "/system_stats")
+    def system_stats(self, retry=True):
+        data = self._json(self._get("/system_stats", retry), "/system_stats")
         if not isinstance(data, dict):
             raise ServerError(f"{self.url('/system_stats')}: unexpected answer")
         return data
@@ -214,9 +225,10 @@ class Client:
         sub = data.get("subfolder") if isinstance(data.get("subfolder"), str) else ""
         return f"{sub}/{data['name']}" if sub else data["name"]
 
-    def download(self, item, fh, limit=None, until=None):
+    def download(self, item, fh, limit=None, until=None, stop=None):
         """Stream one output file (an `executed` item) from /view into an open binary file,
-        at most `limit` bytes and, if `until` (a monotonic time) is given, no later than that."""
+        at most `limit` bytes and, if `until` (a monotonic time) is given, no later than that;
+        `stop()` returning True ends it early (the run is over)."""
         url = self.view_url(item)
         resp = self._request("GET", url[len(self.base):], stream=True)
         with resp:
@@ -229,6 +241,8 @@ class Client:
                     raise ServerError(f"{url}: larger than {limit} bytes")
                 if until is not None and time.monotonic() > until:
                     raise ServerError(f"{url}: download still running at the deadline")
+                if stop is not None and stop():
+                    raise ServerError(f"{url}: download stopped: the run is over")
                 fh.write(chunk)
         return size
 
@@ -249,8 +263,8 @@ class Client:
     # ---- plumbing -------------------------------------------------------------------
     def _get(self, path, retry):
         """GET is idempotent: retry on connection errors and 502/503/504, with backoff.
-        The poller passes retry=False: it has its own tick and must not stall on one call."""
-        waits = GET_BACKOFF if retry else ()
+        The run passes retry=False: its supervisor decides when to try again."""
+        waits = backoff.GET.waits() if retry else ()
         for wait in waits:
             try:
                 return self._request("GET", path)

@@ -116,6 +116,87 @@ class ListenerStopped(NamedTuple):
     error: Optional[str]
 
 
+# Results of I/O, put on the queue by the runner's workers. `at` is when the answer came.
+class Accepted(NamedTuple):
+    at: float
+    prompt_id: str
+    number: Optional[int]
+    node_errors: Optional[dict]
+
+
+# How a POST /prompt failed, which decides what may happen next.
+SENT = "sent"  # the answer was lost: the server may have the prompt
+NOT_SENT = "not_sent"  # it surely never left (refused): sending again is safe
+REFUSED = "rejected"  # HTTP 400: the server's validation refused it
+LOCAL = "local"  # it could not even be built (e.g. NaN in the workflow): never retried
+FATAL = "fatal"  # TLS, credentials, a status no retry will fix
+
+
+class SubmitFailed(NamedTuple):
+    at: float
+    prompt_id: str
+    kind: str  # one of SENT, NOT_SENT, REFUSED, LOCAL, FATAL
+    message: str
+    body: Optional[dict]  # the 400 answer
+
+
+class QueueRead(NamedTuple):
+    at: float
+    gen: int  # which round asked
+    running: tuple
+    pending: tuple
+
+
+class HistoryRead(NamedTuple):
+    at: float
+    gen: Optional[int]  # the round that asked, or None for a read after the end
+    prompt_id: str
+    entry: Optional[dict]  # None: the server does not know it (or not yet)
+
+
+class ReadFailed(NamedTuple):
+    """A GET /queue or /history failed: the server is not answering (or answering junk)."""
+
+    at: float
+    gen: Optional[int]
+    prompt_id: Optional[str]  # for /history
+    message: str
+
+
+class Downloaded(NamedTuple):
+    at: float
+    prompt_id: str
+    key: tuple  # report.output_key
+    path: Optional[str]  # None: not saved
+    problem: Optional[str]  # why not, for the user
+
+
+class CancelDone(NamedTuple):
+    at: float
+    deleted: tuple  # prompt ids removed from the queue
+    interrupted: tuple  # prompt ids interrupted while running
+    problem: Optional[str]  # the server could not be asked
+
+
+class ServerChecked(NamedTuple):
+    """The answer to a reachability check (GET /system_stats, once, no retries)."""
+
+    at: float
+    problem: Optional[str]  # None: the server answers
+
+
+class Signal(NamedTuple):
+    """SIGINT or SIGTERM arrived (put on the queue by the signal handler)."""
+
+    at: float
+    code: int  # the exit code it maps to (130, 143)
+
+
+class WorkerCrashed(NamedTuple):
+    at: float
+    error: str
+
+
 TERMINAL = (Succeeded, Failed, Interrupted)
 
 

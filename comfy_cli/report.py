@@ -17,7 +17,7 @@ EXIT = {
 
 
 def exit_code(prompt, cancel_code=errors.SIGINT):
-    if prompt.status == tr.CANCELLED:
+    if prompt.status in (tr.CANCELLED, tr.DETACHED):
         return cancel_code
     return EXIT.get(prompt.status, errors.UNREACHABLE)
 
@@ -108,8 +108,10 @@ def failure_lines(prompt, verbose=False):
         node = err.get("node_id")
         return [f"{name}: interrupted on the server" + (f" at node {node} ({err.get('node_type')})" if node else "")]
     if prompt.status == tr.REJECTED:
+        if err.get("type") == "invalid_workflow":  # refused before sending: the message names the file
+            return [err.get("message", "invalid workflow")]
         return rejection_lines(prompt)
-    if prompt.status in (tr.LOST, tr.TIMEOUT, tr.CANCELLED, tr.ERROR):
+    if prompt.status in (tr.LOST, tr.TIMEOUT, tr.CANCELLED, tr.ERROR, tr.DETACHED):
         return [f"{name}: {err.get('message', prompt.status)} (prompt {prompt.prompt_id})"]
     return []
 

@@ -38,7 +38,7 @@ class EventStream:
         if prompt.ended:
             return
         status, node, cached = self._seen.get(prompt.prompt_id, (None, None, 0))
-        if status == tr.SUBMITTED and prompt.status == tr.RUNNING:
+        if status in tr.BEFORE_RUN and prompt.status == tr.RUNNING:
             self.emit("started", prompt)
         if len(prompt.cached) > cached:
             self.emit("cached", prompt, nodes=sorted(prompt.cached))

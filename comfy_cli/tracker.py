@@ -2,12 +2,22 @@
 
 Theory of operation
 -------------------
-A `Prompt` follows one prompt from submission to its end:
+A `Prompt` follows one prompt from the batch to its end, and a little beyond:
 
-    submitted --execution_start--> running --execution_success----> success
-        |                            |    --execution_error------> failed
-        |                            |    --execution_interrupted-> interrupted
-        +--- rejected (HTTP 400), lost, cancelled, timeout, error: decided by the runner
+    waiting --sending--> submitting --accepted--> submitted --execution_start--> running
+                            |   ^                                                  |
+                            |   +-- lost answer: resolved by the supervisor        |
+                            +--> rejected (HTTP 400, or refused before sending)    |
+    running --execution_success--> success | --execution_error--> failed | --execution_interrupted--> interrupted
+    any open state --> lost, cancelled, timeout, error, detached: decided by the supervisor
+
+`submitting` covers a POST in flight and a POST whose answer was lost: the server may or
+may not have the prompt, so no "lost" check applies to it. Any event for the prompt from
+the server proves the server has it and moves it on.
+
+The end is not the last phase. After it, outputs missed in a gap may still come (from
+/history), and the supervisor may still read /history and download files. The prompt is
+`settled` once all that is done and its end was reported; only then is it over.
 
 Events come from the websocket listener or from the poller (/history, /queue: `Queued`,
 `Vanished` and a finished prompt's replayed messages); both
@@ -31,7 +41,9 @@ The real server is not tidy, and the rules below come from its recordings:
 
 from comfy_cli import events as ev
 
-SUBMITTED = "submitted"
+WAITING = "waiting"  # in the batch, not sent yet
+SUBMITTING = "submitting"  # POST /prompt in flight, or its answer lost and not yet resolved
+SUBMITTED = "submitted"  # the server has it
 RUNNING = "running"
 SUCCESS = "success"
 FAILED = "failed"
@@ -41,15 +53,18 @@ LOST = "lost"
 CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 ERROR = "error"  # the server could not be used for this prompt (e.g. submission failed)
+DETACHED = "detached"  # we stopped following it and left it running on the server
 
-ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR})
+BEFORE_RUN = frozenset({WAITING, SUBMITTING, SUBMITTED})
+ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED})
+SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
 
 class Prompt:
-    def __init__(self, prompt_id, workflow, submitted_at=None):
+    def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED):
         self.prompt_id = prompt_id
         self.workflow = workflow
-        self.status = SUBMITTED
+        self.status = status
         self.number = None  # the server's priority number, from the /prompt reply
         self.submitted_at = submitted_at
         self.started_at = None
@@ -66,6 +81,9 @@ class Prompt:
         self.warnings = []
         self.needs_history = False  # our picture may be incomplete: ask /history
         self.server_done = False  # `executing {node: null}` came before any terminal event
+        self.history_done = False  # its /history entry was replayed after the end
+        self.settled = False  # ended, outputs complete, end reported: nothing more to do
+        self.attempt = 1  # which try this is (--retry)
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
@@ -81,9 +99,34 @@ class Prompt:
     def done_count(self):
         return len(self.done & self.workflow.graph.keys())
 
-    # ---- inputs from the runner ---------------------------------------------------
+    @property
+    def on_server(self):
+        """The server has (or may have) it: only such a prompt can be cancelled there."""
+        return self.status in (SUBMITTING, SUBMITTED, RUNNING)
+
+    @property
+    def wants_history(self):
+        """Ended by the server, but our picture (outputs, outcome) may be incomplete."""
+        return (self.status in SERVER_ENDS and not self.history_done
+                and (self.needs_history or (self.status == SUCCESS and not self.outputs)))
+
+    # ---- inputs from the supervisor ---------------------------------------------------
+    def sending(self, at):
+        """POST /prompt is about to leave (again, after a retry)."""
+        if self.status == WAITING:
+            self.status = SUBMITTING
+            self.submitted_at = at
+
+    def answer_lost(self):
+        """The POST's answer was lost: whether the server has the prompt is open again."""
+        if self.status == SUBMITTED:
+            self.status = SUBMITTING
+
     def accepted(self, number, node_errors=None):
-        self.number = number
+        if self.status in (WAITING, SUBMITTING):
+            self.status = SUBMITTED
+        if number is not None:
+            self.number = number
         if node_errors:
             self.warnings.append({"type": "node_errors", "node_errors": node_errors})
 
@@ -102,8 +145,12 @@ class Prompt:
 
     # ---- events ---------------------------------------------------------------------
     def history_read(self):
-        """The runner has replayed this prompt's /history entry: the picture is complete."""
+        """The supervisor has replayed this prompt's /history entry: the picture is complete."""
         self.needs_history = False
+        self.history_done = True
+
+    def settle(self):
+        self.settled = True
 
     def handle(self, event):
         """Apply one event; return True if anything visible changed."""
@@ -113,7 +160,7 @@ class Prompt:
         return method(self, event) if method else False
 
     def _start(self, e):
-        if self.status != SUBMITTED:
+        if self.status not in BEFORE_RUN:
             return False
         self.status = RUNNING
         self.started_at = e.at
@@ -121,7 +168,7 @@ class Prompt:
         return True
 
     def _running(self, at):
-        if self.status == SUBMITTED:
+        if self.status in BEFORE_RUN:
             self.status = RUNNING
             self.started_at = at
             # We are seeing the middle of a run; what came before was missed.
@@ -137,7 +184,7 @@ class Prompt:
     def _start_silently(self, at):
         # execution_cached comes right after execution_start: seeing it means the prompt
         # started, and nothing of note was missed even if the start itself was.
-        if self.status == SUBMITTED:
+        if self.status in BEFORE_RUN:
             self.status = RUNNING
             self.started_at = at
 
@@ -229,6 +276,11 @@ class Prompt:
         return True
 
     def _queued(self, e):
+        if self.status in (WAITING, SUBMITTING):
+            self.status = SUBMITTED
+            if e.running:
+                self._running(e.at)
+            return True
         if e.running and self.status == SUBMITTED:
             self._running(e.at)
             return True
@@ -321,6 +373,11 @@ class Board:
     @property
     def open(self):
         return list(self._open.values())
+
+    @property
+    def open_prompts(self):
+        """A live view of the prompts not ended yet (do not end them while iterating)."""
+        return self._open.values()
 
     @property
     def all_ended(self):

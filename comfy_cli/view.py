@@ -21,6 +21,7 @@ END_WORDS = {
     tr.CANCELLED: "cancelled",
     tr.TIMEOUT: "timed out",
     tr.ERROR: "error",
+    tr.DETACHED: "left running",
 }
 
 
@@ -119,7 +120,7 @@ class LinesView(QuietView):
                 self.note(f"{name}: {END_WORDS[prompt.status]}{_end_detail(prompt)}")
             self._seen[prompt.prompt_id] = (prompt.status, None, -1)
             return
-        if status == tr.SUBMITTED and prompt.status == tr.RUNNING:
+        if status in tr.BEFORE_RUN and prompt.status == tr.RUNNING:
             self.note(f"{name}: started")
         if prompt.node is not None and prompt.node != node:
             node, quarter = prompt.node, -1

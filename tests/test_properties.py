@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 CLIENT = Client("http://127.0.0.1:8188")  # only for view_url in the JSON summary; no I/O
 
-STATUSES = {tr.SUBMITTED, tr.RUNNING} | set(tr.ENDED)
+STATUSES = set(tr.BEFORE_RUN) | {tr.RUNNING} | set(tr.ENDED)
 PARSED_TYPES = (ev.Status, ev.Started, ev.Cached, ev.Executing, ev.Progress, ev.ProgressState, ev.Executed,
                 ev.Succeeded, ev.Failed, ev.Interrupted)
 EXIT_CODES = {0, 1, 2, 3, 4, 130, 143}
