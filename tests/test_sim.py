@@ -1,7 +1,7 @@
 """Tests for the ComfyUI simulator (comfy_cli.sim) against the real-server traces.
 
 The websocket message *types* the simulator sends for each shared scenario are
-compared with what a real ComfyUI 0.3.64 sent (shared/comfyui/traces).  Sleep
+compared with what a real ComfyUI 0.3.64 sent (tests/data/traces).  Sleep
 times are shortened; nothing waits blindly: every wait is on a condition with a
 bound.
 """
