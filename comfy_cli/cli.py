@@ -267,7 +267,21 @@ class _guard:
         raise typer.Exit(errors.UNREACHABLE)
 
 
+def _default_sigint():
+    """Ctrl-C (SIGINT) always means "cancel this run's prompts", however comfy-cli was started.
+
+    A shell script's background job (`comfy-cli run x &`) starts with SIGINT ignored, and Python
+    then installs no handler: a later `kill -INT` would do nothing and the prompts would run on.
+    Restore Python's default handler (KeyboardInterrupt), which the runner turns into a clean
+    cancel. A run that must survive the terminal's Ctrl-C can be started with `setsid`."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main():
+    _default_sigint()
     try:
         app(prog_name="comfy-cli")
     finally:
