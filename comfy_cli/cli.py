@@ -222,7 +222,7 @@ def _sim_module():
     try:
         import comfy_cli.sim as sim_module
     except ImportError as exc:
-        raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-cli[sim]'") from None
+        raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-run-cli[sim]'") from None
     return sim_module
 
 
