@@ -220,7 +220,7 @@ def _check_report_file(path, overwrite):
 
 def _sim_module():
     try:
-        import comfy_cli.sim as sim_module
+        from comfy_cli.sim import server as sim_module  # the part that needs aiohttp
     except ImportError as exc:
         raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-run-cli[sim]'") from None
     return sim_module
