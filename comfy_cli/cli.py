@@ -20,7 +20,7 @@ EXIT_CODES = """Exit codes: 0 all prompts succeeded; 1 a prompt failed or was in
 130 cancelled (Ctrl-C); 143 terminated (SIGTERM). With several prompts the most serious code wins."""
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
