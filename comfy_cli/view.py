@@ -5,6 +5,7 @@ a flood of progress messages only changes numbers, and the screen is redrawn at 
 `interval` seconds per bar (and always at the end of a prompt).
 """
 
+import math
 import os
 import sys
 import time
@@ -65,7 +66,20 @@ def step_text(prompt):
 
 
 def _num(x):
+    if isinstance(x, int):
+        return str(x) if abs(x) < 10 ** 15 else f"{x:.3g}"  # a junk 400-digit step count stays short
     return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def _steps(step):
+    """(value, max) as floats for the bar, or None when they cannot fill one (max <= 0, huge)."""
+    try:
+        value, top = float(step[0]), float(step[1])
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not (top > 0 and math.isfinite(top) and math.isfinite(value)):
+        return None
+    return min(max(value, 0.0), top), top
 
 
 class QuietView:
@@ -124,8 +138,9 @@ class LinesView(QuietView):
         if prompt.node is not None and prompt.node != node:
             node, quarter = prompt.node, -1
             self.note(f"{name}: node {node} {prompt.workflow.title(node)}")
-        if prompt.step is not None and prompt.step[1]:
-            q = min(4, int(4 * prompt.step[0] / prompt.step[1]))
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            q = min(4, int(4 * step[0] / step[1]))
             if q > quarter and q > 0:
                 self.note(f"{name}: {step_text(prompt)} ({25 * q}%)")
                 quarter = q
@@ -341,8 +356,9 @@ class BarsView(QuietView):
             bar.refresh()
             self._dirty.discard(pid)
             return
-        if prompt.step is not None:
-            self.speeds[pid].see(prompt.node, prompt.step[0], now)
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            self.speeds[pid].see(prompt.node, step[0], now)
         if now - self._drawn[pid] >= self.interval:
             self._draw(pid)
         else:
@@ -365,11 +381,11 @@ class BarsView(QuietView):
         line.detail = ""
         line.state = "running" if prompt.status == tr.RUNNING else "queued"
         line.title = prompt.workflow.title(prompt.node) if prompt.node is not None else None
-        step = prompt.step if prompt.node is not None else None
-        if step is not None and step[1] > 0:
+        step = _steps(prompt.step) if prompt.step is not None and prompt.node is not None else None
+        if step is not None:
             value, top = step
-            line.step = step
-            self._set(bar, min(max(value, 0), top), top)
+            line.step = prompt.step
+            self._set(bar, value, top)
             if speed is not None and speed.rate and speed.node == prompt.node:
                 line.speed = (_rate_text(speed.rate), _clock_text((top - value) / speed.rate))
         else:
@@ -452,8 +468,9 @@ class ManyBarsView(BarsView):
                 self.shown = None
             self._redraw(force=len(self.ended) == self.count)
             return
-        if prompt.step is not None:
-            self.speeds[pid].see(prompt.node, prompt.step[0], self.clock())
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            self.speeds[pid].see(prompt.node, step[0], self.clock())
         if prompt.status == tr.RUNNING:
             self.shown = pid
         self._redraw()

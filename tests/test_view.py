@@ -298,3 +298,37 @@ def test_ctrl_c_leaves_no_stale_bar_above_the_messages():
         assert lines[:2] == [f"{LONG[:20]}: cancelled", "w: cancelled"], lines
         assert len(lines) == 4 and all("cancelled" in line and "%|" in line for line in lines[2:]), lines
         assert not any("^C" in line for line in lines), lines
+
+
+# ---- whatever the server sends as steps, the views draw without raising ------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NUMBERS = (st.integers(-10 ** 6, 10 ** 6) | st.integers(10 ** 300, 10 ** 400) | st.integers(-10 ** 400, -10 ** 300)
+           | st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(st.sampled_from(["1", "2", "9"]), NUMBERS, NUMBERS), max_size=12),
+       columns=st.sampled_from([20, 60, 120]), mode=st.sampled_from(["bars", "many", "lines"]))
+def test_views_draw_any_steps(steps, columns, mode):
+    clock = Clock()
+    if mode == "bars":
+        v = view.BarsView(io.StringIO(), io.StringIO(), name_width=3, columns=columns, clock=clock)
+    elif mode == "many":
+        v = view.ManyBarsView(io.StringIO(), io.StringIO(), 3, 12, columns=columns, clock=clock)
+    else:
+        v = view.LinesView(io.StringIO(), io.StringIO())
+    p = tr.Prompt("p", WF)
+    v.added(p)
+    feed(v, p, ev.Started(1.0, "p", None))
+    for node, value, top in steps:
+        clock.now += 0.3
+        feed(v, p, ev.Progress(1.0, "p", node, value, top))
+        v.tick()
+        if mode == "bars":
+            assert len(shown(v)) <= columns
+    feed(v, p, ev.Succeeded(2.0, "p", None))
+    v.close()
