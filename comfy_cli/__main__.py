@@ -1,3 +1,3 @@
-from comfy_cli.cli import main
+from comfy_cli.entry import main
 
 main()

@@ -20,7 +20,7 @@ EXIT_CODES = """Exit codes: 0 all prompts succeeded; 1 a prompt failed or was in
 130 cancelled (Ctrl-C); 143 terminated (SIGTERM). With several prompts the most serious code wins."""
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -220,9 +220,9 @@ def _check_report_file(path, overwrite):
 
 def _sim_module():
     try:
-        import comfy_cli.sim as sim_module
+        from comfy_cli.sim import server as sim_module  # the part that needs aiohttp
     except ImportError as exc:
-        raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-cli[sim]'") from None
+        raise _usage(f"the simulator needs aiohttp ({exc}); install with: pip install 'comfy-run-cli[sim]'") from None
     return sim_module
 
 
@@ -267,7 +267,21 @@ class _guard:
         raise typer.Exit(errors.UNREACHABLE)
 
 
+def _default_sigint():
+    """Ctrl-C (SIGINT) always means "cancel this run's prompts", however comfy-cli was started.
+
+    A shell script's background job (`comfy-cli run x &`) starts with SIGINT ignored, and Python
+    then installs no handler: a later `kill -INT` would do nothing and the prompts would run on.
+    Restore Python's default handler (KeyboardInterrupt), which the runner turns into a clean
+    cancel. A run that must survive the terminal's Ctrl-C can be started with `setsid`."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main():
+    _default_sigint()
     try:
         app(prog_name="comfy-cli")
     finally:

@@ -194,3 +194,54 @@ def junit_xml(board, duration):
 def _xml_safe(text):
     # XML 1.0 cannot carry most control characters; a server message might.
     return "".join(c if c in "\t\n\r" or ord(c) >= 0x20 else "?" for c in text)
+
+
+# The end-of-run line: how many prompts ended how, in this order (most wanted first).
+SUMMARY_WORDS = [
+    (tr.SUCCESS, "succeeded"),
+    (tr.FAILED, "failed"),
+    (tr.INTERRUPTED, "interrupted"),
+    (tr.REJECTED, "rejected"),
+    (tr.TIMEOUT, "timed out"),
+    (tr.LOST, "lost"),
+    (tr.CANCELLED, "cancelled"),
+    (tr.ERROR, "in error"),
+]
+
+
+def summary_line(prompts, files, seconds):
+    """One line for the end of a run, e.g. "12 prompts: 11 succeeded, 1 failed, 3 files, 14.2 s".
+
+    `prompts`: the run's Prompt objects (any iterable, or a dict of them); only their `status` is read.
+    `files`: how many output files were listed or saved (an int, or a collection of them).
+    `seconds`: the run's wall time (None leaves it out). Pure: no I/O, no clock."""
+    if hasattr(prompts, "values"):
+        prompts = prompts.values()
+    counts = {}
+    for prompt in prompts:
+        counts[prompt.status] = counts.get(prompt.status, 0) + 1
+    total = sum(counts.values())
+    parts = [f"{counts[status]} {word}" for status, word in SUMMARY_WORDS if counts.get(status)]
+    still_open = total - sum(counts.get(status, 0) for status, _ in SUMMARY_WORDS)
+    if still_open:
+        parts.append(f"{still_open} not ended")
+    head = _plural(total, "prompt")
+    n_files = files if isinstance(files, int) else len(files)
+    tail = [_plural(n_files, "file")]
+    if seconds is not None and seconds == seconds and abs(seconds) != float("inf"):
+        tail.append(_duration(seconds))
+    return (f"{head}: " if parts else f"{head}, ") + ", ".join(parts + tail)
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _duration(seconds):
+    seconds = max(0.0, float(seconds))
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds + 0.5)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

@@ -5,6 +5,7 @@ a flood of progress messages only changes numbers, and the screen is redrawn at 
 `interval` seconds per bar (and always at the end of a prompt).
 """
 
+import math
 import os
 import sys
 import time
@@ -66,7 +67,20 @@ def step_text(prompt):
 
 
 def _num(x):
+    if isinstance(x, int):
+        return str(x) if abs(x) < 10 ** 15 else f"{x:.3g}"  # a junk 400-digit step count stays short
     return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def _steps(step):
+    """(value, max) as floats for the bar, or None when they cannot fill one (max <= 0, huge)."""
+    try:
+        value, top = float(step[0]), float(step[1])
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not (top > 0 and math.isfinite(top) and math.isfinite(value)):
+        return None
+    return min(max(value, 0.0), top), top
 
 
 class QuietView:
@@ -125,8 +139,9 @@ class LinesView(QuietView):
         if prompt.node is not None and prompt.node != node:
             node, quarter = prompt.node, -1
             self.note(f"{name}: node {node} {prompt.workflow.title(node)}")
-        if prompt.step is not None and prompt.step[1]:
-            q = min(4, int(4 * prompt.step[0] / prompt.step[1]))
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            q = min(4, int(4 * step[0] / step[1]))
             if q > quarter and q > 0:
                 self.note(f"{name}: {step_text(prompt)} ({25 * q}%)")
                 quarter = q
@@ -142,79 +157,268 @@ def _end_detail(prompt):
     return f" ({', '.join(bits)})" if bits else ""
 
 
+# ---- bars -----------------------------------------------------------------------------------------
+
+NAME_SHARE = 0.25  # a workflow's name takes at most this share of the terminal's width
+MIN_BAR = 6  # the bar itself keeps at least this many columns
+SPARE = 2  # columns left free at the right: a "^C" echoed after a bar must not wrap the line
+SMOOTH = 0.3  # weight of the newest step rate (as tqdm's default smoothing)
+SAMPLE = 0.25  # seconds between step-rate samples
+ERASE = "\x1b[K"  # erase to the end of the line
+
+
+def shorten(text, width):
+    """`text` in at most `width` columns, with a middle ellipsis if it is longer."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _rate_text(rate):
+    """Steps per second as ComfyUI's console shows them: 4.91it/s, or 2.35s/it when slow."""
+    return f"{rate:.2f}it/s" if rate >= 1 else f"{1 / rate:.2f}s/it"
+
+
+def _clock_text(seconds):
+    seconds = int(max(0.0, seconds) + 0.5)
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _bar_width(width):
+    """The bar's own columns for a line of `width`: a fifth of it, 6 to 25."""
+    return max(MIN_BAR, min(25, width // 5))
+
+
+class _Speed:
+    """The running node's step rate, from the times its step messages reached the view."""
+
+    __slots__ = ("node", "t0", "v0", "last", "rate")
+
+    def __init__(self):
+        self.node = self.t0 = self.v0 = self.last = self.rate = None
+
+    def see(self, node, value, now):
+        if node != self.node or self.last is None or value < self.last:
+            # A new node (or a node that starts its steps again): measure afresh.
+            self.node, self.t0, self.v0, self.last, self.rate = node, now, value, value, None
+            return
+        self.last = value
+        if value > self.v0 and now - self.t0 >= SAMPLE:
+            latest = (value - self.v0) / (now - self.t0)
+            self.rate = latest if self.rate is None else SMOOTH * latest + (1 - SMOOTH) * self.rate
+            self.t0, self.v0 = now, value
+
+
+class _Line:
+    """What one bar says, in parts, so it can be laid out for any width at draw time."""
+
+    def __init__(self, name, pad):
+        self.name = name
+        self.pad = pad  # names are padded to this width (the longest name in the run), if room
+        self.nodes = (0, 1)  # (done, total)
+        self.title = None  # the running node's title
+        self.step = None  # (value, max)
+        self.speed = None  # (rate text, time left text), once known
+        self.state = "queued"  # shown when no node runs: queued, running, or the end word
+        self.detail = ""  # the end's details: " (in 1.05s, 2 executed, 0 cached)"
+        self.polling = False
+
+    def layout(self, width, elapsed):
+        """(left, right) of the bar for a line of `width` columns."""
+        share = max(8, int(width * NAME_SHARE))
+        left = shorten(self.name, share).ljust(min(self.pad, share)) + " "
+        room = width - len(left) - len("100%||") - _bar_width(width)
+        return left, self._right(room, elapsed).ljust(room)  # the same bar width on every line
+
+    def _right(self, room, elapsed):
+        done, total = self.nodes
+        nodes_long, nodes_short = f"{done}/{total} nodes", f"{done}/{total}"
+        mark = "[polling] " if self.polling else ""
+        if self.title is not None:
+            what = mark + self.title
+            steps = f" {_num(self.step[0])}/{_num(self.step[1])}" if self.step else ""
+            clock = f"[{_clock_text(elapsed)}]"
+            variants = []
+            if self.speed:
+                rate, left_time = self.speed
+                variants += [[nodes_long, what + steps, f"{rate}, {left_time} left", clock],
+                             [nodes_long, what + steps, f"{rate}, {left_time} left"],
+                             [nodes_short, what + steps, f"{rate} {left_time}"]]
+            variants += [[nodes_long, what + steps, clock], [nodes_long, what + steps], [nodes_short, what + steps]]
+            last = (nodes_short, mark, self.title, steps)
+        else:
+            state = mark + self.state
+            variants = [[nodes_long, state + self.detail], [nodes_short, state + self.detail],
+                        [nodes_long, state], [nodes_short, state]]
+            last = (nodes_short, mark, self.state, "")
+        for parts in variants:
+            right = "| " + ", ".join(parts)
+            if len(right) <= room:
+                return right
+        # Narrower still: the title gives way (the steps stay), then tqdm cuts at the edge.
+        nodes, mark, title, steps = last
+        fixed = len(f"| {nodes}, {mark}{steps}")
+        return f"| {nodes}, {mark}{shorten(title, max(4, room - fixed))}{steps}"
+
+
+def _bar_class(tqdm, erase):
+    """tqdm, drawing a `_Line` laid out for the terminal's width at each redraw."""
+
+    class Bar(tqdm):
+        def __init__(self, *args, line, **kwargs):
+            self.line = line  # before tqdm's own __init__, which draws the bar once
+            super().__init__(*args, **kwargs)
+
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            width = max(20, (d.get("ncols") or 100) - SPARE)
+            d["ncols"] = width
+            d["left"], d["right"] = self.line.layout(width, d.get("elapsed") or 0.0)
+            return d
+
+        def clear(self, nolock=False):
+            # As tqdm's, but on a terminal it erases the whole line: whatever the terminal echoed
+            # there (a "^C") goes too, and no stale bar is left above the messages.
+            if self.disable:
+                return
+            if not nolock:
+                self._lock.acquire()
+            try:
+                pos = abs(self.pos)
+                if pos < (self.nrows or 20):
+                    self.moveto(pos)
+                    self.sp("")
+                    self.fp.write("\r" + ERASE if erase else "\r")
+                    self.moveto(-pos)
+            finally:
+                if not nolock:
+                    self._lock.release()
+
+    return Bar
+
+
 class BarsView(QuietView):
-    """One tqdm bar per prompt: name, nodes done/total, and the running node's steps."""
+    """One tqdm bar per prompt. The bar fills with the running node's steps (with the nodes done
+    when a node has no steps, or none runs); the text says nodes done/total, the node's title, its
+    steps, their rate and the time left; an ended bar keeps its final state."""
 
-    FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} nodes [{elapsed}]{postfix}"
-    FORMAT_ENDED = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} nodes{postfix}"  # time frozen
+    FORMAT = "{left}{percentage:3.0f}%|{bar}{right}"
 
-    def __init__(self, stream, out, name_width=0, interval=0.1):
+    def __init__(self, stream, out, name_width=0, interval=0.1, columns=None, clock=time.monotonic):
         super().__init__(stream, out)
         self.name_width = name_width
         from tqdm import tqdm  # only when bars are drawn: keeps start-up light
 
         self._tqdm = tqdm
+        self._bar = _bar_class(tqdm, erase=_isatty(stream))
         # Follow the terminal's size; a pseudo-terminal with no size (some CI runners) reports
         # 0x0, and tqdm would then draw nothing at all.
-        self._width = {"dynamic_ncols": True} if _columns(stream) > 0 else {"ncols": 100, "nrows": 1000}
+        if columns:
+            self._width = {"ncols": columns, "nrows": 1000}
+        else:
+            self._width = {"dynamic_ncols": True} if _columns(stream) > 0 else {"ncols": 100, "nrows": 1000}
         self.interval = interval
-        self.bars = {}  # prompt_id -> tqdm
+        self.clock = clock
+        self.bars = {}  # prompt_id -> Bar
         self.prompts = {}  # prompt_id -> Prompt
-        self._drawn = {}  # prompt_id -> monotonic time of the last redraw
+        self.speeds = {}  # prompt_id -> _Speed
+        self._drawn = {}  # prompt_id -> clock time of the last redraw
         self._dirty = set()
         self.polling = False
 
+    def _new_bar(self, name, position, leave=True):
+        return self._bar(total=1, position=position, leave=leave, file=self.stream, bar_format=self.FORMAT,
+                         mininterval=self.interval, **self._width, line=_Line(name, self.name_width))
+
     def added(self, prompt):
-        bar = self._tqdm(total=max(prompt.total, 1), desc=prompt.workflow.name.ljust(self.name_width),
-                         position=len(self.bars),
-                         leave=True, file=self.stream, bar_format=self.FORMAT, **self._width,
-                         mininterval=self.interval)
-        bar.set_postfix_str("queued", refresh=False)
-        bar.refresh()
+        bar = self._new_bar(prompt.workflow.name, len(self.bars))
         self.bars[prompt.prompt_id] = bar
         self.prompts[prompt.prompt_id] = prompt
-        self._drawn[prompt.prompt_id] = time.monotonic()
+        self.speeds[prompt.prompt_id] = _Speed()
+        self._fill(bar, prompt, None)
+        bar.refresh()
+        self._drawn[prompt.prompt_id] = self.clock()
 
     def update(self, prompt):
         pid = prompt.prompt_id
         bar = self.bars.get(pid)
         if bar is None:
             return
+        now = self.clock()
         if prompt.ended:
-            bar.n = bar.total if prompt.status == tr.SUCCESS else prompt.done_count
-            bar.bar_format = self.FORMAT_ENDED
-            bar.set_postfix_str(END_WORDS[prompt.status] + _end_detail(prompt), refresh=False)
+            self._fill(bar, prompt, None)
             bar.refresh()
             self._dirty.discard(pid)
-        elif time.monotonic() - self._drawn[pid] >= self.interval:
+            return
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            self.speeds[pid].see(prompt.node, step[0], now)
+        if now - self._drawn[pid] >= self.interval:
             self._draw(pid)
         else:
             self._dirty.add(pid)  # drawn at the next tick: nothing is formatted per message
 
+    def _fill(self, bar, prompt, speed):
+        """Put the prompt's state into the bar (no drawing)."""
+        line = bar.line
+        line.nodes = (prompt.done_count, prompt.total)
+        line.speed = None
+        if prompt.ended:
+            line.title = line.step = None
+            line.state = END_WORDS.get(prompt.status, prompt.status)
+            line.detail = _end_detail(prompt)
+            line.polling = False
+            total = max(prompt.total, 1)
+            self._set(bar, total if prompt.status == tr.SUCCESS else prompt.done_count, total)
+            return
+        line.polling = self.polling
+        line.detail = ""
+        line.state = "running" if prompt.status == tr.RUNNING else "queued"
+        line.title = prompt.workflow.title(prompt.node) if prompt.node is not None else None
+        step = _steps(prompt.step) if prompt.step is not None and prompt.node is not None else None
+        if step is not None:
+            value, top = step
+            line.step = prompt.step
+            self._set(bar, value, top)
+            if speed is not None and speed.rate and speed.node == prompt.node:
+                line.speed = (_rate_text(speed.rate), _clock_text((top - value) / speed.rate))
+        else:
+            # No steps (a loader, a saver, cached nodes): the prompt's advance in nodes.
+            line.step = None
+            self._set(bar, prompt.done_count, max(prompt.total, 1))
+
+    @staticmethod
+    def _set(bar, n, total):
+        if bar.total != total:
+            bar.total = total
+        bar.n = n
+
     def _draw(self, pid):
         prompt, bar = self.prompts[pid], self.bars[pid]
-        bar.n = prompt.done_count
-        bar.set_postfix_str(self._postfix(prompt), refresh=False)
+        self._fill(bar, prompt, self.speeds[pid])
         bar.refresh()
-        self._drawn[pid] = time.monotonic()
+        self._drawn[pid] = self.clock()
         self._dirty.discard(pid)
 
     def transport(self, text, polling=False):
         self.note(text)
         self.polling = polling
-        for prompt in self.prompts.values():
+        for pid, prompt in self.prompts.items():
             if not prompt.ended:
-                self.update(prompt)  # redraw with (or without) the polling mark
+                self._draw(pid)  # redraw with (or without) the polling mark
 
     def tick(self):
-        now = time.monotonic()
+        now = self.clock()
         for pid in list(self._dirty):
             if now - self._drawn[pid] >= self.interval and not self.prompts[pid].ended:
                 self._draw(pid)
-
-    def _postfix(self, prompt):
-        text = step_text(prompt) or ("running" if prompt.status == tr.RUNNING else "queued")
-        return "[polling] " + text if self.polling else text
 
     def note(self, text):
         self._tqdm.write(redact(text), file=self.stream)
@@ -225,7 +429,11 @@ class BarsView(QuietView):
         self.out.flush()
 
     def close(self):
-        for bar in self.bars.values():
+        # Each bar is drawn a last time, in order, on its own line (tqdm's leave=True).
+        for pid, bar in self.bars.items():
+            prompt = self.prompts.get(pid)
+            if prompt is not None:
+                self._fill(bar, prompt, self.speeds.get(pid))
             bar.close()
         self.bars.clear()
 
@@ -234,55 +442,58 @@ class ManyBarsView(BarsView):
     """For big batches: one overall bar (prompts ended / total, failures counted) and one bar
     for the prompt running now, so hundreds of prompts stay readable."""
 
-    def __init__(self, stream, out, name_width, count):
-        super().__init__(stream, out, name_width)
+    def __init__(self, stream, out, name_width, count, columns=None, clock=time.monotonic):
+        super().__init__(stream, out, name_width, columns=columns, clock=clock)
         self.count = count
         self.failed = 0
         self.ended = set()
-        self.overall = self._tqdm(total=count, desc="all".ljust(name_width), position=0, leave=True,
-                                  file=stream, mininterval=self.interval, **self._width,
-                                  bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} prompts "
-                                             "[{elapsed}<{remaining}]{postfix}")
-        self.current = self._tqdm(total=1, desc="".ljust(name_width), position=1, leave=False, file=stream,
-                                  bar_format=self.FORMAT, **self._width, mininterval=self.interval)
+        self.overall = self._bar(total=count, position=0, leave=True, file=stream, mininterval=self.interval,
+                                 bar_format=self.FORMAT, **self._width, line=_Overall(name_width, count))
+        self.current = self._new_bar("", 1, leave=False)
         self.shown = None  # prompt_id on the current bar
         self._last = 0.0
 
     def added(self, prompt):
         self.prompts[prompt.prompt_id] = prompt
+        self.speeds[prompt.prompt_id] = _Speed()
 
     def update(self, prompt):
+        pid = prompt.prompt_id
         if prompt.ended:
-            if prompt.prompt_id not in self.ended:
-                self.ended.add(prompt.prompt_id)
+            if pid not in self.ended:
+                self.ended.add(pid)
                 self.failed += prompt.status != tr.SUCCESS
                 self.overall.n = len(self.ended)
-                self.overall.set_postfix_str(f"{self.failed} not ok" if self.failed else "", refresh=False)
-            if self.shown == prompt.prompt_id:
+                self.overall.line.ended, self.overall.line.failed = len(self.ended), self.failed
+            if self.shown == pid:
                 self.shown = None
             self._redraw(force=len(self.ended) == self.count)
             return
+        step = _steps(prompt.step) if prompt.step is not None else None
+        if step is not None:
+            self.speeds[pid].see(prompt.node, step[0], self.clock())
         if prompt.status == tr.RUNNING:
-            self.shown = prompt.prompt_id
+            self.shown = pid
         self._redraw()
 
     def _redraw(self, force=False):
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self._last < self.interval:
             self._dirty.add("all")
             return
         self._last = now
         prompt = self.prompts.get(self.shown)
         if prompt is not None and not prompt.ended:
-            name = prompt.workflow.name.ljust(self.name_width)
-            if self.current.desc != name or self.current.total != max(prompt.total, 1):
-                self.current.reset(total=max(prompt.total, 1))
-                self.current.set_description_str(name, refresh=False)
-            self.current.n = prompt.done_count
-            self.current.set_postfix_str(self._postfix(prompt), refresh=False)
+            self.current.line.name = prompt.workflow.name
+            self._fill(self.current, prompt, self.speeds.get(self.shown))
         self.overall.refresh()
         self.current.refresh()
         self._dirty.clear()
+
+    def transport(self, text, polling=False):
+        self.note(text)
+        self.polling = polling
+        self._redraw(force=True)
 
     def tick(self):
         if self._dirty:
@@ -292,3 +503,29 @@ class ManyBarsView(BarsView):
         self.current.close()
         self.overall.refresh()
         self.overall.close()
+
+
+class _Overall:
+    """The overall bar's text: prompts ended / total, time and time left, those not ok."""
+
+    def __init__(self, pad, count):
+        self.pad = pad
+        self.count = count
+        self.ended = 0
+        self.failed = 0
+
+    def layout(self, width, elapsed):
+        share = max(8, int(width * NAME_SHARE))
+        left = "all".ljust(min(self.pad, share)) + " "
+        room = width - len(left) - len("100%||") - _bar_width(width)
+        done = f"{self.ended}/{self.count} prompts"
+        bad = f"{self.failed} not ok" if self.failed else ""
+        clock = f"[{_clock_text(elapsed)}"
+        if 0 < self.ended < self.count and elapsed > 0:
+            clock += f"<{_clock_text(elapsed / self.ended * (self.count - self.ended))}"
+        clock += "]"
+        for parts in ([done, clock, bad], [done, bad], [f"{self.ended}/{self.count}", bad]):
+            right = "| " + ", ".join(p for p in parts if p)
+            if len(right) <= room:
+                break
+        return left, right.ljust(room)

@@ -125,12 +125,13 @@ def test_downloads_match_view_and_never_overwrite(sim, tmp_path):
 
 def test_hostile_output_names_write_nothing_outside(sim, tmp_path):
     out = tmp_path / "deep" / "out"
+    absolute = str(tmp_path / "abs-comfy.png")  # an absolute name the server might send (this test's own)
     proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 300}), "--url", sim.url, "--output-dir",
                  str(out), "--json")
     try:
         assert sim.wait_for(lambda s: s.running() is not None and s.clients(), 15)
         pid, client = sim.submissions[0], sim.clients()[0]
-        for name, sub in [("../../x.png", ""), ("x.png", "../.."), ("/tmp/abs-comfy.png", ""),
+        for name, sub in [("../../x.png", ""), ("x.png", "../.."), (absolute, ""),
                           ("ok\x00.png", ""), ("a" * 5000 + ".png", "")]:
             sim.inject(json.dumps({"type": "executed", "data": {
                 "node": "2", "prompt_id": pid, "output": {"images": [
@@ -141,7 +142,7 @@ def test_hostile_output_names_write_nothing_outside(sim, tmp_path):
     assert proc.returncode == 4  # asked-for files could not be saved
     assert "tries to leave the folder" in stderr and "is an absolute path" in stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "deep" / "x.png").exists()
-    assert not os.path.exists("/tmp/abs-comfy.png")
+    assert not os.path.exists(absolute)
     for root, _dirs, files in os.walk(tmp_path):
         for f in files:
             full = os.path.join(root, f)

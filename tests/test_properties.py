@@ -2,7 +2,7 @@
 replay must never let an unexpected exception escape, whatever the input.
 
 Inputs are random, or mutations of the real example workflows and the real server recordings
-(../shared/comfyui/traces). Every test is derandomized and database-less, so a run is
+(tests/data/traces). Every test is derandomized and database-less, so a run is
 reproducible in CI. Bugs these tests found are pinned as explicit examples (the PINNED tests), so
 they stay fixed.
 """
@@ -27,7 +27,7 @@ from comfy_cli.errors import UsageError
 from comfy_cli.poller import history_events
 from comfy_cli.workflow import Workflow, load
 
-from traces import TRACES, load_trace
+from traces import load_trace, trace_names
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -340,14 +340,7 @@ def trace(name):
     return frames, prompts, histories
 
 
-def trace_names():
-    if not TRACES.is_dir():
-        return []
-    return sorted(p.stem for p in TRACES.glob("*.ndjson"))
-
-
-NAMES = trace_names()
-needs_traces = pytest.mark.skipif(not NAMES, reason=f"reference traces not found at {TRACES} (set COMFY_SHARED)")
+NAMES = trace_names()  # raises if the repository's test data is missing: never a silent skip
 
 
 def all_frames():
@@ -497,7 +490,6 @@ def replay(board, items, encode=dumps):
 
 # ---- 2. the tracker ---------------------------------------------------------------------------------
 
-@needs_traces
 @settings(PROPS, max_examples=300)
 @given(stream=event_streams())
 def test_tracker_survives_mutated_traces(stream):
@@ -509,8 +501,7 @@ def test_tracker_survives_mutated_traces(stream):
         event(f"prompt ends {p.status}" + (" (needs history)" if p.needs_history else ""))
 
 
-@needs_traces
-@pytest.mark.parametrize("name", NAMES or ["none"])
+@pytest.mark.parametrize("name", NAMES)
 def test_unmutated_traces_keep_the_invariants(name):
     frames, prompts, _ = trace(name)
     for reject_first in (False, True):
@@ -571,7 +562,6 @@ def history_cases(draw):
     return name, pid, entry, prefix
 
 
-@needs_traces
 @settings(PROPS, max_examples=200)
 @given(case=history_cases())
 def test_history_events_never_raise_and_replay_cleanly(case):
@@ -648,7 +638,6 @@ def test_parse_returns_none_or_an_event(raw, as_text):
     check_event(ev.parse(raw, 2.5), 2.5)
 
 
-@needs_traces
 @settings(PROPS, max_examples=300)
 @given(data=st.data())
 def test_parse_mutated_real_frames(data):

@@ -27,11 +27,14 @@ def cli(*args, stdin=None, timeout=30, env=None):
                           text=True, timeout=timeout, env=full_env)
 
 
-def start(*args):
+def start(*args, sigint=None):
+    """Start comfy-cli in the background; `sigint`, if given, is the SIGINT disposition it starts with
+    (else it inherits pytest's, which is SIG_IGN when pytest itself runs as a shell's background job)."""
     env = dict(os.environ)
     env.pop("COMFY_URL", None)
+    preexec = None if sigint is None else (lambda: signal.signal(signal.SIGINT, sigint))
     return subprocess.Popen([sys.executable, "-m", "comfy_cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec)
 
 
 def workflow(tmp_path, name, **changes):
@@ -222,10 +225,12 @@ def test_deadline(sim, tmp_path):
     assert sim.wait_for(lambda s: s.running() is None, 10)
 
 
-def test_sigint_cancels_our_prompts(sim, tmp_path):
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored-by-the-shell"])
+def test_sigint_cancels_our_prompts(sim, tmp_path, sigint):
+    # SIG_IGN: how a shell script's `comfy-cli run x &` starts it; `kill -INT` must still cancel.
     long = workflow(tmp_path, "steps", **{"1__steps": 1000})
     queued = workflow(tmp_path, "steps", **{"1__steps": 1000, "1__seed": 3})
-    proc = start("run", long, queued, "--url", sim.url, "--json")
+    proc = start("run", long, queued, "--url", sim.url, "--json", sigint=sigint)
     try:
         assert sim.wait_for(lambda s: s.running() is not None and len(s.submissions) == 2, 10)
         proc.send_signal(signal.SIGINT)

@@ -1,7 +1,7 @@
 """Tests for the ComfyUI simulator (comfy_cli.sim) against the real-server traces.
 
 The websocket message *types* the simulator sends for each shared scenario are
-compared with what a real ComfyUI 0.3.64 sent (shared/comfyui/traces).  Sleep
+compared with what a real ComfyUI 0.3.64 sent (tests/data/traces).  Sleep
 times are shortened; nothing waits blindly: every wait is on a condition with a
 bound.
 """
@@ -761,3 +761,33 @@ def test_serve_foreground_process(tmp_path, http):
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
+
+
+NO_AIOHTTP = """
+import runpy, sys
+sys.modules["aiohttp"] = None  # as if aiohttp were not installed
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("argv, prog", [(["comfy_cli.sim", "--port", "0"], "python -m comfy_cli.sim"),
+                                        (["comfy_cli", "sim", "--port", "0"], "comfy-cli"),
+                                        (["comfy_cli", "run", "--simulate", "examples/steps.json"], "comfy-cli")],
+                         ids=["python -m comfy_cli.sim", "comfy-cli sim", "comfy-cli run --simulate"])
+def test_simulator_without_aiohttp_says_so_in_one_line(argv, prog):
+    proc = subprocess.run([sys.executable, "-c", NO_AIOHTTP, *argv], capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"{prog}: error: the simulator needs aiohttp")
+    assert "pip install 'comfy-run-cli[sim]'" in proc.stderr
+
+
+def test_importing_the_simulator_without_aiohttp_raises_import_error():
+    code = ("import sys; sys.modules['aiohttp'] = None\n"
+            "from comfy_cli.sim import Faults\n"  # no aiohttp needed
+            "try:\n    from comfy_cli.sim import SimServer\nexcept ImportError:\n    print('ImportError')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.stdout == "ImportError\n", proc.stderr

@@ -1,5 +1,6 @@
 """Replay every real trace through the tracker and check the end state, outputs and progress."""
 
+import copy
 import json
 
 import pytest
@@ -225,21 +226,59 @@ def test_history_replay_agrees_with_the_socket(name):
         assert fresh.ended
 
 
+def state(prompt):
+    """Everything a Prompt knows, as a comparable copy."""
+    return {k: copy.deepcopy(v) for k, v in vars(prompt).items() if k != "on_end"}
+
+
+JUNK = [b"", b"nope", b"[]", b'{"type": 5}', b'{"type":"progress","data":{"value":"x","max":2}}',
+        b'{"type":"progress","data":{"value":"x","max":2,"prompt_id":"r","node":"1"}}',
+        b'{"type":"executed","data":[]}', b'{"type":"progress_state","data":{"nodes":7,"prompt_id":"p"}}',
+        b'{"type":"progress_state","data":{"nodes":[1],"prompt_id":"r"}}',
+        b'{"type":"execution_error","data":{"prompt_id":"p","traceback":"x","exception_message":3}}']
+
+
 def test_duplicates_and_junk_change_nothing():
+    wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}, "2": {"class_type": "B", "inputs": {}}})
+    board = tr.Board()
+    p = board.add(tr.Prompt("p", wf))
+    for event, visible in [(ev.Started(1, "p", 5), True), (ev.Started(1, "p", 5), False),
+                           (ev.Progress(2, "p", "1", 1, 4), True), (ev.Progress(2, "p", "1", 1, 4), False),
+                           (ev.Succeeded(3, "p", 9), True), (ev.Failed(4, "p", "1", "A", "late", None, (), None), False),
+                           (ev.Succeeded(5, "p", 10), False)]:
+        before = state(p)
+        assert p.handle(event) is visible, event
+        if not visible:
+            assert state(p) == before, event  # a duplicate or a late event changes nothing at all
+    assert p.status == tr.SUCCESS and p.ended_at == 3 and p.server_end_ms == 9
+    # A second prompt still running, so junk has something it could damage.
+    r = board.add(tr.Prompt("r", wf))
+    for event in [ev.Started(6, "r", 11), ev.Executing(6, "r", "1", "1"), ev.Progress(7, "r", "1", 2, 4)]:
+        board.feed(event)
+    before = {"p": state(p), "r": state(r)}
+    running = board.running_id
+    for junk in JUNK:
+        event = ev.parse(junk, 8.0)
+        assert event is None or isinstance(event, tuple), junk
+        if event is not None:
+            assert board.feed(event) is None, junk
+        assert {"p": state(p), "r": state(r)} == before, junk
+        assert board.running_id == running == "r"
+    assert r.status == tr.RUNNING and r.step == (2, 4) and p.status == tr.SUCCESS
+
+
+@pytest.mark.xfail(strict=True, reason="events.parse reads an `executing` whose node is not a string as "
+                                       "node None, the done marker; the prompt then asks /history (safe, but "
+                                       "junk should change nothing). To fix in events.py.")
+def test_executing_with_a_junk_node_is_not_the_done_marker():
     wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}})
-    p = tr.Prompt("p", wf)
-    assert p.handle(ev.Started(1, "p", 5))
-    assert not p.handle(ev.Started(1, "p", 5))
-    assert p.handle(ev.Progress(2, "p", "1", 1, 4))
-    assert not p.handle(ev.Progress(2, "p", "1", 1, 4))
-    assert p.handle(ev.Succeeded(3, "p", 9))
-    assert not p.handle(ev.Failed(4, "p", "1", "A", "late", None, (), None))
-    assert p.status == tr.SUCCESS
-    for junk in [b"", b"nope", b"[]", b'{"type": 5}', b'{"type":"progress","data":{"value":"x","max":2}}',
-                 b'{"type":"executed","data":[]}', b'{"type":"progress_state","data":{"nodes":7,"prompt_id":"p"}}',
-                 b'{"type":"execution_error","data":{"prompt_id":"p","traceback":"x","exception_message":3}}']:
-        event = ev.parse(junk, 0.0)
-        assert event is None or isinstance(event, tuple)
+    r = tr.Prompt("r", wf)
+    r.handle(ev.Started(1, "r", None))
+    r.handle(ev.Executing(1, "r", "1", "1"))
+    before = state(r)
+    event = ev.parse(b'{"type":"executing","data":{"node":["x"],"prompt_id":"r"}}', 2.0)
+    assert event is None or not r.handle(event)
+    assert state(r) == before
 
 
 def test_blocked_execution_is_a_warning_not_the_end():

@@ -1,19 +1,27 @@
 """python -m comfy_cli.sim [--host H] [--port P] [--output-dir DIR]"""
 
 import argparse
+import sys
 
-from .server import serve
+PROG = "python -m comfy_cli.sim"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m comfy_cli.sim",
-                                     description="Run the ComfyUI simulator in the foreground.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Run the ComfyUI simulator in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--output-dir", default=None)
     args = parser.parse_args(argv)
+    try:
+        from .server import serve
+    except ImportError as exc:
+        # As `comfy-cli sim` says it: one line, exit 2 (the simulator is an optional extra).
+        sys.stderr.write(f"{PROG}: error: the simulator needs aiohttp ({exc}); "
+                         "install with: pip install 'comfy-run-cli[sim]'\n")
+        return 2
     serve(host=args.host, port=args.port, output_dir=args.output_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,20 +33,20 @@ def header(title, runs):
     print()
 
 
-def timed(cmd, **kw):
+def timed(cmd, cwd=REPO, **kw):
     """Run cmd to completion; return (seconds, CompletedProcess)."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, **kw)
     return time.perf_counter() - start, proc
 
 
-def alternate(commands, runs):
-    """commands: {label: argv}.  Run them round-robin `runs` times; every run
+def alternate(commands, runs, cwd=REPO):
+    """commands: {label: argv}.  Run them round-robin `runs` times in `cwd`; every run
     must exit 0.  Returns {label: [seconds, ...]}."""
     times = {label: [] for label in commands}
     for _ in range(runs):
         for label, cmd in commands.items():
-            seconds, proc = timed(cmd)
+            seconds, proc = timed(cmd, cwd=cwd)
             if proc.returncode != 0:
                 sys.exit(f"{label!r} exited {proc.returncode}\n$ {' '.join(cmd)}\n"
                          f"{proc.stdout}{proc.stderr}")
