@@ -95,6 +95,7 @@ class _Converter:
         self.out = {}
         self.missing = {}  # class_type -> [api ids]
         self.pending = []  # (scope, node, api id) to fill once every type is known
+        self.gap = None  # the bypassed node where the last source search ended empty-handed
 
     def run(self):
         top = _Scope("", self._nodes(self.doc.get("nodes"), "the workflow"),
@@ -220,13 +221,19 @@ class _Converter:
         kind = node["type"]
         info = self.info[kind]
         inputs = self._widget_values(node, info, api_id)
+        required = info["input"].get("required") or {} if isinstance(info.get("input"), dict) else {}
         for slot, entry in enumerate(node.get("inputs") or []):
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 self._fail(f"node {api_id} ({kind}): input {slot} has no name")
             name = entry["name"]
             if entry.get("link") is None:
                 continue
+            self.gap = None
             source = self._source_of_link(scope, entry["link"], api_id, name)
+            if source is None and self.gap is not None and name in required and name not in inputs:
+                gap_id, gap_kind, gap_type = self.gap
+                self._fail(f"node {api_id} ({kind}): required input {name!r} is left empty: its source, node "
+                           f"{gap_id} ({gap_kind}), is bypassed and has no {gap_type} input to pass on")
             if source is None or source == KEEP:
                 if source is None or entry.get("widget") is None:
                     inputs.pop(name, None)  # a link that leads nowhere: left out, like the frontend
@@ -333,6 +340,7 @@ class _Converter:
         for entry in node.get("inputs") or []:
             if isinstance(entry, dict) and entry.get("type") == want and entry.get("link") is not None:
                 return self._follow(scope, entry["link"], api_id, name, seen)
+        self.gap = (scope.api_id(node["id"]), node["type"], want)
         return None
 
     def _from_instance_output(self, scope, node, slot, api_id, name, seen):
