@@ -52,7 +52,7 @@ INPUT_NODE, OUTPUT_NODE = -10, -20  # a subgraph's border nodes
 
 
 def is_ui_format(doc):
-    return isinstance(doc, dict) and isinstance(doc.get("nodes"), list) and "links" in doc
+    return isinstance(doc, dict) and "nodes" in doc and "links" in doc
 
 
 def to_api(doc, object_info, label):
