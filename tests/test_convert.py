@@ -129,7 +129,8 @@ class Doc:
         return lid
 
     def subgraph(self, uuid, inputs=(), outputs=()):
-        sg = {"id": uuid, "name": f"sub {uuid[:4]}", "inputs": [{"name": n, "type": t, "linkIds": []} for n, t in inputs],
+        sg = {"id": uuid, "name": f"sub {uuid[:4]}",
+              "inputs": [{"name": n, "type": t, "linkIds": []} for n, t in inputs],
               "outputs": [{"name": n, "type": t, "linkIds": []} for n, t in outputs], "nodes": [], "links": [],
               "widgets": []}
         self.subgraphs.append(sg)
