@@ -61,7 +61,14 @@ def to_api(doc, object_info, label):
         raise UsageError(f"{label}: not a UI-format workflow (no 'nodes' and 'links')")
     if not isinstance(object_info, dict):
         raise UsageError(f"{label}: the server's /object_info is not an object")
-    return _Converter(doc, object_info, label).run()
+    converter = _Converter(doc, object_info, label)
+    try:
+        return converter.run()
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # A shape the checks above did not foresee: still one line, never a traceback.
+        where = f" near node {converter.where}" if converter.where is not None else ""
+        raise UsageError(f"{label}: malformed UI-format workflow{where} ({type(exc).__name__}: "
+                         f"{str(exc)[:80]})") from None
 
 
 class _Scope:
@@ -96,6 +103,7 @@ class _Converter:
         self.missing = {}  # class_type -> [api ids]
         self.pending = []  # (scope, node, api id) to fill once every type is known
         self.gap = None  # the bypassed node where the last source search ended empty-handed
+        self.where = None  # the node being converted, for the last-resort message
 
     def run(self):
         top = _Scope("", self._nodes(self.doc.get("nodes"), "the workflow"),
@@ -122,8 +130,10 @@ class _Converter:
             self._fail(f"{where}: 'nodes' is not a list")
         out = {}
         for node in nodes:
-            if not isinstance(node, dict) or "id" not in node or not isinstance(node.get("type"), str):
+            if not isinstance(node, dict) or not _is_id(node.get("id")) or not isinstance(node.get("type"), str):
                 self._fail(f"{where}: a node without an id or a type")
+            if not isinstance(node.get("inputs", []), list) or not isinstance(node.get("outputs", []), list):
+                self._fail(f"{where}: node {node['id']}: 'inputs' and 'outputs' must be lists")
             if node["id"] in out:
                 self._fail(f"{where}: node id {node['id']} is used twice")
             out[node["id"]] = node
@@ -138,7 +148,8 @@ class _Converter:
                             link["target_slot"], link.get("type")]
                 except KeyError as exc:
                     self._fail(f"{where}: a link without {exc.args[0]!r}")
-            if not isinstance(link, list) or len(link) < 5:
+            if (not isinstance(link, list) or len(link) < 5 or not all(_is_id(x) for x in link[:5])
+                    or not all(isinstance(x, int) for x in (link[2], link[4]))):
                 self._fail(f"{where}: a link that is not [id, from, slot, to, slot, type]: {str(link)[:60]}")
             out[link[0]] = (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
         return out
@@ -218,6 +229,7 @@ class _Converter:
     # -- one node ----------------------------------------------------------------------------
 
     def _emit(self, scope, node, api_id):
+        self.where = api_id
         kind = node["type"]
         info = self.info[kind]
         inputs = self._widget_values(node, info, api_id)
@@ -228,6 +240,8 @@ class _Converter:
             name = entry["name"]
             if entry.get("link") is None:
                 continue
+            if not _is_id(entry["link"]):
+                self._fail(f"node {api_id} ({kind}): input {name!r} has a bad link {str(entry['link'])[:40]}")
             self.gap = None
             source = self._source_of_link(scope, entry["link"], api_id, name)
             if source is None and self.gap is not None and name in required and name not in inputs:
@@ -278,7 +292,7 @@ class _Converter:
             if opts.get("control_after_generate") and pos < len(values) and _is_control(values[pos]):
                 pos += 1
             if any(opts.get(flag) for flag in UPLOAD_FLAGS):
-                while pos < len(values) and (values[pos] in UPLOAD_VALUES or (opts.get("remote") and
+                while pos < len(values) and ((isinstance(values[pos], str) and values[pos] in UPLOAD_VALUES) or (opts.get("remote") and
                                                                               isinstance(values[pos], bool))):
                     pos += 1
         return out
@@ -328,7 +342,7 @@ class _Converter:
     def _follow(self, scope, link_id, api_id, name, seen):
         if link_id is None:
             return None
-        link = scope.links.get(link_id)
+        link = scope.links.get(link_id) if _is_id(link_id) else None
         if link is None:
             self._fail(f"node {api_id}: input {name!r} goes through link {link_id}, which is not in the file")
         return self._source(scope, link[0], link[1], api_id, name, seen)
@@ -448,7 +462,11 @@ def _default(typ, opts):
 
 def _is_control(value):
     # Older files saved the control as a boolean ("randomize" on or off).
-    return isinstance(value, bool) or value in CONTROL_VALUES
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
+
+
+def _is_id(value):
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _group_name(kind):
