@@ -200,7 +200,7 @@ class _Converter:
         for k, link in enumerate(group.get("links") or []):
             if not isinstance(link, list) or len(link) < 4 or link[2] not in inner:
                 self._fail(f"node {api_id}: group node {name!r} has a malformed link")
-            key = ("g", k)
+            key = f"group-link-{k}"  # never clashes with the numeric ids of a file
             links[key] = (link[0], link[1], link[2], link[3], link[5] if len(link) > 5 else None)
             linked_to.add((link[2], link[3]))
             if 0 <= link[3] < len(inner[link[2]]["inputs"]):
@@ -211,8 +211,8 @@ class _Converter:
                      if (idx, slot) not in linked_to]
         border_out = [(idx, slot) for idx, n in inner.items() for slot, _x in enumerate(n.get("outputs") or [])]
         for k, (idx, slot) in enumerate(border_in):
-            links[("in", k)] = (INPUT_NODE, k, idx, slot, None)
-            inner[idx]["inputs"][slot]["link"] = ("in", k)
+            links[f"group-in-{k}"] = (INPUT_NODE, k, idx, slot, None)
+            inner[idx]["inputs"][slot]["link"] = f"group-in-{k}"
         group_scope = _Scope(api_id + ":", inner, links, parent=scope, instance=node)
         group_scope.group_outputs = border_out
         # Widget values: the instance holds every inner node's, in order, when it has them all.
