@@ -472,3 +472,36 @@ def test_subgraph_link_object_without_a_field_is_refused():
     del sg["links"][0]["origin_id"]
     d.node(7, INNER, [0.9], inputs=[("model", "MODEL")], outputs=("MODEL",))
     assert "a link without 'origin_id'" in refused(d.doc())
+
+
+def test_mutated_reference_files_give_one_line_or_a_graph():
+    # Random damage to real files (values swapped for junk of other types, keys and items
+    # deleted) must give a graph or one UsageError line, never another exception.
+    import random
+
+    rng = random.Random(7)
+    docs = [json.loads(p.read_text()) for p in sorted((DATA / "workflows").glob("*.json"))]
+    junk = [None, 0, -1, 1.5, "", "x", [], {}, [1], {"a": 1}, True, -10, -20, [None] * 6]
+    for _ in range(400):
+        doc = copy.deepcopy(rng.choice(docs))
+        places = list(_containers(doc))
+        for _ in range(rng.randint(1, 3)):
+            place = rng.choice(places)
+            if not place:
+                continue
+            key = rng.choice(list(place)) if isinstance(place, dict) else rng.randrange(len(place))
+            if rng.random() < 0.3:
+                del place[key]
+            else:
+                place[key] = rng.choice(junk)
+        try:
+            uiformat.to_api(doc, REAL_INFO, "wf.json")
+        except UsageError as err:
+            assert "\n" not in str(err) and str(err).startswith("wf.json: ")
+
+
+def _containers(obj):
+    if isinstance(obj, (dict, list)):
+        yield obj
+        for value in (obj.values() if isinstance(obj, dict) else obj):
+            yield from _containers(value)
