@@ -12,10 +12,12 @@ Theory of operation (the rules ComfyUI's own frontend follows, checked against w
   `control_after_generate` value ("fixed", "randomize", ...) after an input that declares it, and
   the upload button ("image", ...) after an `image_upload`-style input. Values the file lacks get
   the input's default (a combo's first choice); extra values at the end (widgets that extensions
-  add on the page) are ignored. Values are taken by position without looking at their
-  values, like the frontend does (a file saved for an older version of a node gets its values
-  shifted, and the server's validation says so); more than two values beyond the node's widgets
-  mean the file does not match the server's node type and are refused.
+  add on the page) are ignored. Values go by position whatever their type, as the frontend
+  does (a file saved for an older version of a node gets its values shifted, and the server's
+  validation or `--dry-run` says so); more than two values beyond the node's widget slots mean
+  the file does not match the server's node type, and are refused.
+* A required input whose only source is a bypassed node with nothing of that type to pass on is
+  refused, naming both nodes (the frontend would send the prompt and the server refuse it).
 * An input fed by a link becomes `["source id", slot]`, whether or not it was once a widget.
   The source is followed through `Reroute` nodes, through bypassed nodes (mode 4: the bypassed
   node's first input of the same type, or nothing) and through subgraph borders. A `PrimitiveNode`
@@ -28,7 +30,9 @@ Theory of operation (the rules ComfyUI's own frontend follows, checked against w
   nodes. A subgraph input that the instance leaves unlinked takes the instance's widget value for
   it, else the inner node keeps its own. Legacy group nodes (`extra.groupNodes`, type
   `workflow>NAME`) are expanded the same way, inner ids `"<instance id>:<index>"`.
-* `_meta.title` is the node's own title, else the type's display name.
+* `_meta.title` is the node's own title, else the type's display name (a title equal to the type
+  counts as none: old files saved the type there). When the server gives no display name the
+  page shows an English name of its own, which we cannot know; the type is used.
 
 Everything here is pure: a document and an /object_info in, a graph out, or a UsageError whose
 one line names the file and the node.
@@ -292,8 +296,7 @@ class _Converter:
             if opts.get("control_after_generate") and pos < len(values) and _is_control(values[pos]):
                 pos += 1
             if any(opts.get(flag) for flag in UPLOAD_FLAGS):
-                while pos < len(values) and ((isinstance(values[pos], str) and values[pos] in UPLOAD_VALUES) or (opts.get("remote") and
-                                                                              isinstance(values[pos], bool))):
+                while pos < len(values) and _is_upload_extra(values[pos], opts):
                     pos += 1
         return out
 
@@ -463,6 +466,13 @@ def _default(typ, opts):
 def _is_control(value):
     # Older files saved the control as a boolean ("randomize" on or off).
     return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
+
+
+def _is_upload_extra(value, opts):
+    # The upload button's name, and for a server-listed combo its refresh button and switch.
+    if isinstance(value, str):
+        return value in UPLOAD_VALUES
+    return isinstance(value, bool) and bool(opts.get("remote"))
 
 
 def _is_id(value):
