@@ -15,7 +15,8 @@ Theory of operation (the rules ComfyUI's own frontend follows, checked against w
   add on the page) are ignored. Values go by position whatever their type, as the frontend
   does (a file saved for an older version of a node gets its values shifted, and the server's
   validation or `--dry-run` says so); more than two values beyond the node's widget slots mean
-  the file does not match the server's node type, and are refused.
+  the file does not match the server's node type, and are refused (unless the type has no widget
+  inputs at all: then nothing can be misassigned).
 * A required input whose only source is a bypassed node with nothing of that type to pass on is
   refused, naming both nodes (the frontend would send the prompt and the server refuse it).
 * An input fed by a link becomes `["source id", slot]`, whether or not it was once a widget.
@@ -280,7 +281,9 @@ class _Converter:
             self._fail(f"node {api_id} ({kind}): 'widgets_values' is neither a list nor an object")
         slots = sum(1 + bool(o.get("control_after_generate")) + any(o.get(f) for f in UPLOAD_FLAGS)
                     for _n, (_t, o) in widgets)
-        if len(values) > slots + EXTRA_WIDGETS:
+        # With no widget inputs nothing can be misassigned: extra values are the page's own
+        # (a preview text, say) and are ignored.
+        if widgets and len(values) > slots + EXTRA_WIDGETS:
             self._fail(f"node {api_id} ({kind}): {len(values)} widget values, but the type has {len(widgets)} "
                        f"widget inputs ({slots} with their frontend-only buttons); the file does not match "
                        "the server's node")

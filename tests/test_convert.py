@@ -212,6 +212,12 @@ def test_too_many_widget_values_are_refused():
     d, _l, sampler, _s = chain()
     sampler["widgets_values"] = [7, "fixed", 30, "slow", 0.5, 1, 2, 3]
     assert "node 2 (Sampler): 8 widget values, but the type has 4 widget inputs" in refused(d.doc())
+    # A type without widget inputs: the values are the page's own display widgets.
+    d, _l, sampler, save = chain()
+    d.node(9, "Patch", [0.5], inputs=[("model", "MODEL")], outputs=("MODEL",))
+    no_widgets = dict(INFO, Patch=_type({"model": ["MODEL", {}]}, output=("MODEL",)))
+    d.nodes[-1]["widgets_values"] = ["preview", "text", 3, 4]
+    assert convert(d.doc(), no_widgets)["9"]["inputs"] == {}
 
 
 # -- links, primitives, reroutes -----------------------------------------------------------------
