@@ -109,6 +109,7 @@ class _Converter:
         self.pending = []  # (scope, node, api id) to fill once every type is known
         self.gap = None  # the bypassed node where the last source search ended empty-handed
         self.where = None  # the node being converted, for the last-resort message
+        self.parsed = {}  # subgraph id -> (nodes, links), see _inside
 
     def run(self):
         top = _Scope("", self._nodes(self.doc.get("nodes"), "the workflow"),
@@ -159,6 +160,14 @@ class _Converter:
             out[link[0]] = (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
         return out
 
+    def _inside(self, kind):
+        """A subgraph definition's (nodes, links), read once however many instances use it."""
+        if kind not in self.parsed:
+            sg = self.subgraphs[kind]
+            where = f"subgraph {sg.get('name') or kind}"
+            self.parsed[kind] = (self._nodes(sg.get("nodes"), where), self._links(sg.get("links"), where))
+        return self.parsed[kind]
+
     # -- walking scopes ---------------------------------------------------------------------
 
     def _walk(self, scope, depth):
@@ -172,11 +181,7 @@ class _Converter:
                 continue
             api_id = scope.api_id(nid)
             if kind in self.subgraphs:
-                sg = self.subgraphs[kind]
-                inner = _Scope(api_id + ":", self._nodes(sg.get("nodes"), f"subgraph {sg.get('name') or kind}"),
-                               self._links(sg.get("links"), f"subgraph {sg.get('name') or kind}"),
-                               parent=scope, instance=node)
-                self._walk(inner, depth + 1)
+                self._walk(_Scope(api_id + ":", *self._inside(kind), parent=scope, instance=node), depth + 1)
             elif kind in self.groups or _group_name(kind) in self.groups:
                 self._walk(self._group_scope(scope, node, api_id), depth + 1)
             elif _looks_like_uuid(kind):
@@ -367,10 +372,7 @@ class _Converter:
         kind = node["type"]
         inner_prefix = scope.api_id(node["id"]) + ":"
         if kind in self.subgraphs:
-            sg = self.subgraphs[kind]
-            inner = _Scope(inner_prefix, self._nodes(sg.get("nodes"), f"subgraph {sg.get('name') or kind}"),
-                           self._links(sg.get("links"), f"subgraph {sg.get('name') or kind}"),
-                           parent=scope, instance=node)
+            inner = _Scope(inner_prefix, *self._inside(kind), parent=scope, instance=node)
             for origin, oslot, target, tslot, _t in inner.links.values():
                 if target == OUTPUT_NODE and tslot == slot:
                     return self._source(inner, origin, oslot, api_id, name, seen)
