@@ -65,7 +65,7 @@ INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certi
 def run(
     ctx: typer.Context,
     workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
-                                          help="API-format workflow files; '-' reads one from stdin."),
+                                          help="Workflow files, API or UI format; '-' reads one from stdin."),
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
     progress: Progress = typer.Option(Progress.auto, "--progress",
@@ -101,6 +101,9 @@ def run(
                                              "while prompts are open."),
     simulate: bool = typer.Option(False, "--simulate",
                                   help="Run against the built-in simulator on a free loopback port."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Convert and check every prompt against the server's /object_info; "
+                                      "submit nothing (exit 0 if fine, 2 if not)."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -126,23 +129,86 @@ def run(
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
         uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
-        loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+        needs_info = dry_run or any(wf.ui is not None for wf in loaded)
+        if not needs_info:  # refuse a bad --set before a simulator is started
+            loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
         sim = _start_simulator() if simulate else None
         try:
+            target = sim.url if sim else (url or DEFAULT_URL)
+            insecure = _insecure(insecure)
+            if needs_info:
+                # One /object_info per run, only when something needs it: UI-format files and
+                # --dry-run. It says what a UI file's widget values are and what a node accepts.
+                info = _fetch_object_info(target, token, header, ca_bundle, insecure)
+                loaded = [workflow.convert(wf, info) for wf in loaded]
+                loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+            if dry_run:
+                raise typer.Exit(_dry_run(loaded, info))
             from comfy_cli.runner import Options, Run
 
-            opts = Options(url=sim.url if sim else (url or DEFAULT_URL), workflows=loaded,
+            opts = Options(url=target, workflows=loaded,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit,
                            uploads=tuple(uploads), token=token, headers=tuple(header),
-                           ca_bundle=ca_bundle, insecure=_insecure(insecure))
+                           ca_bundle=ca_bundle, insecure=insecure)
             code = Run(opts).execute()
         finally:
             if sim:
                 sim.stop()
         raise typer.Exit(code)
+
+
+@app.command(epilog="Exit codes: 0 converted; 2 a bad or unconvertible file, or OUT exists; 4 the server "
+                   "could not be reached.")
+def convert(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., metavar="WORKFLOW", help="A UI-format (or API-format) workflow; '-' reads "
+                                                             "stdin."),
+    url: Optional[str] = URL_OPTION,
+    object_info_file: Optional[str] = typer.Option(None, "--object-info", metavar="FILE",
+                                                   help="Read node types from a saved /object_info instead of "
+                                                        "asking the server."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT",
+                                         help="Write the API-format JSON to OUT instead of stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists (default: never)."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    debug: bool = DEBUG_OPTION,
+):
+    """Convert a UI-format workflow (what ComfyUI's Save writes) to API format, as the ComfyUI page would."""
+    with _guard(debug):
+        import json
+
+        from comfy_cli import workflow
+
+        if object_info_file and url and ctx.get_parameter_source("url").name != "ENVIRONMENT":
+            raise _usage("--url and --object-info cannot be used together")
+        if output:
+            _check_output_file("-o", output, overwrite)
+        wf = workflow.load(path)
+        if wf.ui is not None:
+            if object_info_file:
+                info = _read_object_info(object_info_file)
+            else:
+                info = _fetch_object_info(url or DEFAULT_URL, token, header, ca_bundle, _insecure(insecure))
+            wf = workflow.convert(wf, info)
+        text = json.dumps(wf.graph, indent=2, ensure_ascii=False) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        from comfy_cli.outputs import write_new
+
+        try:
+            write_new(output, lambda fh: fh.write(text.encode("utf-8")), overwrite=overwrite)
+        except FileExistsError:
+            raise _usage(f"-o {output}: the file exists; add --overwrite to replace it") from None
+        except OSError as exc:
+            raise _usage(f"-o {output}: cannot write: {exc.strerror or exc}") from None
 
 
 @app.command()
@@ -205,17 +271,62 @@ def _insecure(flag):
 
 
 def _check_report_file(path, overwrite):
+    if path is not None:
+        _check_output_file("--junit", path, overwrite)
+
+
+def _check_output_file(option, path, overwrite):
     import os
 
-    if path is None:
-        return
     if os.path.isdir(path):
-        raise _usage(f"--junit {path}: is a directory")
+        raise _usage(f"{option} {path}: is a directory")
     if os.path.exists(path) and not overwrite:
-        raise _usage(f"--junit {path}: the file exists; add --overwrite to replace it")
+        raise _usage(f"{option} {path}: the file exists; add --overwrite to replace it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise _usage(f"--junit {path}: no such folder {folder}")
+        raise _usage(f"{option} {path}: no such folder {folder}")
+
+
+def _fetch_object_info(url, token, header, ca_bundle, insecure):
+    from comfy_cli.client import Client
+
+    client = Client(url, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+    try:
+        return client.object_info()
+    finally:
+        client.close()
+
+
+def _read_object_info(path):
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise _usage(f"--object-info {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _usage(f"--object-info {path}: cannot read it as JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise _usage(f"--object-info {path}: not a /object_info answer (an object of node types)")
+    return data
+
+
+def _dry_run(workflows, info):
+    """Check every prompt as the server's validation would; print problems like a 400. Exit code."""
+    from comfy_cli import check, errors, report
+
+    code = errors.OK
+    for wf in workflows:
+        problems = check.check(wf.graph, info)
+        if not problems:
+            sys.stderr.write(f"{wf.name}: ok ({len(wf.graph)} nodes; dry run, not submitted)\n")
+            continue
+        code = errors.INVALID
+        lines = [f"{wf.name}: would be rejected: {problems['error']['message']}"]
+        lines += report.node_error_lines(wf, problems["node_errors"])
+        sys.stderr.write(errors.redact("\n".join(lines)) + "\n")
+    return code
 
 
 def _sim_module():

@@ -210,6 +210,13 @@ class Client:
             raise ServerError(f"{self.url('/system_stats')}: unexpected answer")
         return data
 
+    def object_info(self):
+        """GET /object_info: every node type's inputs and outputs (needed to convert UI-format files)."""
+        data = self._json(self._get("/object_info", True), "/object_info")
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ServerError(f"{self.url('/object_info')}: unexpected answer (not an object of node types)")
+        return data
+
     def upload(self, path):
         """POST /upload/image a local file; return the name to use in the graph."""
         name = os.path.basename(path)

@@ -1,8 +1,14 @@
-"""Reading API-format workflow files, with errors a person can act on."""
+"""Reading workflow files, with errors a person can act on.
+
+API-format files are checked and used as they are. A UI-format file (what ComfyUI's *Save*
+writes) is kept as its document, `ui`, with an empty graph: only the server's /object_info says
+what its widget values mean, so `convert` fills the graph once the caller has fetched it.
+"""
 
 import json
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from comfy_cli.errors import UsageError
 
@@ -14,7 +20,8 @@ MAX_BYTES = 32 * 1024 * 1024
 class Workflow:
     path: str  # as the user gave it ("-" for stdin)
     name: str  # short label for bars and summaries
-    graph: dict  # {node_id: {"class_type", "inputs", "_meta"?}}
+    graph: dict  # {node_id: {"class_type", "inputs", "_meta"?}}; {} until a UI-format file is converted
+    ui: Optional[dict] = None  # the UI-format document, when the file is one
 
     def title(self, node_id):
         """The node's `_meta.title`, else its class_type, else its id."""
@@ -46,8 +53,30 @@ def load(path, stdin=None):
         raise UsageError(f"{label}: invalid JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal of thousands of digits
         raise UsageError(f"{label}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
+    if is_ui_format(data):
+        if not isinstance(data["nodes"], list) or not isinstance(data["links"], list):
+            raise UsageError(f"{label}: a UI-format workflow whose 'nodes' or 'links' is not a list")
+        if not data["nodes"]:
+            raise UsageError(f"{label}: this UI-format workflow has no nodes")
+        return Workflow(path=path, name=_name(path), graph={}, ui=data)
     check_graph(data, label)
     return Workflow(path=path, name=_name(path), graph=data)
+
+
+def is_ui_format(data):
+    return isinstance(data, dict) and "nodes" in data and "links" in data
+
+
+def convert(wf, object_info):
+    """The workflow with its graph built from its UI document (unchanged if it is API format)."""
+    if wf.ui is None:
+        return wf
+    from comfy_cli import uiformat
+
+    label = "<stdin>" if wf.path == "-" else wf.path
+    graph = uiformat.to_api(wf.ui, object_info, label)
+    check_graph(graph, label)
+    return Workflow(path=wf.path, name=wf.name, graph=graph)
 
 
 def _read(path, label, stdin):
@@ -75,11 +104,9 @@ def _read(path, label, stdin):
 
 def check_graph(data, label):
     """Check the API-format shape: {id: {class_type: str, inputs: {...}}}, links to real nodes."""
-    if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise UsageError(
-            f"{label}: this is a UI-format workflow (it has 'nodes' and 'links'); "
-            "export it in API format: in ComfyUI use Workflow > Export (API)"
-        )
+    if is_ui_format(data):
+        raise UsageError(f"{label}: this is a UI-format workflow (it has 'nodes' and 'links'); "
+                         "it must be converted with the server's /object_info first")
     if not isinstance(data, dict):
         raise UsageError(f"{label}: expected a JSON object of nodes, got {_kind(data)}")
     if isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]:

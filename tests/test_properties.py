@@ -230,6 +230,18 @@ def check_load(path, raw, stdin=None):
         event("UsageError: " + " ".join(what.split()[:3]))
         return None
     assert isinstance(wf, Workflow)
+    if wf.ui is not None:  # UI format: converted later, once the server's /object_info is known
+        assert wf.graph == {} and isinstance(wf.ui["nodes"], list) and wf.ui["nodes"]
+        from comfy_cli.sim.nodes import NODES
+        from comfy_cli.workflow import convert
+
+        try:  # and with the simulator's node types it converts, or says why in one line
+            wf = convert(wf, {name: node.info() for name, node in NODES.items()})
+        except UsageError as exc:
+            assert str(exc).startswith(label + ":") and len(str(exc).splitlines()) == 1, str(exc)
+            event("UI-format: refused")
+            return wf
+        event("UI-format: converted")
     assert isinstance(wf.graph, dict) and wf.graph
     for node_id, node in wf.graph.items():
         assert isinstance(node, dict)

@@ -180,7 +180,7 @@ def test_stdin_workflow(sim):
     ("", "the file is empty"),
     ('{"1": {"class_type": "A", "inputs": {}},\n "2": }', "invalid JSON at line 2 column"),
     ("[1, 2]", "expected a JSON object of nodes, got an array"),
-    ('{"nodes": [], "links": []}', "UI-format workflow"),
+    ('{"nodes": [], "links": []}', "UI-format workflow has no nodes"),
     ('{"1": {"inputs": {}}}', "node '1': missing 'class_type'"),
     ('{"1": {"class_type": "A", "inputs": []}}', "'inputs' must be an object"),
     ('{"1": {"class_type": "A", "inputs": {"x": ["9", 0]}}}', "links to node '9'"),

@@ -43,7 +43,7 @@ BAD_FILES = [
     ("array.json", "[]", "expected a JSON object of nodes, got an array"),
     ("string.json", '"hello"', "expected a JSON object of nodes, got a string"),
     ("nothing.json", "{}", "the workflow has no nodes"),
-    ("ui.json", '{"nodes": [], "links": [], "version": 0.4}', "UI-format workflow"),
+    ("ui.json", '{"nodes": [], "links": [], "version": 0.4}', "UI-format workflow has no nodes"),
     ("noclass.json", '{"1": {"inputs": {}}}', "node '1': missing 'class_type'"),
     ("badclass.json", '{"1": {"class_type": 7, "inputs": {}}}', "node '1': missing 'class_type'"),
     ("node-list.json", '{"1": [1, 2]}', "node '1': expected an object"),

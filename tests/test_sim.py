@@ -791,3 +791,34 @@ def test_importing_the_simulator_without_aiohttp_raises_import_error():
             "try:\n    from comfy_cli.sim import SimServer\nexcept ImportError:\n    print('ImportError')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.stdout == "ImportError\n", proc.stderr
+
+
+def test_object_info_has_the_real_servers_shape(sim, http):
+    real = json.loads((Path(__file__).resolve().parent / "data" / "ui" / "object_info.json").read_text())
+    info = http.get(sim.url + "/object_info").json()
+    keys = {"input", "input_order", "output", "output_is_list", "output_name", "name", "display_name",
+            "description", "python_module", "category", "output_node"}
+    for name, entry in info.items():
+        assert set(entry) == keys, name
+        for section, specs in entry["input"].items():
+            assert entry["input_order"][section] == list(specs)
+            if section != "hidden":
+                assert all(isinstance(s, list) and (isinstance(s[0], list) or isinstance(s[0], str)) for s in
+                           specs.values())
+    for name in ("SaveImage", "LoadImage", "PreviewImage"):  # the real nodes it plays, as the real one has them
+        mine, theirs = info[name], real[name]
+        for field in ("input_order", "output", "output_name", "display_name", "category", "output_node"):
+            assert mine[field] == theirs[field], (name, field)
+        for section in ("required", "optional"):
+            assert {k: (type(v[0]), v[1:] and sorted(set(v[1]) - {"tooltip"})) for k, v in
+                    mine["input"].get(section, {}).items()} == \
+                   {k: (type(v[0]), v[1:] and sorted(set(v[1]) - {"tooltip"})) for k, v in
+                    theirs["input"].get(section, {}).items()}, (name, section)
+    assert info["TestSteps"]["input"]["required"]["seed"][1]["control_after_generate"] is True
+    # LoadImage's choices are the input folder's files, as on the real server.
+    assert info["LoadImage"]["input"]["required"]["image"][0] == []
+    http.post(sim.url + "/upload/image", files={"image": ("cat.png", b"png")}, data={"type": "input"})
+    http.post(sim.url + "/upload/image", files={"image": ("dog.png", b"png")}, data={"type": "input",
+                                                                                     "subfolder": "pets"})
+    choices = http.get(sim.url + "/object_info/LoadImage").json()["LoadImage"]["input"]["required"]["image"][0]
+    assert choices == ["cat.png", "pets/dog.png"]

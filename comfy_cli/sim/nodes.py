@@ -28,6 +28,8 @@ class NodeDef:
     output_node: bool = False
     category: str = "testing"
     description: str = ""
+    display_name: str = ""  # the real server's, for its own node types
+
 
     def input_spec(self, name: str):
         """(type, options, 'required'|'optional') for a declared input, else None."""
@@ -40,9 +42,10 @@ class NodeDef:
     def declared_inputs(self):
         return list(self.required) + list(self.optional)
 
-    def info(self) -> dict:
-        """The /object_info description, in the real server's shape."""
-        inputs = {"required": self.required}
+    def info(self, input_files=()) -> dict:
+        """The /object_info description, in the real server's shape. A file input (a combo with
+        `image_upload`) lists `input_files`, the input folder's files, as the real one does."""
+        inputs = {"required": {name: _with_files(spec, input_files) for name, spec in self.required.items()}}
         if self.optional:
             inputs["optional"] = self.optional
         if self.hidden:
@@ -54,12 +57,18 @@ class NodeDef:
             "output_is_list": [False] * len(self.returns),
             "output_name": list(self.returns),
             "name": self.name,
-            "display_name": self.name,
+            "display_name": self.display_name or self.name,
             "description": self.description,
             "python_module": "custom_nodes.comfy_cli_sim" if self.name.startswith("Test") else "nodes",
             "category": self.category,
             "output_node": self.output_node,
         }
+
+
+def _with_files(spec, input_files):
+    if isinstance(spec[0], list) and len(spec) > 1 and spec[1].get("image_upload"):
+        return [sorted(input_files), spec[1]]
+    return spec
 
 
 def _image(value, name="image") -> Image:
@@ -72,7 +81,8 @@ def _image(value, name="image") -> Image:
 
 STEPS = ["INT", {"default": 10, "min": 0, "max": 100000}]
 SECONDS = ["FLOAT", {"default": 0.1, "min": 0.0, "max": 3600.0, "step": 0.01}]
-SEED = ["INT", {"default": 0, "min": 0, "max": SEED_MAX}]
+# Like the real samplers' seeds: the page adds a "control after generate" widget after it.
+SEED = ["INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}]
 
 
 async def _steps(ctx, steps, seconds_per_step, seed, image=None, preview=False):
@@ -163,12 +173,12 @@ NODES: Dict[str, NodeDef] = {n.name: n for n in [
             description="Sends a progress-text frame and shows the text and the image mean."),
     NodeDef("SaveImage", {"images": ["IMAGE", {}],
                           "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
-            run_save_image, hidden=_HIDDEN_SAVE, output_node=True, category="image",
+            run_save_image, hidden=_HIDDEN_SAVE, output_node=True, category="image", display_name="Save Image",
             description="Saves the input images to your ComfyUI output directory."),
-    NodeDef("LoadImage", {"image": ["STRING", {"image_upload": True}]}, run_load_image,
-            returns=("IMAGE", "MASK"), category="image",
+    NodeDef("LoadImage", {"image": [[], {"image_upload": True}]}, run_load_image,
+            returns=("IMAGE", "MASK"), category="image", display_name="Load Image",
             description="Loads an image from the input folder (the simulator derives it from the file's bytes)."),
-    NodeDef("PreviewImage", {"images": ["IMAGE", {}]},
-            run_preview_image, hidden=_HIDDEN_SAVE, output_node=True, category="image",
+    NodeDef("PreviewImage", {"images": ["IMAGE"]},
+            run_preview_image, hidden=_HIDDEN_SAVE, output_node=True, category="image", display_name="Preview Image",
             description="Saves the input images to the temp directory."),
 ]}

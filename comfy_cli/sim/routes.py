@@ -305,11 +305,12 @@ class Routes:
 
     # --- descriptive routes -------------------------------------------------------------
     async def object_info(self, request):
-        return _json({name: node.info() for name, node in NODES.items()})
+        files = self.sim.storage.input_files()
+        return _json({name: node.info(files) for name, node in NODES.items()})
 
     async def object_info_one(self, request):
         node = NODES.get(request.match_info["node_class"])
-        return _json({node.name: node.info()} if node else {})
+        return _json({node.name: node.info(self.sim.storage.input_files())} if node else {})
 
     async def system_stats(self, request):
         return _json({

@@ -25,6 +25,16 @@ class Storage:
     def dir_for(self, kind) -> Optional[str]:
         return self.dirs.get(kind)
 
+    def input_files(self):
+        """The input folder's files, "sub/name" for subfolders, sorted (LoadImage's choices)."""
+        root = self.dirs["input"]
+        files = []
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(folder, root)
+            files += [n if rel == "." else f"{rel.replace(os.sep, '/')}/{n}" for n in names if not n.startswith(".")]
+        return sorted(files)
+
     # --- SaveImage / PreviewImage -------------------------------------------------
     def save_png(self, image: Image, prefix: str, kind: str, text=()) -> Tuple[str, str]:
         """Write the next ``PREFIX_NNNNN_.png``; returns (filename, subfolder)."""

@@ -64,7 +64,7 @@ class _Validator:
                 continue
             if isinstance(val, dict) and "__value__" in val:
                 val = inputs[name] = val["__value__"]
-            if kind in CONVERT:
+            if isinstance(kind, str) and kind in CONVERT:
                 try:
                     val = inputs[name] = CONVERT[kind](val)
                 except Exception as ex:
