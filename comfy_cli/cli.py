@@ -154,6 +154,9 @@ def run(
                            uploads=tuple(uploads), token=token, headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=insecure)
             code = Run(opts).execute()
+            if sim and not output_dir and not json_out and not events:
+                sys.stderr.write("comfy-cli: note: the simulator stops with this command, so its /view URLs above "
+                                 "no longer answer; add --output-dir DIR to keep the files\n")
         finally:
             if sim:
                 sim.stop()
@@ -227,9 +230,19 @@ def status(
 
         from comfy_cli.client import Client
 
+        from comfy_cli.errors import ServerError
+
         client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
                         insecure=_insecure(insecure))
-        info = client.server_info()
+        try:
+            info = client.server_info()
+        except ServerError as exc:
+            if json_out:
+                from comfy_cli.errors import redact_obj
+
+                typer.echo(json.dumps(redact_obj({"server": client.base, "reachable": False, "error": str(exc)}),
+                                      indent=2))
+            raise
         if json_out:
             typer.echo(json.dumps({"server": client.base, "reachable": True, "version": info["version"],
                                    "devices": info["devices"],

@@ -276,6 +276,8 @@ class Client:
             try:
                 return self._request("GET", path)
             except ServerError as exc:
+                if isinstance(exc, Unreachable) and not exc.sent:
+                    raise  # refused or unknown host: say so at once, a retry will not change it
                 if not (isinstance(exc, Unreachable) or exc.status in RETRY_STATUS):
                     raise
             time.sleep(wait)

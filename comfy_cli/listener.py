@@ -12,6 +12,7 @@ events (`Connected`, `Disconnected`) once per change, not once per retry.
 """
 
 import random
+import select
 import socket
 import ssl
 import threading
@@ -19,6 +20,7 @@ import time
 
 import websocket
 
+from comfy_cli import backoff
 from comfy_cli import events as ev
 
 MAX_FRAME = 256 << 20  # a full-size PNG from SaveImageWebsocket is a few MB; this is far beyond
@@ -32,7 +34,7 @@ class SocketDead(Exception):
 
 class Listener(threading.Thread):
     def __init__(self, url, client_id, out, *, connect_timeout=5.0, ping_interval=10.0, pong_timeout=10.0,
-                 backoff_first=0.5, backoff_max=10.0, header=None, sslopt=None):
+                 retry=backoff.RECONNECT, header=None, sslopt=None, max_frame=MAX_FRAME, fast_reads=True):
         super().__init__(name="comfy-cli-listener", daemon=True)
         self.url = url
         self.client_id = client_id
@@ -40,10 +42,12 @@ class Listener(threading.Thread):
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
-        self.backoff_first = backoff_first
-        self.backoff_max = backoff_max
+        self.retry = retry
         self.header = header or []
         self.sslopt = sslopt
+        self.max_frame = max_frame
+        self.fast_reads = fast_reads  # False: public websocket-client API only (tests both paths)
+        self.fast = None  # whether the buffered reader is in use, once a socket opened
         self._stopping = threading.Event()
         self._ws = None
         self._lock = threading.Lock()
@@ -67,7 +71,7 @@ class Listener(threading.Thread):
     # ---- the thread -----------------------------------------------------------------------
     def run(self):
         error = None
-        delay = self.backoff_first
+        attempt = 1
         ever_connected = False
         down_reported = False
         try:
@@ -90,7 +94,7 @@ class Listener(threading.Thread):
                     self.out.put(ev.Connected(time.monotonic(), ever_connected))
                     ever_connected = True
                     down_reported = False
-                    delay = self.backoff_first
+                    attempt = 1
                     reason = self._pump(ws)
                     with self._lock:
                         self._ws = None
@@ -100,8 +104,8 @@ class Listener(threading.Thread):
                     self.out.put(ev.Disconnected(time.monotonic(), reason))
                     down_reported = True
                 # Jitter keeps many clients from reconnecting in lockstep after a restart.
-                self._stopping.wait(delay * random.uniform(0.75, 1.25))
-                delay = min(delay * 2, self.backoff_max)
+                self._stopping.wait(self.retry.delay(attempt, random.random()))
+                attempt += 1
         except BaseException as exc:  # pragma: no cover - a bug; tell the main thread, do not die silently
             error = repr(exc)
         finally:
@@ -123,11 +127,16 @@ class Listener(threading.Thread):
                 put(batch[:])
                 batch.clear()
 
-        _BufferedReader(ws, flush)
+        # The fast path hooks websocket-client's internals; if a release moved them, fall back
+        # to its public API and hand events over whenever nothing more is waiting.
+        self.fast = self.fast_reads and _BufferedReader.install(ws, flush, self.max_frame)
+        waiting = None if self.fast else _waiting
         ws.settimeout(self.ping_interval)
         last_rx = clock()
         pinged = False
         while not self._stopping.is_set():
+            if waiting is not None and batch and not waiting(ws):
+                flush()
             try:
                 opcode, frame = ws.recv_data_frame(True)
             except websocket.WebSocketTimeoutException:
@@ -146,6 +155,9 @@ class Listener(threading.Thread):
             now = clock()
             last_rx = now
             pinged = False
+            if waiting is not None and len(frame.data) > self.max_frame:
+                flush()  # (the public API can only tell once the frame is in)
+                return f"a frame of {len(frame.data)} bytes (more than {_size(self.max_frame)})"
             if opcode == OP_TEXT:
                 event = parse(frame.data, now)
                 if event is not None:
@@ -166,18 +178,29 @@ class _BufferedReader:
     socket for each header and payload separately (several system calls per message). It also
     refuses frames too large to be anything but an attack: websocket-client has no size limit."""
 
-    def __init__(self, ws, before_block):
+    def __init__(self, ws, before_block, max_frame):
         self._recv = ws._recv  # websocket-client's raw read: handles TLS, timeouts, closed sockets
         self._frames = ws.frame_buffer
+        self._frames.length  # noqa: B018 - the parser state we read; fails here if it moved
         self._before_block = before_block
+        self._max = max_frame
         self._buf = b""
         self._pos = 0
         ws.frame_buffer.recv = self
 
+    @classmethod
+    def install(cls, ws, before_block, max_frame):
+        """Hook the reader into `ws`; False if this websocket-client has no such internals."""
+        try:
+            cls(ws, before_block, max_frame)
+        except AttributeError:
+            return False
+        return True
+
     def __call__(self, size):
         length = self._frames.length
-        if length is not None and length > MAX_FRAME:
-            raise FrameTooLarge(f"a frame of {length} bytes (more than {MAX_FRAME >> 20} MiB)")
+        if length is not None and length > self._max:
+            raise FrameTooLarge(f"a frame of {length} bytes (more than {_size(self._max)})")
         if self._pos >= len(self._buf):
             self._before_block()
             self._buf = self._recv(65536)
@@ -185,6 +208,24 @@ class _BufferedReader:
         start = self._pos
         self._pos = min(start + size, len(self._buf))
         return self._buf[start:self._pos]
+
+
+def _size(n):
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _waiting(ws):
+    """Is more data already there to read (so a read would not block)?"""
+    sock = ws.sock
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes the OS socket does not show
+    if pending is not None and pending():
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def _close(ws):

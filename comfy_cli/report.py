@@ -205,6 +205,7 @@ SUMMARY_WORDS = [
     (tr.TIMEOUT, "timed out"),
     (tr.LOST, "lost"),
     (tr.CANCELLED, "cancelled"),
+    (tr.DETACHED, "left running"),
     (tr.ERROR, "in error"),
 ]
 

@@ -160,6 +160,12 @@ class Run:
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
+        if fatal is None:
+            files = sum(1 for saved in self.sup.saved.values() for path in saved.values()
+                        if path is not None or self.folder is None)
+            self.err.write(errors.redact(report.summary_line(self.prompts, files, time.monotonic() - self.started))
+                           + "\n")
+            self.err.flush()
         if self.opts.json or self.stream:
             doc = report.summary(self.sup.board, self.client, code, self.opts.include_temp, self.sup.saved)
             if self.stream:
@@ -325,7 +331,12 @@ def _submit(client, workflow, client_id, prompt_id):
     except Rejected as exc:
         return ev.SubmitFailed(time.monotonic(), prompt_id, ev.REFUSED, str(exc), exc.body)
     except Unsendable as exc:
-        return ev.SubmitFailed(time.monotonic(), prompt_id, ev.LOCAL, f"{workflow.path}: {exc}", None)
+        from comfy_cli.workflow import unsafe_input
+
+        where = unsafe_input(workflow.graph)
+        text = f"node {where[0]!r}: input {where[1]!r} holds NaN or Infinity, which JSON does not allow" \
+            if where else str(exc)
+        return ev.SubmitFailed(time.monotonic(), prompt_id, ev.LOCAL, f"{workflow.path}: {text}", None)
     except ServerError as exc:
         if isinstance(exc, TlsError) or (exc.status is not None and exc.status not in RETRY_STATUS):
             kind = ev.FATAL

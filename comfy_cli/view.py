@@ -130,7 +130,8 @@ class LinesView(QuietView):
         status, node, quarter = self._seen.get(prompt.prompt_id, (None, None, -1))
         name = prompt.workflow.name
         if prompt.ended:
-            if status not in tr.ENDED:
+            # A rejection is said once, with its reasons, when the prompt is reported.
+            if status not in tr.ENDED and prompt.status != tr.REJECTED:
                 self.note(f"{name}: {END_WORDS[prompt.status]}{_end_detail(prompt)}")
             self._seen[prompt.prompt_id] = (prompt.status, None, -1)
             return

@@ -124,6 +124,9 @@ def check_graph(data, label):
         if not isinstance(inputs, dict):
             raise UsageError(f"{where}: 'inputs' must be an object, got {_kind(inputs)}")
         for name, value in inputs.items():
+            if not _json_safe(value):
+                # Python's json reads NaN and Infinity; no server can: refuse before sending.
+                raise UsageError(f"{where}: input {name!r} holds NaN or Infinity, which JSON does not allow")
             if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
                     and not isinstance(value[0], bool) and isinstance(value[1], int) and str(value[0]) in data):
                 raise UsageError(f"{where}: input {name!r} links to node {value[0]} with a number; "
@@ -134,6 +137,25 @@ def check_graph(data, label):
                     raise UsageError(f"{where}: input {name!r} links to node {src!r}, which is not in the workflow")
                 if not isinstance(index, int) or isinstance(index, bool) or index < 0:
                     raise UsageError(f"{where}: input {name!r} has a bad output index {index!r}")
+
+
+def unsafe_input(graph):
+    """(node id, input name) of the first value JSON cannot carry (NaN, Infinity), or None."""
+    for node_id, node in graph.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for name, value in (inputs.items() if isinstance(inputs, dict) else ()):
+            if not _json_safe(value):
+                return node_id, name
+    return None
+
+
+def _json_safe(value, depth=0):
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if depth > 50 or not isinstance(value, (list, dict)):
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return all(_json_safe(v, depth + 1) for v in items)
 
 
 def _is_link(value):

@@ -1,0 +1,106 @@
+"""End to end, the wrong results of the old runner that the supervisor fixes (issue H)."""
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from comfy_cli.sim import Faults, SimServer
+from test_faults_e2e import FAST, check_outputs, check_submitted_once, run_json
+from test_run_e2e import cli, workflow
+
+
+class LostAnswerWhileFlapping(Faults):
+    """The first POST /prompt is queued but its answer is lost (502), and the socket is cut
+    every few frames, so the catch-up rounds run while that submission is being resolved."""
+
+    def __init__(self, every=7):
+        self.posts = 0
+        self.frames = 0
+        self.every = every
+
+    def after_http(self, request, response):
+        if request.method == "POST" and request.path == "/prompt":
+            self.posts += 1
+            if self.posts == 1:
+                return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+        return None
+
+    def on_ws_send(self, client_id, payload):
+        self.frames += 1
+        return "abort" if self.frames % self.every == 0 else "send"
+
+
+def test_a_lost_post_answer_while_the_socket_flaps_runs_once_and_succeeds(tmp_path):
+    faults = LostAnswerWhileFlapping()
+    with SimServer(faults=faults) as sim:
+        files = [workflow(tmp_path, "steps", **{"1__steps": 40}) for _ in range(3)]
+        proc, doc = run_json(["run", *files, "--url", sim.url, "--json", *FAST], timeout=90)
+        assert proc.returncode == 0, proc.stderr
+        assert [p["status"] for p in doc["prompts"]] == ["success"] * 3
+        assert "websocket lost" in proc.stderr
+        assert faults.posts == 3  # the lost answer was not sent again
+        check_submitted_once(sim, doc)
+        check_outputs(sim, doc)
+
+
+class SlowView(Faults):
+    """Every /view download takes `seconds`."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    async def on_http(self, request):
+        if request.path.endswith("/view"):
+            await asyncio.sleep(self.seconds)
+        return None
+
+
+def test_slow_downloads_do_not_make_a_timeout_while_progress_arrives(tmp_path):
+    with SimServer(faults=SlowView(2.5)) as sim:
+        quick = workflow(tmp_path, "steps", **{"1__steps": 2})
+        slow = workflow(tmp_path, "steps", **{"1__steps": 300})  # about 3 s of steady progress
+        out = tmp_path / "out"
+        proc, doc = run_json(["run", quick, slow, "--url", sim.url, "--json", "--timeout", "1.5",
+                              "--output-dir", str(out)], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
+        assert all(o["path"] for p in doc["prompts"] for o in p["outputs"])
+        assert len(list(out.iterdir())) == 2
+
+
+def test_nan_in_a_workflow_file_is_refused_before_anything_is_sent(tmp_path, sim):
+    path = tmp_path / "nan.json"
+    path.write_text('{"1": {"class_type": "TestSteps", "inputs": {"steps": 2, "cfg": NaN}},'
+                    ' "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}')
+    proc = cli("run", str(path), "--url", sim.url)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"comfy-cli: error: {path}: node '1': input 'cfg' holds NaN or Infinity, which JSON does not allow"]
+    assert sim.submissions == []
+
+
+def test_nan_from_set_ends_that_prompt_at_once_and_never_loops(tmp_path, sim):
+    proc, doc = run_json(["run", workflow(tmp_path, "steps"), "--set", "1.seed=NaN", "--url", sim.url, "--json"])
+    assert proc.returncode == 2, proc.stderr
+    prompt = doc["prompts"][0]
+    assert prompt["status"] == "rejected" and prompt["error"]["type"] == "invalid_workflow"
+    assert prompt["error"]["message"].endswith("steps.json: node '1': input 'seed' holds NaN or Infinity, "
+                                               "which JSON does not allow")
+    assert prompt["error"]["message"] in proc.stderr
+    assert sim.submissions == []
+
+
+def test_unreachable_server_lists_every_prompt_unsent_in_json(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = cli("run", workflow(tmp_path, "steps"), workflow(tmp_path, "fail"), "--url", f"http://127.0.0.1:{port}",
+               "--json")
+    assert proc.returncode == 4
+    doc = json.loads(proc.stdout)
+    assert [p["status"] for p in doc["prompts"]] == ["error", "error"]
+    assert all(p["error"]["message"].startswith("not submitted: cannot connect") for p in doc["prompts"])
+    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: cannot connect to http://127.0.0.1:{port}"]
