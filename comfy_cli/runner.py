@@ -60,6 +60,12 @@ class Options:
     headers: tuple = ()  # "Name: value" strings
     ca_bundle: Optional[str] = None
     insecure: bool = False
+    # For `submit` and `wait` (the defaults are `run`'s):
+    client_id: Optional[str] = None  # the websocket's clientId (a handle's, to get its progress)
+    socket: bool = True  # False: follow by /queue and /history only
+    submit_only: bool = False  # done once every prompt is on the server
+    detach_on_signal: bool = False  # Ctrl-C stops following and leaves the prompts running
+    prompts: Optional[list] = None  # tracker Prompts to follow (status submitted) instead of `workflows`
 
 
 class Worker(threading.Thread):
@@ -96,10 +102,14 @@ class Run:
         self.err = err or sys.stderr
         self.client = Client(opts.url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
                              insecure=opts.insecure)
-        self.client_id = str(uuid.uuid4())
+        self.client_id = opts.client_id or str(uuid.uuid4())
         self.events = queue.SimpleQueue()  # reentrant: the signal handlers put on it too
-        width = max((len(wf.name) for wf in opts.workflows), default=0)
-        self.view = views.make(opts.progress, self.err, self.out, width, len(opts.workflows))
+        if opts.prompts is not None:
+            self.prompts = list(opts.prompts)
+        else:
+            self.prompts = [tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING) for wf in opts.workflows]
+        width = max((len(p.workflow.name) for p in self.prompts), default=0)
+        self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
         header, sslopt = self.client.ws_options()
         self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events, header=header,
                                  sslopt=sslopt)
@@ -117,12 +127,12 @@ class Run:
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
         self.workers = {name: Worker(name, self.events) for name in ("submitter", "reader", "downloader")}
         self.signalled = False
-        self.prompts = [tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING) for wf in opts.workflows]
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check,
                            connect_timeout=opts.connect_timeout, timeout=opts.timeout, deadline=opts.deadline,
                            no_cancel=opts.no_cancel, download=self.folder is not None,
-                           include_temp=opts.include_temp)
-        self.sup = sv.Supervisor(self.prompts, policy, self.started, wall=time.time())
+                           include_temp=opts.include_temp, submit_only=opts.submit_only,
+                           detach_on_signal=opts.detach_on_signal)
+        self.sup = sv.Supervisor(self.prompts, policy, self.started, wall=time.time(), socket_open=opts.socket)
         self._do = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
             sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
@@ -138,7 +148,8 @@ class Run:
         fatal = None
         restore = self._catch_signals()
         try:
-            self.listener.start()
+            if self.opts.socket:
+                self.listener.start()
             for worker in self.workers.values():
                 worker.start()
             try:
@@ -153,7 +164,8 @@ class Run:
         finally:
             restore()
             self.over.set()
-            self.listener.stop()
+            if self.opts.socket:
+                self.listener.stop()
             for worker in self.workers.values():
                 worker.stop()
             self.view.close()
@@ -180,7 +192,8 @@ class Run:
 
     def _exit_code(self, fatal):
         cancel_code = self.sup.signal_code or errors.SIGINT
-        codes = [report.exit_code(p, cancel_code) for p in self.prompts]
+        codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
+                 else report.exit_code(p, cancel_code) for p in self.prompts]
         if self.sup.files_missing or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)

@@ -137,6 +137,7 @@ class Policy:
     include_temp: bool = False
     window: int = 4  # POSTs in flight at once
     detach_on_signal: bool = False  # `wait`: a signal stops following, never cancels
+    submit_only: bool = False  # `submit`: a prompt is done once the server has it
 
 
 class _Job:
@@ -218,14 +219,15 @@ class Supervisor:
         self.fatal = None  # a message, when the run broke off
         self.files_missing = False
         self.signal_code = None
-        self.checking = False  # the socket failed at the start: is the server there at all?
+        # Before anything is sent, when there is no socket to tell: is the server there at all?
+        self.checking = False if socket_open else "no websocket"
 
     # ---- the interface ------------------------------------------------------------------
     def start(self, now):
         """The first commands: nothing until the socket opened, unless it is known down."""
         out = []
-        if self.socket == DOWN:
-            self._request_round(now)
+        if self.checking:
+            out.append(CheckServer())
         for prompt in self.board.prompts.values():
             if prompt.status != tr.WAITING:
                 out.append(Added(prompt))
@@ -379,8 +381,9 @@ class Supervisor:
             self.unsettled = 0
             return
         p = self.policy
-        self._mode(f"connection: websocket unavailable ({reason}); polling /queue and /history every "
-                   f"{p.poll_interval:g} s until it opens", True, out)
+        if reason != "no websocket":
+            self._mode(f"connection: websocket unavailable ({reason}); polling /queue and /history every "
+                       f"{p.poll_interval:g} s until it opens", True, out)
         self._request_round(now, POLL)
 
     def _listener_stopped(self, e, now, out):
@@ -455,6 +458,7 @@ class Supervisor:
             self._settle(prompt, out)
             return
         prompt.accepted(e.number, e.node_errors)
+        self._settle(prompt, out)  # (only `submit` is done with it here)
         if e.node_errors:
             out.append(Note(f"{prompt.workflow.name}: warning: the server dropped some outputs that failed "
                             "validation:"))
@@ -515,6 +519,7 @@ class Supervisor:
         job.failed_at = None
         job.tries = 0
         job.confirmed_gen = self.gen
+        self._settle(prompt, out)  # (only `submit` is done with it here)
 
     def _probe_missed(self, prompt, job, asked, now, out):
         """A round whose /queue read was asked at `asked` did not find a prompt whose POST
@@ -726,7 +731,9 @@ class Supervisor:
     def _settle(self, prompt, out):
         """Report the prompt once its end is final and nothing more is coming for it."""
         pid = prompt.prompt_id
-        if prompt.settled or not prompt.ended or pid in self.lookups or self.downloads.get(pid):
+        if prompt.settled or pid in self.lookups or self.downloads.get(pid):
+            return
+        if not prompt.ended and not (self.policy.submit_only and prompt.status in (tr.SUBMITTED, tr.RUNNING)):
             return
         if self.cancel_ids is not None and pid in self.cancel_ids or self.cancelling and pid in self.cancelling:
             return

@@ -19,9 +19,9 @@ def prompts(n=1):
 class Harness:
     """A supervisor and a fake clock; remembers every command it gave."""
 
-    def __init__(self, n=1, now=100.0, connect=True, **policy):
+    def __init__(self, n=1, now=100.0, connect=True, socket_open=True, **policy):
         self.now = now
-        self.sup = sv.Supervisor(prompts(n), sv.Policy(**policy), now, wall=0.0)
+        self.sup = sv.Supervisor(prompts(n), sv.Policy(**policy), now, wall=0.0, socket_open=socket_open)
         self.log = []
         self._take(self.sup.start(now))
         if connect:
@@ -378,3 +378,31 @@ def test_next_wakeup_is_the_earliest_rule():
     h = Harness(timeout=30, deadline=100, silence_check=15)
     h.accept()
     assert h.sup.next_wakeup() == pytest.approx(h.now + 15)
+
+
+# ---- submit and wait ---------------------------------------------------------------------
+def test_without_a_socket_the_server_is_checked_first_then_prompts_go_out():
+    h = Harness(n=2, connect=False, socket_open=False)
+    assert h.of(sv.CheckServer) and not h.of(sv.Submit)
+    h.feed(ev.ServerChecked(h.now, None))
+    assert [c.prompt_id for c in h.of(sv.Submit)] == ["p0", "p1"]
+    assert not h.of(sv.Mode)  # no socket was asked for: nothing to say about it
+
+
+def test_submit_only_is_done_once_the_server_has_every_prompt():
+    h = Harness(n=2, connect=False, socket_open=False, submit_only=True)
+    h.feed(ev.ServerChecked(h.now, None))
+    h.accept(0)
+    assert not h.sup.done
+    h.feed(ev.SubmitFailed(h.now, "p1", ev.SENT, "reset", None))
+    h.advance(0.3)
+    h.answer_round(pending=["p1"])
+    assert h.sup.done and len(h.of(sv.Report)) == 2
+    assert len(h.of(sv.Submit)) == 2
+
+
+def test_ctrl_c_while_waiting_leaves_the_prompts_running():
+    h = Harness(detach_on_signal=True)
+    h.accept()
+    h.feed(ev.Signal(h.now, 130))
+    assert h.prompt().status == tr.DETACHED and not h.of(sv.Cancel) and h.sup.done
