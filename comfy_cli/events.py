@@ -320,8 +320,9 @@ PARSERS = {
 def parse(text, at):
     """One websocket text frame -> an event, or None for anything unknown or unusable."""
     try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
+        # Frames are UTF-8 (RFC 6455); decoding first spares json its encoding detection.
+        msg = json.loads(text.decode() if type(text) is bytes else text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if type(msg) is not dict:
         return None

@@ -129,7 +129,8 @@ class Listener(threading.Thread):
 
         # The fast path hooks websocket-client's internals; if a release moved them, fall back
         # to its public API and hand events over whenever nothing more is waiting.
-        self.fast = self.fast_reads and _BufferedReader.install(ws, flush, self.max_frame)
+        reader = _FrameReader.install(ws, flush, self.max_frame) if self.fast_reads else None
+        self.fast = reader is not None
         waiting = None if self.fast else _waiting
         ws.settimeout(self.ping_interval)
         last_rx = clock()
@@ -138,7 +139,11 @@ class Listener(threading.Thread):
             if waiting is not None and batch and not waiting(ws):
                 flush()
             try:
-                opcode, frame = ws.recv_data_frame(True)
+                if reader is not None:
+                    opcode, data = reader.next()
+                else:
+                    opcode, frame = ws.recv_data_frame(True)
+                    data = frame.data
             except websocket.WebSocketTimeoutException:
                 # Silence is normal during slow nodes; a ping tells a quiet socket from a dead one.
                 if pinged and clock() - last_rx > self.ping_interval + self.pong_timeout:
@@ -155,11 +160,11 @@ class Listener(threading.Thread):
             now = clock()
             last_rx = now
             pinged = False
-            if waiting is not None and len(frame.data) > self.max_frame:
+            if waiting is not None and len(data) > self.max_frame:
                 flush()  # (the public API can only tell once the frame is in)
-                return f"a frame of {len(frame.data)} bytes (more than {_size(self.max_frame)})"
+                return f"a frame of {len(data)} bytes (more than {_size(self.max_frame)})"
             if opcode == OP_TEXT:
-                event = parse(frame.data, now)
+                event = parse(data, now)
                 if event is not None:
                     batch.append(event)
             elif opcode == OP_CLOSE:
@@ -173,41 +178,88 @@ class FrameTooLarge(websocket.WebSocketException):
     pass
 
 
-class _BufferedReader:
-    """Feeds websocket-client's frame parser from 64 KiB socket reads. Left alone, it asks the
-    socket for each header and payload separately (several system calls per message). It also
-    refuses frames too large to be anything but an attack: websocket-client has no size limit."""
+class _FrameReader:
+    """Reads websocket frames from 64 KiB socket reads, parsing them itself. websocket-client
+    asks the socket for each header and payload separately and builds an object per frame;
+    at tens of thousands of messages a second that was most of the client's CPU. The socket,
+    TLS and timeouts stay websocket-client's (its `_recv`). It also refuses frames too large
+    to be anything but an attack, before reading them: websocket-client has no size limit."""
 
     def __init__(self, ws, before_block, max_frame):
         self._recv = ws._recv  # websocket-client's raw read: handles TLS, timeouts, closed sockets
-        self._frames = ws.frame_buffer
-        self._frames.length  # noqa: B018 - the parser state we read; fails here if it moved
+        self._ws = ws
         self._before_block = before_block
         self._max = max_frame
-        self._buf = b""
+        self._buf = bytearray()
         self._pos = 0
-        ws.frame_buffer.recv = self
+        self._op = None  # the opcode of a fragmented message being gathered
+        self._parts = []
+        self._size = 0
 
     @classmethod
     def install(cls, ws, before_block, max_frame):
-        """Hook the reader into `ws`; False if this websocket-client has no such internals."""
-        try:
-            cls(ws, before_block, max_frame)
-        except AttributeError:
-            return False
-        return True
+        """A reader for `ws`, or None if this websocket-client has no such internals."""
+        if not callable(getattr(ws, "_recv", None)):
+            return None
+        return cls(ws, before_block, max_frame)
 
-    def __call__(self, size):
-        length = self._frames.length
-        if length is not None and length > self._max:
-            raise FrameTooLarge(f"a frame of {length} bytes (more than {_size(self._max)})")
-        if self._pos >= len(self._buf):
+    def _need(self, n):
+        """Have `n` bytes buffered from the frame's start; read (and maybe block) for more.
+        A timeout leaves what was read in place, so the next call goes on where this stopped."""
+        while len(self._buf) - self._pos < n:
+            if self._pos:
+                del self._buf[:self._pos]
+                self._pos = 0
             self._before_block()
-            self._buf = self._recv(65536)
-            self._pos = 0
-        start = self._pos
-        self._pos = min(start + size, len(self._buf))
-        return self._buf[start:self._pos]
+            self._buf += self._recv(max(65536, n - len(self._buf)))
+
+    def next(self):
+        """The next message as (opcode, payload): text or binary (fragments joined), or a
+        control frame (close, ping, pong; a ping is answered here)."""
+        while True:
+            self._need(2)
+            buf, p = self._buf, self._pos
+            b0, b1 = buf[p], buf[p + 1]
+            op, n, head = b0 & 0x0F, b1 & 0x7F, 2
+            if n == 126:
+                self._need(4)
+                buf, p = self._buf, self._pos
+                n, head = int.from_bytes(buf[p + 2:p + 4], "big"), 4
+            elif n == 127:
+                self._need(10)
+                buf, p = self._buf, self._pos
+                n, head = int.from_bytes(buf[p + 2:p + 10], "big"), 10
+            if n > self._max or self._size + n > self._max:
+                raise FrameTooLarge(f"a frame of {self._size + n} bytes (more than {_size(self._max)})")
+            masked = b1 & 0x80
+            if masked:  # servers must not mask; accept it anyway
+                head += 4
+            self._need(head + n)
+            buf, p = self._buf, self._pos
+            payload = bytes(buf[p + head:p + head + n])
+            if masked:
+                key = buf[p + head - 4:p + head]
+                payload = bytes(c ^ key[i & 3] for i, c in enumerate(payload))
+            self._pos = p + head + n
+            if op >= 0x8:
+                if op == 0x9:
+                    self._ws.pong(payload)
+                return op, payload
+            fin = b0 & 0x80
+            if op == 0x0:  # a continuation
+                if self._op is None:
+                    continue  # nothing to continue: drop it
+                self._parts.append(payload)
+                self._size += n
+                if not fin:
+                    continue
+                op, payload = self._op, b"".join(self._parts)
+                self._op, self._parts, self._size = None, [], 0
+                return op, payload
+            if not fin:
+                self._op, self._parts, self._size = op, [payload], n
+                continue
+            return op, payload
 
 
 def _size(n):

@@ -132,6 +132,21 @@ def summary(board, client, exit_code_value, include_temp=False, saved=None):
     }
 
 
+def dumps(doc):
+    """The --json document as text: indented at the top, one line per prompt. Readable, and
+    written by json's C encoder (indent= makes json fall back to Python: slow for big batches)."""
+    import json
+
+    parts = []
+    for key, value in doc.items():
+        if key == "prompts" and isinstance(value, list) and value:
+            items = ",\n".join("    " + json.dumps(p, ensure_ascii=False) for p in value)
+            parts.append(f'  "prompts": [\n{items}\n  ]')
+        else:
+            parts.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def prompt_summary(p, client, include_temp=False, saved=None):
     graph = p.workflow.graph
     return {

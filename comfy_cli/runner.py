@@ -183,7 +183,7 @@ class Run:
             if self.stream:
                 self.stream.summary(doc)
             else:
-                self.out.write(json.dumps(errors.redact_obj(doc), indent=2) + "\n")
+                self.out.write(report.dumps(errors.redact_obj(doc)))
                 self.out.flush()
         self.client.close()
         if fatal is not None:
@@ -304,11 +304,10 @@ class Run:
             self.stream.update(c.prompt)
 
     def _output(self, c):
-        url = self.client.view_url(c.item)
         if self.stream:
-            self.stream.output(c.prompt, c.node, c.item, url, c.path)
+            self.stream.output(c.prompt, c.node, c.item, self.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
-            self.view.result(c.path or url)
+            self.view.result(c.path or self.client.view_url(c.item))
 
     def _report(self, c):
         prompt = c.prompt
