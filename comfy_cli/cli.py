@@ -279,7 +279,10 @@ def sim(
 
 def _insecure(flag):
     if flag:
+        import urllib3
+
         sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # warned once, here
     return flag
 
 
@@ -406,6 +409,11 @@ def _default_sigint():
 
 def main():
     _default_sigint()
+    from comfy_cli import errors
+
+    # One writer for everything the command prints: no output path can show a secret.
+    sys.stdout = errors.RedactingWriter(sys.stdout, errors.REDACTOR)
+    sys.stderr = errors.RedactingWriter(sys.stderr, errors.REDACTOR)
     try:
         app(prog_name="comfy-cli")
     finally:

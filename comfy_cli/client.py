@@ -14,7 +14,8 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from comfy_cli import backoff
-from comfy_cli.errors import ServerError, Unreachable, UsageError, add_secret
+from comfy_cli import errors
+from comfy_cli.errors import ServerError, Unreachable, UsageError
 
 
 RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
@@ -99,7 +100,11 @@ def parse_header(spec):
 
 
 class Client:
-    def __init__(self, base_url, timeout=30.0, token=None, headers=(), ca_bundle=None, insecure=False):
+    def __init__(self, base_url, timeout=30.0, token=None, headers=(), ca_bundle=None, insecure=False,
+                 redactor=None):
+        """`redactor`: where the secrets given here are registered, so no output shows them
+        (the process's output redactor unless another is given)."""
+        add_secret = (redactor or errors.REDACTOR).add
         self.base, basic = split_url(base_url)
         self.timeout = timeout
         self.session = requests.Session()
@@ -136,10 +141,6 @@ class Client:
         self.session.proxies = requests.utils.get_environ_proxies(self.base)
         env_ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self.verify = ca_bundle if ca_bundle else (False if insecure else (env_ca or True))
-        if insecure:
-            import urllib3
-
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # we warn once ourselves
 
     def ws_options(self):
         """Handshake headers and TLS options for the websocket, matching the HTTP session."""

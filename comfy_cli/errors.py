@@ -52,33 +52,64 @@ class Unreachable(ServerError):
     """No connection could be made at all."""
 
 
-# Every secret the run knows (tokens, passwords, auth headers). Whatever comfy-cli prints passes
-# through `redact` first, so a secret echoed by a server or an error message never shows.
-secrets = set()
 MIN_SECRET = 4  # shorter "secrets" would blank out digits everywhere, and protect nothing
 
 
-def add_secret(value):
-    if value and len(value) >= MIN_SECRET:
-        secrets.add(value)
+class Redactor:
+    """The secrets a run knows (tokens, passwords, auth headers), and their removal from text.
+    The command's stdout and stderr are wrapped in a `RedactingWriter` over one of these, so
+    whatever comfy-cli prints, by whatever path, is redacted once, at the edge."""
 
+    def __init__(self):
+        self.secrets = set()
+        self._order = []
 
-def redact(text):
-    for secret in sorted(secrets, key=len, reverse=True):  # "Bearer X" before "X": same result every time
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    def add(self, value):
+        if not value or len(value) < MIN_SECRET:
+            return
+        import json
 
+        escaped = json.dumps(value)[1:-1]  # as it appears inside a JSON string
+        for form in {value, escaped}:
+            self.secrets.add(form)
+        self._order = sorted(self.secrets, key=len, reverse=True)  # "Bearer X" before "X"
 
-def redact_obj(obj):
-    """`redact` over every string in a JSON-like structure, before it is serialised (escaping
-    could otherwise hide a secret from a plain text match)."""
-    if not secrets:
+    def text(self, text):
+        for secret in self._order:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def obj(self, obj):
+        """`text` over every string in a JSON-like structure (for files written directly)."""
+        if not self._order:
+            return obj
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            return {self.obj(k): self.obj(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.obj(v) for v in obj]
         return obj
-    if isinstance(obj, str):
-        return redact(obj)
-    if isinstance(obj, dict):
-        return {redact_obj(k): redact_obj(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact_obj(v) for v in obj]
-    return obj
+
+
+class RedactingWriter:
+    """A text stream that redacts everything written through it; all else is the stream's."""
+
+    def __init__(self, stream, redactor):
+        self._stream = stream
+        self._redactor = redactor
+
+    def write(self, text):
+        return self._stream.write(self._redactor.text(text) if self._redactor._order else text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding...
+        return getattr(self._stream, name)
+
+
+# The process's redactor: the CLI wraps stdout and stderr with it, and every Client adds the
+# secrets it is given to the redactor it is handed (this one, unless a caller passes another).
+REDACTOR = Redactor()
+redact = REDACTOR.text
+redact_obj = REDACTOR.obj
+add_secret = REDACTOR.add

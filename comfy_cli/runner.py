@@ -175,15 +175,14 @@ class Run:
         if fatal is None:
             files = sum(1 for saved in self.sup.saved.values() for path in saved.values()
                         if path is not None or self.folder is None)
-            self.err.write(errors.redact(report.summary_line(self.prompts, files, time.monotonic() - self.started))
-                           + "\n")
+            self.err.write(report.summary_line(self.prompts, files, time.monotonic() - self.started) + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
             doc = report.summary(self.sup.board, self.client, code, self.opts.include_temp, self.sup.saved)
             if self.stream:
                 self.stream.summary(doc)
             else:
-                self.out.write(report.dumps(errors.redact_obj(doc)))
+                self.out.write(report.dumps(doc))
                 self.out.flush()
         self.client.close()
         if fatal is not None:

@@ -8,7 +8,6 @@ import json
 import time
 
 from comfy_cli import tracker as tr
-from comfy_cli.errors import redact_obj
 
 PROGRESS_GAP = 0.1
 
@@ -26,7 +25,7 @@ class EventStream:
             line["prompt_id"] = prompt.prompt_id
             line["name"] = prompt.workflow.name
         line.update(fields)
-        self.out.write(json.dumps(redact_obj(line), separators=(",", ":")) + "\n")
+        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()
 
     def added(self, prompt):

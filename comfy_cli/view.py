@@ -11,7 +11,6 @@ import sys
 import time
 
 from comfy_cli import tracker as tr
-from comfy_cli.errors import redact
 
 END_WORDS = {
     tr.SUCCESS: "done",
@@ -92,7 +91,7 @@ class QuietView:
 
     def result(self, line):
         """One line of results on stdout."""
-        self.out.write(redact(line) + "\n")
+        self.out.write(line + "\n")
         self.out.flush()
 
     def added(self, prompt):
@@ -109,7 +108,7 @@ class QuietView:
         pass
 
     def note(self, text):
-        self.stream.write(redact(text) + "\n")
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self):
@@ -422,11 +421,11 @@ class BarsView(QuietView):
                 self._draw(pid)
 
     def note(self, text):
-        self._tqdm.write(redact(text), file=self.stream)
+        self._tqdm.write(text, file=self.stream)
 
     def result(self, line):
         # Through tqdm, so a terminal shared by stdout and stderr keeps its bars intact.
-        self._tqdm.write(redact(line), file=self.out)
+        self._tqdm.write(line, file=self.out)
         self.out.flush()
 
     def close(self):
