@@ -185,6 +185,14 @@ class ServerChecked(NamedTuple):
     problem: Optional[str]  # None: the server answers
 
 
+class Withdrawn(NamedTuple):
+    at: float
+    deleted: tuple
+    interrupted: tuple
+    ran: tuple  # moved prompts that ran on this server anyway (in its history)
+    problem: Optional[str]
+
+
 class Signal(NamedTuple):
     """SIGINT or SIGTERM arrived (put on the queue by the signal handler)."""
 

@@ -120,16 +120,20 @@ def output_key(node, item):
     return (node, item.get("filename"), item.get("subfolder", ""), item.get("type", "output"))
 
 
-def summary(board, client, exit_code_value, include_temp=False, saved=None):
-    """The --json document (and the last --events line). `saved`: prompt_id -> {output key: path}."""
+def summary(prompts, view_url, servers, exit_code_value, include_temp=False, saved=None):
+    """The --json document (and the last --events line). `prompts`: every attempt, in order;
+    `view_url(prompt, item)`: an output's URL; `servers`: their base URLs, the first the main
+    one; `saved`: prompt_id -> {output key: path}."""
     saved = saved or {}
-    return {
+    doc = {
         "schema": SCHEMA,
-        "server": client.base,
+        "server": servers[0],
         "exit_code": exit_code_value,
-        "prompts": [prompt_summary(p, client, include_temp, saved.get(p.prompt_id, {}))
-                    for p in board.prompts.values()],
     }
+    if len(servers) > 1:
+        doc["servers"] = list(servers)
+    doc["prompts"] = [prompt_summary(p, view_url, include_temp, saved.get(p.prompt_id, {})) for p in prompts]
+    return doc
 
 
 def dumps(doc):
@@ -147,12 +151,14 @@ def dumps(doc):
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def prompt_summary(p, client, include_temp=False, saved=None):
+def prompt_summary(p, view_url, include_temp=False, saved=None):
     graph = p.workflow.graph
     return {
         "workflow": p.workflow.path,
         "name": p.workflow.name,
         "prompt_id": p.prompt_id,
+        "server": p.server,
+        "attempt": p.attempt,
         "status": p.status,
         "number": p.number,
         "timings": {
@@ -169,7 +175,7 @@ def prompt_summary(p, client, include_temp=False, saved=None):
         },
         "outputs": [
             {"node": node, "filename": item.get("filename"), "subfolder": item.get("subfolder", ""),
-             "type": item.get("type", "output"), "url": client.view_url(item),
+             "type": item.get("type", "output"), "url": view_url(p, item),
              "path": (saved or {}).get(output_key(node, item))}
             for node, item in output_files(p, include_temp)
         ],
@@ -183,11 +189,16 @@ def _span(a, b):
     return round(b - a, 4) if a is not None and b is not None else None
 
 
-def junit_xml(board, duration):
-    """A JUnit XML report: one testcase per prompt, with its time and failure message."""
+def junit_xml(attempts, duration):
+    """A JUnit XML report: one testcase per batch item (its last attempt), with its time, the
+    server that ran it, every attempt, and the failure message."""
     from xml.etree import ElementTree as ET
 
-    prompts = list(board.prompts.values())
+    attempts = list(attempts)
+    last = {}
+    for p in attempts:
+        last[p.item if p.item is not None else p.prompt_id] = p
+    prompts = list(last.values())
     failed = sum(p.status in (tr.FAILED, tr.INTERRUPTED) for p in prompts)
     broken = sum(p.status not in (tr.SUCCESS, tr.FAILED, tr.INTERRUPTED) for p in prompts)
     suite = ET.Element("testsuite", name="comfy-cli", tests=str(len(prompts)), failures=str(failed),
@@ -195,7 +206,14 @@ def junit_xml(board, duration):
     for p in prompts:
         case = ET.SubElement(suite, "testcase", classname=p.workflow.path, name=p.workflow.name,
                              time=f"{_span(p.submitted_at, p.ended_at) or 0.0:.3f}")
-        ET.SubElement(case, "properties").append(ET.Element("property", name="prompt_id", value=p.prompt_id))
+        props = ET.SubElement(case, "properties")
+        props.append(ET.Element("property", name="prompt_id", value=p.prompt_id))
+        if p.server:
+            props.append(ET.Element("property", name="server", value=p.server))
+        earlier = [a for a in attempts if a is not p and a.item is not None and a.item == p.item]
+        for a in earlier:
+            props.append(ET.Element("property", name=f"attempt {a.attempt}",
+                                    value=f"{a.status} on {getattr(a, 'server', None)} (prompt {a.prompt_id})"))
         if p.status == tr.SUCCESS:
             continue
         message = " ".join(failure_lines(p))[:2000] or p.status

@@ -66,6 +66,12 @@ class Options:
     submit_only: bool = False  # done once every prompt is on the server
     detach_on_signal: bool = False  # Ctrl-C stops following and leaves the prompts running
     prompts: Optional[list] = None  # tracker Prompts to follow (status submitted) instead of `workflows`
+    # Several servers (issue J):
+    urls: tuple = ()  # every server; `url` is the first
+    per_server: Optional[int] = None  # ours waiting on one server at once (default: 2 with several, else all)
+    retry: int = 0  # new attempts for a prompt that failed, was lost or ended in error
+    failover_after: float = 20.0  # a server silent this long loses its prompts that had not started
+    node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
 
 
 class Worker(threading.Thread):
@@ -95,13 +101,53 @@ class Worker(threading.Thread):
             self.results.put(result)
 
 
+class _Tagged:
+    """What a server's listener and workers put on the run's one queue: (server index, item)."""
+
+    __slots__ = ("put",)
+
+    def __init__(self, out, index):
+        put = out.put
+        self.put = lambda item: put((index, item))
+
+
+class Server:
+    """One ComfyUI server of the run: its HTTP client, websocket listener, workers, supervisor."""
+
+    def __init__(self, index, url, opts, client_id, events, policy, started, prompts):
+        self.index = index
+        self.client = Client(url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
+                             insecure=opts.insecure)
+        self.name = self.client.base
+        tagged = _Tagged(events, index)
+        header, sslopt = self.client.ws_options()
+        self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt) \
+            if opts.socket else None
+        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
+        self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
+                                 name=self.name)
+
+    def start(self):
+        if self.listener is not None:
+            self.listener.start()
+        for worker in self.workers.values():
+            worker.start()
+
+    def stop(self):
+        if self.listener is not None:
+            self.listener.stop()
+        for worker in self.workers.values():
+            worker.stop()
+        self.client.close()
+
+
 class Run:
     def __init__(self, opts: Options, out=None, err=None):
+        from comfy_cli.dispatch import Dispatcher, Plan
+
         self.opts = opts
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.client = Client(opts.url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
-                             insecure=opts.insecure)
         self.client_id = opts.client_id or str(uuid.uuid4())
         self.events = queue.SimpleQueue()  # reentrant: the signal handlers put on it too
         if opts.prompts is not None:
@@ -110,9 +156,6 @@ class Run:
             self.prompts = [tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING) for wf in opts.workflows]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
-        header, sslopt = self.client.ws_options()
-        self.listener = Listener(self.client.ws_url(self.client_id), self.client_id, self.events, header=header,
-                                 sslopt=sslopt)
         self.started = time.monotonic()
         self.over = threading.Event()  # set when the run ends: downloads stop early
         self.stream = None
@@ -125,21 +168,41 @@ class Run:
             from comfy_cli.outputs import OutputDir
 
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
-        self.workers = {name: Worker(name, self.events) for name in ("submitter", "reader", "downloader")}
         self.signalled = False
+        urls = list(opts.urls) or [opts.url]
+        several = len(urls) > 1
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check,
                            connect_timeout=opts.connect_timeout, timeout=opts.timeout, deadline=opts.deadline,
                            no_cancel=opts.no_cancel, download=self.folder is not None,
                            include_temp=opts.include_temp, submit_only=opts.submit_only,
-                           detach_on_signal=opts.detach_on_signal)
-        self.sup = sv.Supervisor(self.prompts, policy, self.started, wall=time.time(), socket_open=opts.socket)
+                           detach_on_signal=opts.detach_on_signal, alone=not several)
+        # Prompts given to follow (`wait`) stay with the first server; a batch goes through the
+        # dispatcher.
+        follow = [p for p in self.prompts if p.status != tr.WAITING]
+        self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
+                               follow if i == 0 else []) for i, url in enumerate(urls)]
+        self.client = self.servers[0].client
+        for prompt in self.prompts:
+            if prompt.status != tr.WAITING:
+                prompt.server = self.client.base
+        plan = Plan(per_server=opts.per_server if opts.per_server is not None else (2 if several else None),
+                    retry=opts.retry, failover_after=opts.failover_after, deadline=opts.deadline)
+        self.disp = Dispatcher([p for p in self.prompts if p.status == tr.WAITING], [s.sup for s in self.servers],
+                               plan, self.started, names=[s.name for s in self.servers],
+                               node_types=opts.node_types)
+        for prompt in follow:
+            self.disp.prompts.append(prompt)
         self._do = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
             sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
-            sv.CheckServer: self._check_server,
+            sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
             sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
             sv.Note: self._note, sv.Mode: self._mode,
         }
+
+    @property
+    def several(self):
+        return len(self.servers) > 1
 
     # ---- the whole run ----------------------------------------------------------------
     def execute(self):
@@ -148,10 +211,8 @@ class Run:
         fatal = None
         restore = self._catch_signals()
         try:
-            if self.opts.socket:
-                self.listener.start()
-            for worker in self.workers.values():
-                worker.start()
+            for server in self.servers:
+                server.start()
             try:
                 self._prepare()
             except ServerError as exc:
@@ -159,53 +220,71 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
-                if self.sup.fatal:
-                    fatal = ServerError(self.sup.fatal)
+                problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
+                if problem:
+                    fatal = ServerError(problem)
         finally:
             restore()
             self.over.set()
-            if self.opts.socket:
-                self.listener.stop()
-            for worker in self.workers.values():
-                worker.stop()
+            for server in self.servers:
+                if server.listener is not None:
+                    server.listener.stop()
+                for worker in server.workers.values():
+                    worker.stop()
             self.view.close()
+        prompts = self.disp.prompts
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None:
-            files = sum(1 for saved in self.sup.saved.values() for path in saved.values()
+            files = sum(1 for s in self.servers for saved in s.sup.saved.values() for path in saved.values()
                         if path is not None or self.folder is None)
-            self.err.write(report.summary_line(self.prompts, files, time.monotonic() - self.started) + "\n")
+            self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
-            doc = report.summary(self.sup.board, self.client, code, self.opts.include_temp, self.sup.saved)
+            saved = {}
+            for server in self.servers:
+                saved.update(server.sup.saved)
+            doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
+                                 self.opts.include_temp, saved)
             if self.stream:
                 self.stream.summary(doc)
             else:
                 self.out.write(report.dumps(doc))
                 self.out.flush()
-        self.client.close()
+        for server in self.servers:
+            server.client.close()
         if fatal is not None:
             raise fatal
         return code
 
+    def _finals(self):
+        """Each batch item's last attempt, and the prompts followed (`wait`)."""
+        finals = list(self.disp.final.values())
+        return finals + [p for p in self.prompts if p.item is None]
+
     def _exit_code(self, fatal):
-        cancel_code = self.sup.signal_code or errors.SIGINT
+        cancel_code = next((s.sup.signal_code for s in self.servers if s.sup.signal_code), errors.SIGINT)
+        finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
-                 else report.exit_code(p, cancel_code) for p in self.prompts]
-        if self.sup.files_missing or fatal is not None:
+                 else report.exit_code(p, cancel_code) for p in finals]
+        if any(s.sup.files_missing for s in self.servers) or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
     def _prepare(self):
-        """Before the loop: upload the input files (the loop submits what uses them)."""
+        """Before the loop: upload the input files to every server (the loop submits what uses
+        them)."""
         names = {}
         for prompt in self.prompts:
             wf = prompt.workflow
             for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
                 if path not in names:
-                    names[path] = self.client.upload(path)
+                    got = [server.client.upload(path) for server in self.servers]
+                    names[path] = got[0]
                     self.view.note(f"uploaded {path} as {names[path]}")
+                    if len(set(got)) > 1:
+                        self.view.note(f"warning: {path} has different names on the servers: {', '.join(got)}")
                 wf.graph[nid]["inputs"][name] = names[path]
 
     def _not_submitted(self, reason):
@@ -216,28 +295,37 @@ class Run:
                 self.stream.finished(prompt)
 
     def _loop(self):
-        sup, get, dispatch, tick = self.sup, self.events.get, self._dispatch, self.view.tick
-        dispatch(sup.start(time.monotonic()))
-        while not sup.done:
-            wake = sup.next_wakeup()
+        disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
+        dispatch(disp.start(time.monotonic()))
+        while not disp.done:
+            wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:
-                item = get(timeout=wait)
+                index, item = get(timeout=wait)
             except queue.Empty:
-                item = None
+                index, item = None, None
             now = time.monotonic()
             if type(item) is list:  # the events of one socket read
-                take = sup.take
+                take = disp.take
                 for event in item:
-                    dispatch(take(event, now))
+                    dispatch(take(index, event, now))
                 item = None
-            dispatch(sup.feed(item, now))
+            dispatch(disp.feed(index, item, now))
             tick()
 
-    def _dispatch(self, commands):
+    def _dispatch(self, groups):
         do = self._do
-        for command in commands:
-            do[type(command)](command)
+        servers = self.servers
+        for index, commands in groups:
+            server = servers[index] if index is not None else None
+            for command in commands:
+                do[type(command)](server, command)
+
+    def _view_url(self, prompt, item):
+        for server in self.servers:
+            if server.name == getattr(prompt, "server", None):
+                return server.client.view_url(item)
+        return self.client.view_url(item)
 
     # ---- signals ------------------------------------------------------------------------
     def _catch_signals(self):
@@ -262,53 +350,60 @@ class Run:
 
                 os._exit(code)  # asked twice: do not wait for the cancel
             self.signalled = True
-            self.events.put(ev.Signal(time.monotonic(), code))
+            self.events.put((None, ev.Signal(time.monotonic(), code)))
 
         return handler
 
-    # ---- I/O commands: each becomes a job on a worker ------------------------------------
-    def _submit(self, c):
-        prompt = self.sup.board.prompts[c.prompt_id]
-        self.workers["submitter"].put(_submit, self.client, prompt.workflow, self.client_id, c.prompt_id)
+    # ---- I/O commands: each becomes a job on one of the server's workers -------------------
+    def _submit(self, server, c):
+        prompt = server.sup.board.prompts[c.prompt_id]
+        server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id)
 
-    def _read_queue(self, c):
-        self.workers["reader"].put(_read_queue, self.client, c.gen)
+    def _read_queue(self, server, c):
+        server.workers["reader"].put(_read_queue, server.client, c.gen)
 
-    def _read_history(self, c):
-        self.workers["reader"].put(_read_history, self.client, c.gen, c.prompt_id)
+    def _read_history(self, server, c):
+        server.workers["reader"].put(_read_history, server.client, c.gen, c.prompt_id)
 
-    def _download(self, c):
+    def _download(self, server, c):
         until = self.started + self.opts.deadline if self.opts.deadline is not None else None
-        self.workers["downloader"].put(_download, self.client, self.folder, c, until, self.over.is_set,
-                                       self.opts.output_dir)
+        server.workers["downloader"].put(_download, server.client, self.folder, c, until, self.over.is_set,
+                                         self.opts.output_dir)
 
-    def _cancel(self, c):
-        self.workers["reader"].put(_cancel, self.client, c.prompt_ids)
+    def _cancel(self, server, c):
+        server.workers["reader"].put(_cancel, server.client, c.prompt_ids)
 
-    def _check_server(self, c):
-        self.workers["reader"].put(_check_server, self.client)
+    def _withdraw(self, server, c):
+        server.workers["reader"].put(_withdraw, server.client, c.prompt_ids)
 
-    def _reconnect(self, c):
-        self.listener.reconnect()
+    def _check_server(self, server, c):
+        server.workers["reader"].put(_check_server, server.client)
+
+    def _reconnect(self, server, c):
+        if server.listener is not None:
+            server.listener.reconnect()
 
     # ---- view commands --------------------------------------------------------------------
-    def _added(self, c):
+    def _added(self, server, c):
         self.view.added(c.prompt)
+        if self.several and isinstance(self.view, views.LinesView):
+            attempt = f" (attempt {c.prompt.attempt})" if c.prompt.attempt > 1 else ""
+            self.view.note(f"{c.prompt.workflow.name}: sent to {c.prompt.server}{attempt}")
         if self.stream:
             self.stream.added(c.prompt)
 
-    def _changed(self, c):
+    def _changed(self, server, c):
         self.view.update(c.prompt)
         if self.stream:
             self.stream.update(c.prompt)
 
-    def _output(self, c):
+    def _output(self, server, c):
         if self.stream:
-            self.stream.output(c.prompt, c.node, c.item, self.client.view_url(c.item), c.path)
+            self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
-            self.view.result(c.path or self.client.view_url(c.item))
+            self.view.result(c.path or server.client.view_url(c.item))
 
-    def _report(self, c):
+    def _report(self, server, c):
         prompt = c.prompt
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
@@ -316,23 +411,25 @@ class Run:
         if self.stream:
             self.stream.finished(prompt)
 
-    def _note(self, c):
-        self.view.note(c.text)
+    def _note(self, server, c):
+        self.view.note(f"{server.name}: {c.text}" if self.several and server is not None
+                       and not c.text.startswith(server.name) else c.text)
 
-    def _mode(self, c):
-        self.view.transport(c.text, c.polling)
+    def _mode(self, server, c):
+        text = f"{server.name}: {c.text}" if self.several and server is not None else c.text
+        self.view.transport(text, c.polling)
         if self.stream:
-            self.stream.transport(c.text, c.polling)
+            self.stream.transport(text, c.polling)
 
     def _write_junit(self):
         from comfy_cli.outputs import write_new
 
-        text = errors.redact(report.junit_xml(self.sup.board, time.monotonic() - self.started)).encode()
+        text = errors.redact(report.junit_xml(self.disp.prompts, time.monotonic() - self.started)).encode()
         try:
             write_new(self.opts.junit, lambda fh: fh.write(text), self.opts.overwrite)
         except OSError as exc:
             self.view.note(f"--junit {self.opts.junit}: cannot write: {exc.strerror or exc}")
-            self.sup.files_missing = True  # a report that was asked for is missing: not a success
+            self.servers[0].sup.files_missing = True  # a report that was asked for is missing: not a success
 
 
 # ---- jobs: run on workers; each does its I/O and returns one result event ---------------
@@ -366,6 +463,21 @@ def _check_server(client):
     except ServerError as exc:
         return ev.ServerChecked(time.monotonic(), str(exc))
     return ev.ServerChecked(time.monotonic(), None)
+
+
+def _withdraw(client, ids):
+    """Delete or interrupt prompts moved away from this server; which of them ran here anyway."""
+    done = _cancel(client, ids)
+    if done.problem:
+        return ev.Withdrawn(time.monotonic(), (), (), (), done.problem)
+    ran = []
+    try:
+        for pid in ids:
+            if pid not in done.deleted and pid not in done.interrupted and client.history(pid, retry=False):
+                ran.append(pid)
+    except ServerError as exc:
+        return ev.Withdrawn(time.monotonic(), done.deleted, done.interrupted, tuple(ran), str(exc))
+    return ev.Withdrawn(time.monotonic(), done.deleted, done.interrupted, tuple(ran), None)
 
 
 def _read_queue(client, gen):

@@ -30,7 +30,8 @@ class EventStream:
 
     def added(self, prompt):
         self._seen[prompt.prompt_id] = (prompt.status, None, 0)
-        self.emit("submitted", prompt, workflow=prompt.workflow.path)
+        self.emit("submitted", prompt, workflow=prompt.workflow.path, server=getattr(prompt, "server", None),
+                  attempt=prompt.attempt)
 
     def update(self, prompt):
         """Everything but the end, which `finished` reports once its outputs are known."""

@@ -89,6 +89,13 @@ class CheckServer(NamedTuple):
     pass
 
 
+class Withdraw(NamedTuple):
+    """Delete (or interrupt) prompts that were moved to another server while this one was not
+    answering, and say which of them ran here anyway."""
+
+    prompt_ids: tuple
+
+
 # ---- commands: what the view must show (the runner hands them to it) -----------------
 class Added(NamedTuple):
     prompt: object
@@ -118,7 +125,7 @@ class Mode(NamedTuple):
     polling: bool
 
 
-IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Cancel, Reconnect, CheckServer)
+IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Cancel, Reconnect, CheckServer, Withdraw)
 
 OPENING, UP, DOWN = "opening", "up", "down"
 RESEND, PROBE = "resend", "probe"
@@ -138,6 +145,8 @@ class Policy:
     window: int = 4  # POSTs in flight at once
     detach_on_signal: bool = False  # `wait`: a signal stops following, never cancels
     submit_only: bool = False  # `submit`: a prompt is done once the server has it
+    alone: bool = True  # the run's only server: unreachable at the start ends the run
+    recheck: float = 5.0  # with other servers: how often to look again at one that could not be reached
 
 
 class _Job:
@@ -179,10 +188,11 @@ class _Lookup:
 
 
 class Supervisor:
-    def __init__(self, prompts, policy, now, wall=None, socket_open=True):
+    def __init__(self, prompts, policy, now, wall=None, socket_open=True, name=""):
         """`prompts`: tracker Prompts in batch order (`waiting` ones are submitted, others are
         followed as they are); `wall`: the wall-clock time at `now`, for messages only."""
         self.policy = policy
+        self.name = name  # the server, for messages
         self.board = tr.Board()
         self.jobs = {}
         self.queue = deque()  # prompt ids still to submit
@@ -210,6 +220,7 @@ class Supervisor:
         self.downloads = {}  # prompt id -> {key: (node, item)} still downloading
         self.saved = {}  # prompt id -> {output key: local path or None}
         self.last_status_round = float("-inf")
+        self.last_shrink = None  # when the queue last shrank for no reason of ours
         self.ended_since_status = False
         self.unreachable_since = None  # (monotonic, wall clock text) while HTTP fails
         self.stop = None  # (status, reason) once the run is giving up
@@ -221,6 +232,10 @@ class Supervisor:
         self.signal_code = None
         # Before anything is sent, when there is no socket to tell: is the server there at all?
         self.checking = False if socket_open else "no websocket"
+        self.recheck_at = None
+        self.to_delete = set()  # prompts moved elsewhere: delete them here when this server is back
+        self.reported = []  # prompts settled since the dispatcher last looked
+        self.ran_twice = []  # moved prompts that ran here anyway
 
     # ---- the interface ------------------------------------------------------------------
     def start(self, now):
@@ -282,7 +297,54 @@ class Supervisor:
                 times.append(self.last_heard + p.timeout)
         if self.cancel_until is not None:
             times.append(self.cancel_until)
+        if self.recheck_at is not None:
+            times.append(self.recheck_at)
         return min(times) if times else None
+
+    # ---- for the dispatcher (several servers) -------------------------------------------
+    def assign(self, prompt):
+        """Take a `waiting` prompt to submit to this server (it goes out at the next feed)."""
+        self.board.add(prompt)
+        self.jobs[prompt.prompt_id] = _Job()
+        self.queue.append(prompt.prompt_id)
+        self.unsettled += 1
+
+    @property
+    def usable(self):
+        """Can this server be given work now?"""
+        return (not self.checking and self.unreachable_since is None and self.stop is None
+                and self.fatal is None)
+
+    def ours_waiting(self):
+        """Our prompts here that have not started (the --per-server count)."""
+        return sum(1 for p in self.board.open_prompts if p.status in tr.BEFORE_RUN)
+
+    def abandon(self, prompt, status, message, now):
+        """The dispatcher takes a prompt away (this server stopped answering): end it here,
+        and delete it from this server's queue if the server comes back."""
+        pid = prompt.prompt_id
+        out = []
+        if prompt.on_server:
+            self.to_delete.add(pid)
+        if pid in self.queue:
+            self.queue.remove(pid)
+        self._due(pid, None, None)
+        self.lookups.pop(pid, None)
+        prompt.give_up(status, now, message)
+        out.append(Changed(prompt))
+        self._settle(prompt, out)
+        return out
+
+    def _withdrawn(self, e, now, out):
+        if e.problem:
+            out.append(Note(f"{self.name}: could not delete the prompts moved away from it: {e.problem}"))
+            return
+        gone = len(e.deleted) + len(e.interrupted)
+        if gone:
+            out.append(Note(f"{self.name}: answering again; removed {gone} of our prompts that had been moved to "
+                            "other servers"))
+        for pid in e.ran:
+            self.ran_twice.append(pid)
 
     # ---- events ---------------------------------------------------------------------------
     def _event(self, e, now, out):
@@ -328,9 +390,12 @@ class Supervisor:
     def _status(self, e):
         before = self.board.queue_remaining
         shrank = before is not None and e.queue_remaining is not None and e.queue_remaining < before
-        if shrank and not self.ended_since_status and any(p.status == tr.SUBMITTED for p in self.board.open_prompts):
-            # The queue shrank and none of ours ended: perhaps one of ours was deleted.
-            self._request_round(max(e.at, self.last_status_round + STATUS_ROUND_GAP), POLL)
+        if shrank and not self.ended_since_status:
+            # The queue shrank and none of ours ended: perhaps one of ours was deleted. One whose
+            # POST answer is not in yet is checked once it is (see _accepted).
+            self.last_shrink = e.at
+            if any(p.status == tr.SUBMITTED for p in self.board.open_prompts):
+                self._request_round(max(e.at, self.last_status_round + STATUS_ROUND_GAP), POLL)
         if shrank:
             self.ended_since_status = False
 
@@ -342,7 +407,7 @@ class Supervisor:
             return  # the run's first socket: nothing to catch up on
         self._mode(f"connection: websocket {'reconnected' if e.reconnect else 'connected'}; checking open prompts "
                    "over HTTP", False, out)
-        if self._followed() or self.probing:
+        if self._followed() or self.probing or self.to_delete:
             # Before any later frame: the re-sent `executing` must find the right prompt.
             self.held = []
             self.held_until = now + CATCHUP_HOLD
@@ -369,6 +434,11 @@ class Supervisor:
         self._request_round(now, POLL)
 
     def _server_checked(self, e, now, out):
+        if e.problem is not None and not self.policy.alone:
+            # Other servers can do the work: note it, and look again later.
+            self._not_answering(e.problem, now, out)
+            self.recheck_at = now + self.policy.recheck
+            return
         reason, self.checking = self.checking, False
         if e.problem is not None:
             # Nothing was sent: the one error line says it all, and the summary lists them.
@@ -380,6 +450,7 @@ class Supervisor:
                 prompt.settle()
             self.unsettled = 0
             return
+        self._answering(now, out)
         p = self.policy
         if reason != "no websocket":
             self._mode(f"connection: websocket unavailable ({reason}); polling /queue and /history every "
@@ -459,6 +530,8 @@ class Supervisor:
             return
         prompt.accepted(e.number, e.node_errors)
         self._settle(prompt, out)  # (only `submit` is done with it here)
+        if self.last_shrink is not None and prompt.submitted_at is not None and self.last_shrink >= prompt.submitted_at:
+            self._request_round(max(now, self.last_status_round + STATUS_ROUND_GAP), POLL)
         if e.node_errors:
             out.append(Note(f"{prompt.workflow.name}: warning: the server dropped some outputs that failed "
                             "validation:"))
@@ -741,6 +814,7 @@ class Supervisor:
             return  # a POST is still out: it may yet need cancelling
         prompt.settle()
         self.unsettled -= 1
+        self.reported.append(prompt)
         out.append(Report(prompt))
 
     # ---- limits, giving up, cancelling ----------------------------------------------------
@@ -840,6 +914,11 @@ class Supervisor:
             out.append(Note(f"connection: server not answering since {since} ({message}); retrying"))
 
     def _answering(self, now, out):
+        if self.to_delete and not self.checking:
+            # Back after its prompts were moved: before anything else, make sure they do not
+            # run here a second time.
+            out.append(Withdraw(tuple(sorted(self.to_delete))))
+            self.to_delete = set()
         if self.unreachable_since is not None:
             out.append(Note(f"connection: server answering again after {now - self.unreachable_since[0]:.0f} s"))
             self.unreachable_since = None
@@ -850,6 +929,9 @@ class Supervisor:
     # ---- timers -------------------------------------------------------------------------
     def _timers(self, now, out):
         p = self.policy
+        if self.recheck_at is not None and now >= self.recheck_at:
+            self.recheck_at = None
+            out.append(CheckServer())
         if self.socket == OPENING and now >= self.started + p.connect_timeout:
             self._disconnected(ev.Disconnected(now, f"no answer within {p.connect_timeout:g} s"), now, out)
         if self.held is not None and now >= self.held_until:
@@ -862,7 +944,7 @@ class Supervisor:
                 self._due(pid, PROBE, None)
                 self._request_round(now, POLL)
         if self.round is None and self.round_due is not None and now >= max(self.round_due, self.not_before):
-            if self._followed() or self.probing:
+            if self._followed() or self.probing or self.to_delete:
                 self._begin_round(now, self.round_again or {POLL}, out)
             else:
                 self.round_due = None
@@ -892,6 +974,7 @@ _HANDLERS = {
     ev.ListenerStopped: Supervisor._listener_stopped,
     ev.Signal: Supervisor._signal,
     ev.ServerChecked: Supervisor._server_checked,
+    ev.Withdrawn: Supervisor._withdrawn,
     ev.WorkerCrashed: Supervisor._worker_crashed,
     ev.Accepted: Supervisor._accepted,
     ev.SubmitFailed: Supervisor._submit_failed,

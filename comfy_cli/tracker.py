@@ -84,6 +84,10 @@ class Prompt:
         self.history_done = False  # its /history entry was replayed after the end
         self.settled = False  # ended, outputs complete, end reported: nothing more to do
         self.attempt = 1  # which try this is (--retry)
+        self.item = None  # its place in the batch (the dispatcher's); attempts of one item share it
+        self.server = None  # the server it was sent to
+        self.moved = False  # taken from a server that stopped answering, before it ran
+        self.tried = ()  # servers earlier attempts of its item ran on
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------

@@ -440,8 +440,8 @@ def check_reports(board):
         for node, item in report.output_files(p, include_temp=True):
             assert isinstance(node, str) and isinstance(item, dict) and isinstance(item["filename"], str)
         assert report.exit_code(p) in EXIT_CODES
-        json.dumps(report.prompt_summary(p, CLIENT, include_temp=True))
-    ET.fromstring(report.junit_xml(board, 1.0).encode())
+        json.dumps(report.prompt_summary(p, lambda prompt, item: CLIENT.view_url(item), include_temp=True))
+    ET.fromstring(report.junit_xml(board.prompts.values(), 1.0).encode())
 
 
 class Invariants:
@@ -549,7 +549,7 @@ def test_summary_of_an_output_with_a_list_subfolder(field, value):
     frame = {"type": "executed", "data": {"prompt_id": "p", "node": "1", "output": {"images": [item]}}}
     board.feed(ev.parse(dumps(frame), 1.0))
     for p in board.prompts.values():
-        json.dumps(report.prompt_summary(p, CLIENT, include_temp=True))
+        json.dumps(report.prompt_summary(p, lambda prompt, item: CLIENT.view_url(item), include_temp=True))
 
 
 # ---- 2b. the poller's history replay --------------------------------------------------------------------

@@ -406,3 +406,15 @@ def test_ctrl_c_while_waiting_leaves_the_prompts_running():
     h.accept()
     h.feed(ev.Signal(h.now, 130))
     assert h.prompt().status == tr.DETACHED and not h.of(sv.Cancel) and h.sup.done
+
+
+def test_a_shrink_seen_before_the_post_answer_is_checked_once_it_is_in():
+    # Someone deleted our prompt between the server queueing it and its answer reaching us.
+    h = Harness()
+    h.feed([ev.Status(h.now, 2, None)])
+    h.feed([ev.Status(h.now, 1, None)])  # p0's POST answer is not in yet
+    h.advance(sv.STATUS_ROUND_GAP)
+    assert not h.of(sv.ReadQueue)
+    h.accept()
+    h.advance(0.01)
+    assert h.of(sv.ReadQueue)

@@ -1,0 +1,258 @@
+"""The dispatcher: one batch over several servers, each with its own supervisor. Pure.
+
+Theory of operation
+-------------------
+Prompts wait here, in batch order, until a server takes them. A prompt goes to the usable
+server (answering, not given up) with the least outstanding work: the server's own queue as
+its last `status` said, plus our POSTs in flight there; at most `per_server` of ours may wait
+on one server at once, so a fast server is not starved while a slow one hoards the batch.
+A server whose `/object_info` lacks one of the workflow's node types is never given it; a
+prompt no server can run is rejected at once.
+
+Failover: a server that has not answered for `failover_after` seconds loses its prompts. Those
+that had not started get a new attempt on another server (a fresh prompt id, not counted as a
+retry); one that was running ends `lost`. The server's supervisor remembers the moved ids and,
+when the server answers again, deletes them from its queue before anything else, and says if
+one ran there anyway (a warning on that item: it ran twice).
+
+Retries: a prompt that ended `failed`, `lost` or `error` gets a new attempt, up to `retry`
+times, on another server when there is one. Every attempt is a tracker Prompt of its own; the
+item's last attempt decides its exit code.
+
+The dispatcher holds no socket and reads no clock: the runner feeds it, tagged by server, what
+it would feed a supervisor, and it answers with (server index, commands) groups.
+"""
+
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+from comfy_cli import tracker as tr
+
+RETRIED = (tr.FAILED, tr.LOST, tr.ERROR)
+
+
+@dataclass
+class Plan:
+    per_server: Optional[int] = None  # None: no limit (a single server takes the batch at once)
+    retry: int = 0
+    failover_after: float = 20.0
+    deadline: Optional[float] = None
+
+
+class Dispatcher:
+    def __init__(self, prompts, sups, plan, now, names=None, node_types=None):
+        """`prompts`: the batch (status waiting), in order; `sups`: one Supervisor per server;
+        `node_types`: per server, the set of node types it has (None: unknown, anything goes)."""
+        self.sups = sups
+        self.plan = plan
+        self.started = now
+        self.names = names or [str(i) for i in range(len(sups))]
+        self.node_types = node_types or [None] * len(sups)
+        self.waiting = deque()
+        self.prompts = []  # every attempt, in the order they were made
+        self.final = {}  # item -> its latest attempt
+        self.moved = set()  # servers whose prompts were moved away (until they answer again)
+        self.stopped = None  # (status, message) once a signal or the deadline ended the run
+        self.fatal = None  # when no server could be reached at all
+        self.ever_usable = False
+        for i, prompt in enumerate(prompts):
+            prompt.item = i
+            self._add(prompt)
+
+    def _add(self, prompt, front=False):
+        self.prompts.append(prompt)
+        self.final[prompt.item] = prompt
+        if front:
+            self.waiting.appendleft(prompt)
+        else:
+            self.waiting.append(prompt)
+
+    # ---- the interface ------------------------------------------------------------------
+    def start(self, now):
+        groups = [(i, sup.start(now)) for i, sup in enumerate(self.sups)]
+        return groups + self._after(now)
+
+    def take(self, i, event, now):
+        """One event of a socket read, for server `i`."""
+        commands = self.sups[i].take(event, now)
+        sup = self.sups[i]
+        if sup.reported or sup.ran_twice:
+            return [(i, commands)] + self._after(now)
+        return [(i, commands)]
+
+    def feed(self, i, item, now):
+        """An item for server `i`, or for all of them (i None: signals and wake-ups)."""
+        if i is None:
+            groups = [(j, sup.feed(item, now)) for j, sup in enumerate(self.sups)]
+            if item is not None and type(item).__name__ == "Signal":
+                self._stop(tr.CANCELLED, "cancelled by you before it was sent", now, groups)
+        else:
+            groups = [(i, self.sups[i].feed(item, now))]
+        return groups + self._after(now)
+
+    @property
+    def done(self):
+        return not self.waiting and all(sup.done for sup in self.sups)
+
+    def next_wakeup(self):
+        times = [t for t in (sup.next_wakeup() for sup in self.sups) if t is not None]
+        if self.waiting and self.plan.deadline is not None and self.stopped is None:
+            times.append(self.started + self.plan.deadline)
+        for i, sup in enumerate(self.sups):
+            if sup.unreachable_since is not None and i not in self.moved and self._followed_on(i):
+                times.append(sup.unreachable_since[0] + self.plan.failover_after)
+        return min(times) if times else None
+
+    # ---- decisions ------------------------------------------------------------------------
+    def _after(self, now):
+        """After anything: retries, failover, deadline, then hand out waiting prompts."""
+        groups = []
+        for i, sup in enumerate(self.sups):
+            if sup.ran_twice:
+                self._ran_twice(i, sup)
+            if sup.reported:
+                reported, sup.reported = sup.reported, []
+                for prompt in reported:
+                    self._maybe_retry(prompt, i, now)
+        self._failover(now, groups)
+        if not self.ever_usable:
+            if any(sup.usable for sup in self.sups):
+                self.ever_usable = True
+            elif all(sup.checking and sup.unreachable_since is not None for sup in self.sups):
+                self.fatal = "none of the servers answers: " + "; ".join(
+                    f"{name} (since {sup.unreachable_since[1]})" for name, sup in zip(self.names, self.sups))
+                self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
+                for sup in self.sups:
+                    sup.recheck_at = None
+        if self.waiting and self.stopped is None and self.plan.deadline is not None \
+                and now - self.started >= self.plan.deadline:
+            self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.plan.deadline:g} s passed", now, groups)
+        if self.waiting and self.stopped is None:
+            self._hand_out(now, groups)
+        return groups
+
+    def _hand_out(self, now, groups):
+        touched = set()
+        while self.waiting:
+            prompt = self.waiting[0]
+            fits = [i for i in range(len(self.sups)) if self._fits(prompt, i)]
+            if not fits:
+                self.waiting.popleft()
+                missing = sorted(set(_types(prompt)) - set().union(*(t for t in self.node_types if t is not None)))
+                prompt.give_up(tr.ERROR, now, "no server has the node types " + ", ".join(missing))
+                prompt.error["type"] = "missing_node_types"
+                prompt.status = tr.REJECTED
+                prompt.settled = True
+                groups.append((None, _shown(prompt)))
+                continue
+            tried = prompt.tried
+            free = [i for i in fits if self.sups[i].usable and self._room(i)]
+            if not free:
+                break
+            fresh = [i for i in free if self.names[i] not in tried] or free
+            i = min(fresh, key=lambda j: (self._load(j), j))
+            self.waiting.popleft()
+            prompt.server = self.names[i]
+            self.sups[i].assign(prompt)
+            touched.add(i)
+        for i in sorted(touched):
+            groups.append((i, self.sups[i].feed(None, now)))
+
+    def _fits(self, prompt, i):
+        types = self.node_types[i]
+        return types is None or all(t in types for t in _types(prompt))
+
+    def _room(self, i):
+        k = self.plan.per_server
+        return k is None or self.sups[i].ours_waiting() < k
+
+    def _load(self, i):
+        sup = self.sups[i]
+        return (sup.board.queue_remaining or 0) + sup.posting + len(sup.queue)
+
+    def _maybe_retry(self, prompt, i, now):
+        if self.stopped is not None or prompt.status not in RETRIED or self.final.get(prompt.item) is not prompt:
+            return
+        if prompt.moved:
+            again = self._again(prompt)  # moved before it ran: not a retry
+        elif prompt.attempt <= self.plan.retry:
+            again = self._again(prompt)
+        else:
+            return
+        self._add(again, front=True)
+
+    def _again(self, prompt):
+        again = tr.Prompt(str(uuid.uuid4()), prompt.workflow, None, status=tr.WAITING)
+        again.item = prompt.item
+        again.attempt = prompt.attempt + (0 if prompt.moved else 1)
+        again.tried = tuple(prompt.tried) + (prompt.server,)
+        again.previous = prompt.prompt_id
+        return again
+
+    def _followed_on(self, i):
+        return any(p.status in (tr.SUBMITTING, tr.SUBMITTED, tr.RUNNING) for p in self.sups[i].board.open_prompts)
+
+    def _failover(self, now, groups):
+        if len(self.sups) < 2:
+            return
+        for i, sup in enumerate(self.sups):
+            if sup.unreachable_since is None:
+                self.moved.discard(i)
+                continue
+            if i in self.moved or now - sup.unreachable_since[0] < self.plan.failover_after:
+                continue
+            self.moved.add(i)
+            since = sup.unreachable_since[1]
+            commands = []
+            for prompt in list(sup.board.open_prompts):
+                if prompt.status == tr.RUNNING:
+                    commands += sup.abandon(prompt, tr.LOST, f"lost: {self.names[i]} stopped answering (since "
+                                            f"{since}) while it ran", now)
+                else:
+                    prompt.moved = True
+                    commands += sup.abandon(prompt, tr.ERROR, f"moved: {self.names[i]} has not answered since "
+                                            f"{since}; sent to another server", now)
+            if commands:
+                groups.append((i, commands))
+            for prompt in sup.reported:  # abandoned prompts are reported at once
+                self._maybe_retry(prompt, i, now)
+            sup.reported = []
+
+    def _ran_twice(self, i, sup):
+        ids, sup.ran_twice = sup.ran_twice, []
+        by_id = {p.prompt_id: p for p in self.prompts}
+        for pid in ids:
+            moved = by_id.get(pid)
+            if moved is None:
+                continue
+            latest = self.final[moved.item]
+            warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
+                                                        "been moved away from that server"}
+            latest.warnings.append(warning)
+            moved.warnings.append(warning)
+
+    def _stop(self, status, message, now, groups):
+        if self.stopped is not None:
+            return
+        self.stopped = (status, message)
+        ended = []
+        while self.waiting:
+            prompt = self.waiting.popleft()
+            prompt.give_up(status, now, message)
+            prompt.settled = True
+            ended += _shown(prompt)
+        if ended:
+            groups.append((None, ended))
+
+
+def _types(prompt):
+    return {node.get("class_type") for node in prompt.workflow.graph.values() if isinstance(node, dict)}
+
+
+def _shown(prompt):
+    """The view commands for a prompt that ended here, never having reached a server."""
+    from comfy_cli.supervisor import Added, Changed, Report
+
+    return [Added(prompt), Changed(prompt), Report(prompt)]
