@@ -61,12 +61,17 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                           help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://. Repeat it "
+                                "(or separate with commas) to spread the batch over several servers.")
+
+
 @app.command(epilog=EXIT_CODES)
 def run(
     ctx: typer.Context,
     workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
                                           help="Workflow files, API or UI format; '-' reads one from stdin."),
-    url: Optional[str] = URL_OPTION,
+    urls: List[str] = URLS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
     progress: Progress = typer.Option(Progress.auto, "--progress",
                                       help="auto: bars on a terminal, lines otherwise."),
@@ -101,6 +106,18 @@ def run(
                                              "while prompts are open."),
     simulate: bool = typer.Option(False, "--simulate",
                                   help="Run against the built-in simulator on a free loopback port."),
+    per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K",
+                                             help="With several servers: at most K of ours waiting on one server "
+                                                  "at once (default 2; one server: no limit)."),
+    retry: int = typer.Option(0, "--retry", min=0, metavar="N",
+                              help="Send a prompt that failed, was lost or ended in error again, up to N times, "
+                                   "on another server when there is one."),
+    failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S",
+                                         help="With several servers: move the prompts that had not started off "
+                                              "a server that has not answered for S seconds."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
+                                        help="Run only slice K of N of the batch (files x --count), for a CI "
+                                             "matrix of N jobs: no overlap, no gap."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Convert and check every prompt against the server's /object_info; "
                                       "submit nothing (exit 0 if fine, 2 if not)."),
@@ -121,10 +138,12 @@ def run(
             raise _usage("WORKFLOW: '-' (stdin) can be given only once")
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
-        if simulate and url:
-            if ctx.get_parameter_source("url").name != "ENVIRONMENT":
+        if simulate and urls:
+            if ctx.get_parameter_source("urls").name != "ENVIRONMENT":
                 raise _usage("--simulate and --url cannot be used together")
-            url = None  # --simulate wins over $COMFY_URL
+            urls = []  # --simulate wins over $COMFY_URL
+        servers = _servers(urls)
+        slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
@@ -134,7 +153,7 @@ def run(
             loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
         sim = _start_simulator() if simulate else None
         try:
-            target = sim.url if sim else (url or DEFAULT_URL)
+            target = sim.url if sim else servers[0]
             insecure = _insecure(insecure)
             if needs_info:
                 # One /object_info per run, only when something needs it: UI-format files and
@@ -144,9 +163,17 @@ def run(
                 loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
             if dry_run:
                 raise typer.Exit(_dry_run(loaded, info))
+            if slice_:
+                k, n = slice_
+                loaded = [wf for i, wf in enumerate(loaded) if i % n == k - 1]  # names keep the global index
+            node_types = None
+            if len(servers) > 1:
+                # Which server can run what: a server without a workflow's node types is not given it.
+                node_types = [_node_types(u, token, header, ca_bundle, insecure) for u in servers]
             from comfy_cli.runner import Options, Run
 
-            opts = Options(url=target, workflows=loaded,
+            opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
+                           failover_after=failover_after, node_types=node_types, workflows=loaded,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
@@ -216,7 +243,7 @@ def convert(
 
 @app.command()
 def status(
-    url: Optional[str] = URL_OPTION,
+    urls: List[str] = URLS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
@@ -224,33 +251,39 @@ def status(
     insecure: bool = INSECURE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
-    """Is the server reachable? Its version, and how many prompts run and wait."""
+    """Is each server reachable? Its version, devices, and how many prompts run and wait.
+    Exit 4 only if none answers."""
     with _guard(debug):
         import json
 
         from comfy_cli.client import Client
-
         from comfy_cli.errors import ServerError
 
-        client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
-                        insecure=_insecure(insecure))
-        try:
-            info = client.server_info()
-        except ServerError as exc:
-            if json_out:
-                from comfy_cli.errors import redact_obj
-
-                typer.echo(json.dumps(redact_obj({"server": client.base, "reachable": False, "error": str(exc)}),
-                                      indent=2))
-            raise
+        insecure = _insecure(insecure)
+        docs, problems = [], []
+        for url in _servers(urls):
+            client = Client(url, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+            try:
+                info = client.server_info()
+            except ServerError as exc:
+                docs.append({"server": client.base, "reachable": False, "error": str(exc)})
+                problems.append(exc)
+                if not json_out:
+                    typer.echo(f"{client.base}: not reachable: {exc}")
+                continue
+            finally:
+                client.close()
+            docs.append({"server": client.base, "reachable": True, "version": info["version"],
+                         "devices": info["devices"],
+                         "queue": {"running": info["running"], "pending": info["pending"]}})
+            if not json_out:
+                typer.echo(f"{client.base}: reachable, ComfyUI {info['version'] or 'of unknown version'}"
+                           + (f" on {', '.join(info['devices'])}" if info["devices"] else ""))
+                typer.echo(f"queue: {info['running']} running, {info['pending']} pending")
         if json_out:
-            typer.echo(json.dumps({"server": client.base, "reachable": True, "version": info["version"],
-                                   "devices": info["devices"],
-                                   "queue": {"running": info["running"], "pending": info["pending"]}}, indent=2))
-        else:
-            typer.echo(f"{client.base}: reachable, ComfyUI {info['version'] or 'of unknown version'}"
-                       + (f" on {', '.join(info['devices'])}" if info["devices"] else ""))
-            typer.echo(f"queue: {info['running']} running, {info['pending']} pending")
+            typer.echo(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
+        if len(problems) == len(docs):
+            raise problems[0]  # none answers: the error line, exit 4
 
 
 @app.command()
@@ -301,6 +334,46 @@ def _check_output_file(option, path, overwrite):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise _usage(f"{option} {path}: no such folder {folder}")
+
+
+def _servers(urls):
+    """--url given 0..n times, each maybe a comma-separated list -> base URLs, checked, no repeats."""
+    from comfy_cli.client import split_url
+
+    found = []
+    for spec in urls:
+        for one in spec.split(","):
+            one = one.strip()
+            if not one:
+                continue
+            base, _ = split_url(one)
+            if base in [split_url(u)[0] for u in found]:
+                raise _usage(f"--url {base}: the same server is named twice")
+            found.append(one)
+    return found or [DEFAULT_URL]
+
+
+def _shard(spec):
+    if spec is None:
+        return None
+    k, slash, n = spec.partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = None
+    if not slash or k is None or n < 1 or not 1 <= k <= n:
+        raise _usage(f"--shard {spec}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return k, n
+
+
+def _node_types(url, token, header, ca_bundle, insecure):
+    """The node types a server has, or None if its /object_info cannot be read (then any goes)."""
+    from comfy_cli.errors import ServerError
+
+    try:
+        return set(_fetch_object_info(url, token, header, ca_bundle, insecure))
+    except ServerError:
+        return None
 
 
 def _fetch_object_info(url, token, header, ca_bundle, insecure):

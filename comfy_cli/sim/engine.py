@@ -96,7 +96,8 @@ class NodeContext:
         self.prompt, self.extra_data = run.prompt, run.extra_data
 
     async def sleep(self, seconds):
-        await asyncio.sleep(seconds if seconds and seconds > 0 else 0)
+        seconds = (seconds if seconds and seconds > 0 else 0) * self.engine.slow
+        await asyncio.sleep(seconds)
 
     async def progress(self, value, total, preview=False):
         # Same order as the real progress hook: interrupt check, progress_state
@@ -136,6 +137,8 @@ class Engine:
         self.history_lock = threading.Lock()
         self.cache: Dict[tuple, CacheEntry] = {}
         self.interrupted = False
+        self.slow = 1.0  # multiplies every node's sleep
+        self.prompt_cost = 0.0  # seconds added to every prompt
         self.client_id: Optional[str] = None    # submitter of the current/last prompt
         self.last_node_id: Optional[str] = None  # node running now (for reconnects)
         self.success = True  # like the real executor, never reset between prompts
@@ -263,6 +266,8 @@ class Engine:
         self.cache = {k: v for k, v in self.cache.items() if k in keep}
         cached = [n for n in run.prompt if run.sigs[n] in self.cache]
         self._message(run, messages, "execution_cached", {"nodes": cached, "prompt_id": pid})
+        if self.prompt_cost:
+            await asyncio.sleep(self.prompt_cost)  # a fixed cost per prompt (model loading, say)
         current_outputs = list(run.prompt)
         run.progress = Progress(self.bus, pid, run.sid)
         plan = Plan(run.prompt, run.outputs, lambda n: run.sigs[n] in self.cache)

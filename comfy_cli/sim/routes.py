@@ -218,7 +218,8 @@ class Routes:
         if not isinstance(prompt, dict):
             raise TypeError("prompt must be an object")
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
-        ok, error, outputs, node_errors = validate_prompt(prompt, body.get("partial_execution_targets"))
+        ok, error, outputs, node_errors = validate_prompt(prompt, body.get("partial_execution_targets"),
+                                                          self.sim.lacks)
         extra = body.get("extra_data", {})
         if not isinstance(extra, dict):
             raise TypeError("extra_data must be an object")
@@ -306,10 +307,11 @@ class Routes:
     # --- descriptive routes -------------------------------------------------------------
     async def object_info(self, request):
         files = self.sim.storage.input_files()
-        return _json({name: node.info(files) for name, node in NODES.items()})
+        return _json({name: node.info(files) for name, node in NODES.items() if name not in self.sim.lacks})
 
     async def object_info_one(self, request):
         node = NODES.get(request.match_info["node_class"])
+        node = None if node is None or node.name in self.sim.lacks else node
         return _json({node.name: node.info(self.sim.storage.input_files())} if node else {})
 
     async def system_stats(self, request):

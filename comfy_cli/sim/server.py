@@ -47,11 +47,15 @@ class SimServer:
     """A simulated ComfyUI server on its own thread.  See the module docstring."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, output_dir=None,
-                 faults: Optional[Faults] = None, token: Optional[str] = None, basic=None, tls=None):
+                 faults: Optional[Faults] = None, token: Optional[str] = None, basic=None, tls=None,
+                 slow: float = 1.0, prompt_cost: float = 0.0, lacks=()):
         """token: require 'Authorization: Bearer TOKEN' (like a reverse proxy in front of
         ComfyUI); basic: (user, password) to require basic auth instead; tls: (certfile,
-        keyfile) to serve https/wss."""
+        keyfile) to serve https/wss. For several-server tests: `slow` multiplies every node's
+        sleep (a slower GPU), `prompt_cost` adds seconds to each prompt, `lacks` names node
+        types this server does not have."""
         self.host, self.port = host, port
+        self.slow, self.prompt_cost, self.lacks = slow, prompt_cost, frozenset(lacks)
         self.token, self.basic = token, basic
         self.ssl_context = None
         if tls is not None:
@@ -125,6 +129,7 @@ class SimServer:
     async def _startup(self):
         self.bus = Bus(self.faults, self._notify)
         self.engine = Engine(self.bus, self.storage, self.faults, self._notify)
+        self.engine.slow, self.engine.prompt_cost = self.slow, self.prompt_cost
         routes = Routes(self)
         app = web.Application(client_max_size=MAX_UPLOAD,
                               middlewares=[routes.auth_check, routes.faults_middleware, origin_check,

@@ -135,8 +135,9 @@ class _Validator:
         return self.validated[nid]
 
 
-def validate_prompt(prompt: dict, targets: Optional[list] = None):
-    """Returns (ok, error, good_outputs, node_errors) like the real validate_prompt."""
+def validate_prompt(prompt: dict, targets: Optional[list] = None, lacks=()):
+    """Returns (ok, error, good_outputs, node_errors) like the real validate_prompt. `lacks`:
+    node types this server plays as not installed."""
     outputs = []
     for nid, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
@@ -144,7 +145,7 @@ def validate_prompt(prompt: dict, targets: Optional[list] = None):
                                "Cannot execute because a node is missing the class_type property.",
                                f"Node ID '#{nid}'"), [], {}
         class_type = node["class_type"]
-        nodedef = NODES.get(class_type) if isinstance(class_type, str) else None
+        nodedef = NODES.get(class_type) if isinstance(class_type, str) and class_type not in lacks else None
         if nodedef is None:
             return False, _top("invalid_prompt",
                                f"Cannot execute because node {class_type} does not exist.",

@@ -1,0 +1,194 @@
+"""Several servers in one run (issue J): dispatch by load, --per-server, node types, failover,
+--retry and --shard, end to end on several simulators and the loopback proxy."""
+
+import json
+import threading
+
+from comfy_cli.sim import SimServer
+from netproxy import Proxy
+from test_faults_e2e import FAST, close, run_json
+from test_run_e2e import cli, start, workflow
+
+
+def histories(*sims):
+    return [set(s.history_ids()) for s in sims]
+
+
+def test_the_fast_server_runs_more(tmp_path):
+    with SimServer() as fast, SimServer(slow=5) as slow:
+        path = workflow(tmp_path, "steps", **{"1__seconds_per_step": 0.01, "1__steps": 10})
+        proc, doc = run_json(["run", path, "--count", "12", "--url", fast.url, "--url", slow.url, "--json"],
+                             timeout=90)
+        assert proc.returncode == 0, proc.stderr
+        on = [p["server"] for p in doc["prompts"]]
+        assert on.count(fast.url) > on.count(slow.url) >= 1
+        assert doc["servers"] == [fast.url, slow.url]
+        # Each prompt ran exactly once, where the summary says.
+        for p in doc["prompts"]:
+            owner, other = (fast, slow) if p["server"] == fast.url else (slow, fast)
+            assert p["prompt_id"] in owner.submissions and p["prompt_id"] not in other.submissions
+
+
+def test_per_server_limits_our_prompts_waiting_on_one_server(tmp_path):
+    with SimServer() as a, SimServer() as b:
+        most = {a.url: 0, b.url: 0}
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                for s in (a, b):
+                    most[s.url] = max(most[s.url], len(s.engine.pending))
+                stop.wait(0.01)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 10}), "--count", "8",
+                                  "--url", f"{a.url},{b.url}", "--per-server", "1", "--json"], timeout=90)
+        finally:
+            stop.set()
+            watcher.join(5)
+        assert proc.returncode == 0, proc.stderr
+        assert max(most.values()) <= 1 and len(a.submissions) + len(b.submissions) == 8
+
+
+def test_a_server_without_a_node_type_is_not_given_that_workflow(tmp_path):
+    with SimServer() as a, SimServer(lacks=["TestFail"]) as b:
+        fail = workflow(tmp_path, "fail")
+        steps = workflow(tmp_path, "steps")
+        proc, doc = run_json(["run", fail, steps, "--count", "3", "--url", a.url, "--url", b.url, "--json"],
+                             timeout=60)
+        assert proc.returncode == 1, proc.stderr  # the fail workflow fails, on purpose
+        for p in doc["prompts"]:
+            if p["name"].startswith("fail"):
+                assert p["server"] == a.url and p["status"] == "failed"
+            else:
+                assert p["status"] == "success"
+
+
+def test_a_workflow_no_server_can_run_is_refused(tmp_path):
+    with SimServer(lacks=["TestFail"]) as a, SimServer(lacks=["TestFail"]) as b:
+        proc, doc = run_json(["run", workflow(tmp_path, "fail"), "--url", a.url, "--url", b.url, "--json"])
+        assert proc.returncode == 2
+        p = doc["prompts"][0]
+        assert p["status"] == "rejected" and p["error"]["message"] == "no server has the node types TestFail"
+        assert a.submissions == [] and b.submissions == []
+
+
+def test_failover_moves_waiting_prompts_and_retries_the_running_one(tmp_path):
+    with SimServer() as a, SimServer() as b:
+        proxy = Proxy(b.port).up()
+        path = workflow(tmp_path, "steps", **{"1__steps": 60})  # about 0.6 s each
+        proc = start("run", path, "--count", "8", "--url", a.url, "--url", proxy.url, "--json", "--retry", "1",
+                     "--failover-after", "1", "--per-server", "2", *FAST)
+        try:
+            assert b.wait_for(lambda s: s.running() is not None and len(s.engine.pending) >= 1, 20)
+            proxy.down()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            close(proxy)
+        assert proc.returncode == 0, err
+        doc = json.loads(out)
+        finals = {}
+        for p in doc["prompts"]:
+            finals[p["name"]] = p
+        assert sorted(finals) == [f"steps#{i}" for i in range(1, 9)]
+        assert all(p["status"] == "success" for p in finals.values())
+        moved = [p for p in doc["prompts"] if p["status"] == "error" and p["error"]["message"].startswith("moved")]
+        lost = [p for p in doc["prompts"] if p["status"] == "lost"]
+        assert moved and len(lost) == 1
+        # Every item succeeded exactly once on a server that answered (b's later runs are its own).
+        for name, p in finals.items():
+            assert p["server"] == a.url
+
+
+def test_retry_never_resends_a_rejected_prompt_and_records_attempts(sim, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"1": {"class_type": "TestSteps", "inputs": {"steps": "x", "seconds_per_step": 0,
+                                                                              "seed": 1}},
+                               "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}))
+    proc, doc = run_json(["run", str(bad), workflow(tmp_path, "fail"), "--url", sim.url, "--json", "--retry", "2"],
+                         timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    rejected = [p for p in doc["prompts"] if p["name"] == "bad"]
+    failed = [p for p in doc["prompts"] if p["name"] == "fail"]
+    assert [p["status"] for p in rejected] == ["rejected"]
+    assert [(p["attempt"], p["status"]) for p in failed] == [(1, "failed"), (2, "failed"), (3, "failed")]
+    assert len(sim.submissions) == 3
+
+
+def test_shards_cover_a_batch_exactly(sim, tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 1})
+    names, seeds = [], []
+    for k in (1, 2, 3):
+        proc, doc = run_json(["run", path, "--count", "7", "--shard", f"{k}/3", "--url", sim.url, "--json"])
+        assert proc.returncode == 0, proc.stderr
+        names += [p["name"] for p in doc["prompts"]]
+    assert sorted(names, key=lambda n: int(n.split("#")[1])) == [f"steps#{i}" for i in range(1, 8)]
+    assert sim.wait_for(lambda s: set(s.submissions) <= set(s.history_ids()), 10)
+    for pid in sim.submissions:
+        seeds.append(sim.history_entry(pid)["prompt"][2]["1"]["inputs"]["seed"])
+    assert len(set(seeds)) == 7
+
+
+def test_bad_server_options_are_refused_before_anything_is_sent(sim, tmp_path):
+    path = workflow(tmp_path, "steps")
+    cases = [(["--url", sim.url, "--url", sim.url + "/"], "the same server is named twice"),
+             (["--shard", "4/3"], "--shard 4/3: expected K/N"), (["--shard", "x"], "--shard x: expected K/N"),
+             (["--per-server", "0"], "--per-server"), (["--retry", "-1"], "--retry")]
+    for args, message in cases:
+        proc = cli("run", path, *args, *([] if "--url" in args else ["--url", sim.url]))
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+    assert sim.submissions == []
+
+
+def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
+    with SimServer() as a, SimServer() as b:
+        proxy = Proxy(b.port).up()
+        path = workflow(tmp_path, "steps", **{"1__steps": 60})
+        proc = start("run", path, "--count", "10", "--url", a.url, "--url", proxy.url, "--events",
+                     "--failover-after", "1", "--per-server", "2", *FAST)
+        lines = []
+        try:
+            assert b.wait_for(lambda s: s.running() is not None and len(s.engine.pending) >= 1, 20)
+            waiting_on_b = [item[1] for item in b.engine.pending]
+            proxy.down()
+            for line in proc.stdout:  # until the client has moved b's prompts away
+                lines.append(json.loads(line))
+                if lines[-1]["event"] == "finished" and (lines[-1]["error"] or {}).get("message", "").startswith(
+                        "moved"):
+                    break
+            proxy.up()
+            rest, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+            close(proxy)
+        lines += [json.loads(line) for line in rest.splitlines()]
+        summary = lines[-1]
+        assert summary["event"] == "summary"
+        # The prompts moved away never ran on b: they were deleted from its queue when it came back.
+        assert b.wait_for(lambda s: not s.engine.pending and s.running() is None, 10)
+        assert not set(waiting_on_b) & set(b.history_ids())
+        assert "removed" in err and "answering again" in err
+        finals = {p["name"]: p for p in summary["prompts"]}
+        assert len(finals) == 10
+        # The one running on b when it went silent is lost (no --retry): exit 4.
+        assert proc.returncode == 4, err
+        assert sorted(p["status"] for p in finals.values()).count("lost") == 1
+
+
+def test_status_reports_every_server_and_fails_only_if_none_answers(sim):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    proc = cli("status", "--url", sim.url, "--url", dead, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [(d["server"], d["reachable"]) for d in doc["servers"]] == [(sim.url, True), (dead, False)]
+    assert doc["servers"][0]["queue"] == {"running": 0, "pending": 0}
+    none = cli("status", "--url", dead)
+    assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}")
