@@ -118,6 +118,10 @@ def run(
     shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
                                         help="Run only slice K of N of the batch (files x --count), for a CI "
                                              "matrix of N jobs: no overlap, no gap."),
+    journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE",
+                                          help="Record what was submitted where and how it ended (append-only, "
+                                               "fsynced). Run the same command again with it after a crash to "
+                                               "take the batch up: nothing runs twice."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Convert and check every prompt against the server's /object_info; "
                                       "submit nothing (exit 0 if fine, 2 if not)."),
@@ -174,6 +178,8 @@ def run(
 
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
                            failover_after=failover_after, node_types=node_types, workflows=loaded,
+                           journal=journal, journal_options={"count": count, "same_seed": same_seed,
+                                                             "shard": shard, "inputs": inputs},
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,

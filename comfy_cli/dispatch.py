@@ -58,8 +58,14 @@ class Dispatcher:
         self.fatal = None  # when no server could be reached at all
         self.ever_usable = False
         for i, prompt in enumerate(prompts):
-            prompt.item = i
+            if prompt.item is None:
+                prompt.item = i
             self._add(prompt)
+
+    def known(self, prompt):
+        """A prompt of the batch that is not dispatched here (taken up from a journal)."""
+        self.prompts.append(prompt)
+        self.final[prompt.item] = prompt
 
     def _add(self, prompt, front=False):
         self.prompts.append(prompt)

@@ -72,6 +72,8 @@ class Options:
     retry: int = 0  # new attempts for a prompt that failed, was lost or ended in error
     failover_after: float = 20.0  # a server silent this long loses its prompts that had not started
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
+    journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
+    journal_options: Optional[dict] = None  # the options that make the batch this batch
 
 
 class Worker(threading.Thread):
@@ -150,10 +152,18 @@ class Run:
         self.err = err or sys.stderr
         self.client_id = opts.client_id or str(uuid.uuid4())
         self.events = queue.SimpleQueue()  # reentrant: the signal handlers put on it too
+        urls = list(opts.urls) or [opts.url]
+        self.journal = None
+        if opts.journal:
+            from comfy_cli.journal import Journal, fingerprint
+
+            self.journal = Journal(opts.journal, fingerprint(opts.workflows, urls, opts.journal_options or {}),
+                                   self.client_id)
+            self.client_id = self.journal.client_id
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
-            self.prompts = [tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING) for wf in opts.workflows]
+            self.prompts = [self._prompt(i, wf) for i, wf in enumerate(opts.workflows)]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
         self.started = time.monotonic()
@@ -169,7 +179,6 @@ class Run:
 
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
         self.signalled = False
-        urls = list(opts.urls) or [opts.url]
         several = len(urls) > 1
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check,
                            connect_timeout=opts.connect_timeout, timeout=opts.timeout, deadline=opts.deadline,
@@ -180,10 +189,10 @@ class Run:
         # dispatcher.
         follow = [p for p in self.prompts if p.status != tr.WAITING]
         self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
-                               follow if i == 0 else []) for i, url in enumerate(urls)]
+                               [p for p in follow if p.item is None] if i == 0 else []) for i, url in enumerate(urls)]
         self.client = self.servers[0].client
         for prompt in self.prompts:
-            if prompt.status != tr.WAITING:
+            if prompt.status != tr.WAITING and prompt.server is None:
                 prompt.server = self.client.base
         plan = Plan(per_server=opts.per_server if opts.per_server is not None else (2 if several else None),
                     retry=opts.retry, failover_after=opts.failover_after, deadline=opts.deadline)
@@ -191,7 +200,12 @@ class Run:
                                plan, self.started, names=[s.name for s in self.servers],
                                node_types=opts.node_types)
         for prompt in follow:
-            self.disp.prompts.append(prompt)
+            if prompt.item is not None:  # from the journal
+                self.disp.known(prompt)
+                if prompt.status == tr.SUBMITTING:
+                    self._server_named(prompt.server).sup.resume(prompt, self.started)
+            else:
+                self.disp.prompts.append(prompt)
         self._do = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
             sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
@@ -199,6 +213,27 @@ class Run:
             sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
             sv.Note: self._note, sv.Mode: self._mode,
         }
+
+    def _prompt(self, item, wf):
+        """The batch's item `item`: new, or as the journal last saw it."""
+        record = self.journal.items.get(item) if self.journal else None
+        if record is None:
+            prompt = tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING)
+        elif record.get("event") == "end":
+            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR)
+            prompt.error = record.get("error")
+            prompt.warnings.append({"type": "journal", "message": "ended in an earlier run (from the journal)"})
+            prompt.settled = True
+        else:
+            prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
+        prompt.item = item
+        if record is not None:
+            prompt.server = record.get("server")
+            prompt.attempt = record.get("attempt") or 1
+        return prompt
+
+    def _server_named(self, name):
+        return next((s for s in self.servers if s.name == name), self.servers[0])
 
     @property
     def several(self):
@@ -226,6 +261,8 @@ class Run:
         finally:
             restore()
             self.over.set()
+            if self.journal is not None:
+                self.journal.close()
             for server in self.servers:
                 if server.listener is not None:
                     server.listener.stop()
@@ -357,6 +394,8 @@ class Run:
     # ---- I/O commands: each becomes a job on one of the server's workers -------------------
     def _submit(self, server, c):
         prompt = server.sup.board.prompts[c.prompt_id]
+        if self.journal is not None and prompt.item is not None:
+            self.journal.submitted(prompt)  # before it leaves: a crash after sending still knows it
         server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id)
 
     def _read_queue(self, server, c):
@@ -405,6 +444,8 @@ class Run:
 
     def _report(self, server, c):
         prompt = c.prompt
+        if self.journal is not None and prompt.item is not None:
+            self.journal.ended(prompt)
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)

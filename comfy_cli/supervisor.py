@@ -128,6 +128,7 @@ class Mode(NamedTuple):
 IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Cancel, Reconnect, CheckServer, Withdraw)
 
 OPENING, UP, DOWN = "opening", "up", "down"
+RESUMED = "resumed from the journal"
 RESEND, PROBE = "resend", "probe"
 QUIET, CATCHUP, POLL = "quiet", "catchup", "poll"
 
@@ -308,6 +309,16 @@ class Supervisor:
         self.jobs[prompt.prompt_id] = _Job()
         self.queue.append(prompt.prompt_id)
         self.unsettled += 1
+
+    def resume(self, prompt, now):
+        """A prompt an earlier run submitted here (from --journal), status `submitting`: look
+        for it; follow it if the server has it, send it again, same id, if it never arrived."""
+        pid = prompt.prompt_id
+        self.board.add(prompt)
+        job = self.jobs[pid] = _Job()
+        self.unsettled += 1
+        job.failed_at, job.lost_at, job.lost_reason = now, float("-inf"), RESUMED
+        self._due(pid, PROBE, now)
 
     @property
     def usable(self):
@@ -586,8 +597,11 @@ class Supervisor:
 
     def _resolved(self, prompt, job, out):
         """A prompt whose POST answer was lost turned out to be on the server."""
-        out.append(Note(f"{prompt.workflow.name}: the answer to POST /prompt was lost, but the server has the "
-                        f"prompt ({job.lost_reason})"))
+        if job.lost_reason == RESUMED:
+            out.append(Note(f"{prompt.workflow.name}: taken up from the journal: the server has it"))
+        else:
+            out.append(Note(f"{prompt.workflow.name}: the answer to POST /prompt was lost, but the server has the "
+                            f"prompt ({job.lost_reason})"))
         self._due(prompt.prompt_id, None, None)
         job.failed_at = None
         job.tries = 0

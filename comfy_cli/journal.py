@@ -1,0 +1,95 @@
+"""--journal FILE: what was submitted where and how each prompt ended, so that a batch can be
+taken up again after the CLI itself was killed.
+
+The file is NDJSON, appended to and fsynced line by line: a header naming the batch, then
+`submit` lines (written *before* the POST leaves, so a crash right after sending still knows
+the prompt id) and `end` lines (written once a prompt is settled). Reading it back gives, per
+batch item, its last known attempt: ended (done, not run again), submitted but not ended (it
+is looked for on its server: followed if there, sent again with the same id if it never
+arrived), or nothing (submitted as new).
+"""
+
+import json
+import os
+
+from comfy_cli.errors import UsageError
+
+FORMAT = "comfy-cli.journal/1"
+
+
+class Journal:
+    def __init__(self, path, fingerprint, client_id):
+        """Open (or start) the journal at `path` for the batch `fingerprint`; refuse another
+        batch's journal. `client_id` is kept from the first run, so prompts still running send
+        their progress to the resumed run's socket."""
+        self.path = path
+        self.items = {}  # item -> the last record about it (a dict)
+        self.client_id = client_id
+        existing = self._read(fingerprint)
+        try:
+            self._fh = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--journal {path}: cannot write: {exc.strerror or exc}") from None
+        if not existing:
+            self._write({"journal": FORMAT, "batch": fingerprint, "client_id": client_id})
+
+    def _read(self, fingerprint):
+        if os.path.isdir(self.path):
+            raise UsageError(f"--journal {self.path}: is a directory")
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except FileNotFoundError:
+            return False
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--journal {self.path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        if not lines:
+            return False
+        records = []
+        for n, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if n == len(lines):
+                    break  # a line cut short by a crash: what it said never happened
+                raise UsageError(f"--journal {self.path}: line {n} is not JSON; not a comfy-cli journal?") from None
+        head = records[0] if records else {}
+        if not isinstance(head, dict) or head.get("journal") != FORMAT:
+            raise UsageError(f"--journal {self.path}: not a comfy-cli journal")
+        if head.get("batch") != fingerprint:
+            raise UsageError(f"--journal {self.path}: it records another batch (other files, options or servers); "
+                             "use a new journal file")
+        self.client_id = head.get("client_id") or self.client_id
+        for record in records[1:]:
+            if isinstance(record, dict) and isinstance(record.get("item"), int):
+                self.items[record["item"]] = record
+        return True
+
+    def _write(self, record):
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def submitted(self, prompt):
+        self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
+                     "server": prompt.server, "event": "submit"})
+
+    def ended(self, prompt):
+        self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
+                     "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error})
+
+    def close(self):
+        self._fh.close()
+
+
+def fingerprint(workflows, servers, options):
+    """What makes a batch this batch: every prompt's graph and name, the servers, and the
+    options that change what is sent."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for wf in workflows:
+        digest.update(wf.name.encode())
+        digest.update(json.dumps(wf.graph, sort_keys=True).encode())
+    digest.update(json.dumps([list(servers), options], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]

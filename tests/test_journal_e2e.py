@@ -1,0 +1,78 @@
+"""--journal: a batch taken up again after the CLI was killed with SIGKILL (issue J)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+
+from comfy_cli.sim import SimServer
+from test_run_e2e import cli, workflow
+
+
+def seeds_run(*sims):
+    """Every prompt each simulator ran: the seed of its sampler (one per batch item)."""
+    found = []
+    for s in sims:
+        for pid in s.history_ids():
+            found.append(s.history_entry(pid)["prompt"][2]["1"]["inputs"]["seed"])
+    return found
+
+
+def test_killed_at_random_points_then_resumed_runs_every_prompt_exactly_once(tmp_path):
+    rng = random.Random(7)
+    path = workflow(tmp_path, "steps", **{"1__steps": 8})
+    journal, out = tmp_path / "batch.journal", tmp_path / "out"
+    with SimServer() as a, SimServer() as b:
+        args = [sys.executable, "-m", "comfy_cli", "run", path, "--count", "50", "--url", a.url, "--url", b.url,
+                "--journal", str(journal), "--output-dir", str(out), "--json", "--progress", "none"]
+        done = 0
+        for _ in range(3):
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                target = done + rng.randint(3, 12)
+                assert a.wait_for(lambda s: len(s.history_ids()) + len(b.history_ids()) >= target
+                                  or proc.poll() is not None, 30)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            done = len(a.history_ids()) + len(b.history_ids())
+        final = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stderr
+        doc = json.loads(final.stdout)
+        assert len({p["name"] for p in doc["prompts"]}) == 50
+        assert all(p["status"] == "success" for p in doc["prompts"])
+        assert a.wait_for(lambda s: len(s.history_ids()) + len(b.history_ids()) >= 50, 10)
+        seeds = seeds_run(a, b)
+        assert len(seeds) == 50 and len(set(seeds)) == 50, "a prompt ran twice, or not at all"
+        assert len(os.listdir(out)) == 50
+
+
+def test_a_journal_of_another_batch_is_refused(sim, tmp_path):
+    journal = tmp_path / "j"
+    first = cli("run", workflow(tmp_path, "steps", **{"1__steps": 1}), "--url", sim.url, "--journal", str(journal))
+    assert first.returncode == 0, first.stderr
+    other = cli("run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--journal", str(journal))
+    assert other.returncode == 2
+    assert other.stderr.strip() == (f"comfy-cli: error: --journal {journal}: it records another batch (other files, "
+                                    "options or servers); use a new journal file")
+    assert len(sim.submissions) == 1
+
+
+def test_a_journal_that_cannot_be_written_is_refused_before_anything_is_sent(sim, tmp_path):
+    for bad, message in ((tmp_path, "is a directory"), (tmp_path / "no" / "j", "cannot write")):
+        proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--journal", str(bad))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert sim.submissions == []
+
+
+def test_a_finished_batch_run_again_with_its_journal_sends_nothing(sim, tmp_path):
+    journal = tmp_path / "j"
+    args = ["run", workflow(tmp_path, "steps", **{"1__steps": 1}), "--count", "3", "--url", sim.url, "--journal",
+            str(journal), "--json"]
+    assert cli(*args).returncode == 0
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert [p["status"] for p in json.loads(again.stdout)["prompts"]] == ["success"] * 3
+    assert len(sim.submissions) == 3
