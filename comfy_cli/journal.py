@@ -3,7 +3,8 @@ taken up again after the CLI itself was killed.
 
 The file is NDJSON, appended to and fsynced line by line: a header naming the batch, then
 `submit` lines (written *before* the POST leaves, so a crash right after sending still knows
-the prompt id) and `end` lines (written once a prompt is settled). Reading it back gives, per
+the prompt id), `output` lines (a file handled: a resumed run does not fetch it twice) and
+`end` lines (written once a prompt is settled). Reading it back gives, per
 batch item, its last known attempt: ended (done, not run again), submitted but not ended (it
 is looked for on its server: followed if there, sent again with the same id if it never
 arrived), or nothing (submitted as new).
@@ -23,7 +24,8 @@ class Journal:
         batch's journal. `client_id` is kept from the first run, so prompts still running send
         their progress to the resumed run's socket."""
         self.path = path
-        self.items = {}  # item -> the last record about it (a dict)
+        self.items = {}  # item -> the last submit or end record about it (a dict)
+        self.outputs = {}  # prompt id -> {output key: local path or None}: files already handled
         self.client_id = client_id
         existing = self._read(fingerprint)
         try:
@@ -61,7 +63,11 @@ class Journal:
                              "use a new journal file")
         self.client_id = head.get("client_id") or self.client_id
         for record in records[1:]:
-            if isinstance(record, dict) and isinstance(record.get("item"), int):
+            if not isinstance(record, dict) or not isinstance(record.get("item"), int):
+                continue
+            if record.get("event") == "output" and isinstance(record.get("key"), list):
+                self.outputs.setdefault(record.get("prompt_id"), {})[tuple(record["key"])] = record.get("path")
+            else:
                 self.items[record["item"]] = record
         return True
 
@@ -73,6 +79,11 @@ class Journal:
     def submitted(self, prompt):
         self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
                      "server": prompt.server, "event": "submit"})
+
+    def output(self, prompt, key, path):
+        """An output file was handled (downloaded to `path`, or its URL shown): not again."""
+        self._write({"item": prompt.item, "prompt_id": prompt.prompt_id, "event": "output", "key": list(key),
+                     "path": path})
 
     def ended(self, prompt):
         self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,

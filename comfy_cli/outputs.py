@@ -69,17 +69,29 @@ class OutputDir:
             raise UnsafeName(f"output name {name!r} resolves outside {self.path}")
         return os.path.join(self.path, *clean)  # as the user wrote the folder, for stdout
 
-    def save(self, item, write):
-        """Create the file for `item`; `write(fh)` streams the bytes. Returns the final path."""
+    def save(self, item, write, reuse_same=False):
+        """Create the file for `item`; `write(fh)` streams the bytes. Returns the final path.
+        `reuse_same`: an identical file already there is the result (a resumed batch may have
+        saved it just before it was killed)."""
         path = self.target(item)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return write_new(path, write, self.overwrite, numbered=True)
+        return write_new(path, write, self.overwrite, numbered=True, reuse_same=reuse_same)
 
 
-def write_new(path, write, overwrite=False, numbered=False):
+def _same(a, b):
+    import filecmp
+
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def write_new(path, write, overwrite=False, numbered=False, reuse_same=False):
     """Write a file all at once: `write(fh)` fills a hidden temporary file beside `path`, which
     is then put in place. An existing file is replaced only with `overwrite`; otherwise, with
     `numbered`, the name gets a `_1`, `_2`... suffix, and without it FileExistsError is raised.
+    With `reuse_same`, a file there with the very same bytes is the result instead.
     Returns the path written."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".comfy-cli-", suffix=".part")
     try:
@@ -96,7 +108,8 @@ def write_new(path, write, overwrite=False, numbered=False):
                 os.link(tmp, candidate)  # atomic, and fails if the name is taken
                 return candidate
             except FileExistsError:
-                pass
+                if reuse_same and _same(tmp, candidate):
+                    return candidate  # this very file is there already (a resumed batch): keep one
             except OSError:
                 # A filesystem without hard links: check, then rename (not atomic against races).
                 if not os.path.exists(candidate):

@@ -203,7 +203,9 @@ class Run:
             if prompt.item is not None:  # from the journal
                 self.disp.known(prompt)
                 if prompt.status == tr.SUBMITTING:
-                    self._server_named(prompt.server).sup.resume(prompt, self.started)
+                    sup = self._server_named(prompt.server).sup
+                    sup.saved[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
+                    sup.resume(prompt, self.started)
             else:
                 self.disp.prompts.append(prompt)
         self._do = {
@@ -226,6 +228,7 @@ class Run:
             prompt.settled = True
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
+            prompt.resumed = True
         prompt.item = item
         if record is not None:
             prompt.server = record.get("server")
@@ -406,8 +409,9 @@ class Run:
 
     def _download(self, server, c):
         until = self.started + self.opts.deadline if self.opts.deadline is not None else None
+        resumed = server.sup.board.prompts[c.prompt_id].resumed
         server.workers["downloader"].put(_download, server.client, self.folder, c, until, self.over.is_set,
-                                         self.opts.output_dir)
+                                         self.opts.output_dir, resumed)
 
     def _cancel(self, server, c):
         server.workers["reader"].put(_cancel, server.client, c.prompt_ids)
@@ -437,6 +441,10 @@ class Run:
             self.stream.update(c.prompt)
 
     def _output(self, server, c):
+        if self.journal is not None and c.prompt.item is not None:
+            from comfy_cli.report import output_key
+
+            self.journal.output(c.prompt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
@@ -537,7 +545,7 @@ def _read_history(client, gen, prompt_id):
     return ev.HistoryRead(time.monotonic(), gen, prompt_id, entry)
 
 
-def _download(client, folder, c, until, stop, folder_name):
+def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
     from comfy_cli.outputs import UnsafeName
 
     problem = None
@@ -545,7 +553,7 @@ def _download(client, folder, c, until, stop, folder_name):
         if attempt:
             time.sleep(backoff.DOWNLOAD.delay(attempt))
         try:
-            path = folder.save(c.item, lambda fh: client.download(c.item, fh, MAX_DOWNLOAD, until, stop))
+            path = folder.save(c.item, lambda fh: client.download(c.item, fh, MAX_DOWNLOAD, until, stop), reuse_same)
             return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, path, None)
         except UnsafeName as exc:
             return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"not saved: {exc}")

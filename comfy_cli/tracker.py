@@ -88,6 +88,7 @@ class Prompt:
         self.server = None  # the server it was sent to
         self.moved = False  # taken from a server that stopped answering, before it ran
         self.tried = ()  # servers earlier attempts of its item ran on
+        self.resumed = False  # taken up from a --journal
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
