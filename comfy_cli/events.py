@@ -251,7 +251,11 @@ def _cached(d, at):
 
 
 def _executing(d, at):
-    return Executing(at, _str(d.get("prompt_id")), _str(d.get("node")), _str(d.get("display_node")))
+    node = d.get("node")
+    name = _str(node)
+    if name is None and node is not None:
+        return None  # junk, not the done marker (that is an explicit null)
+    return Executing(at, _str(d.get("prompt_id")), name, _str(d.get("display_node")))
 
 
 def _progress(d, at):

@@ -13,7 +13,6 @@ decides anything; no handler does I/O. Workers run one job at a time each: the s
 downloader (/view), so a slow download never holds up a submission or a round.
 """
 
-import json
 import queue
 import signal
 import sys

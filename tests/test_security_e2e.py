@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from comfy_cli.sim import Faults, SimServer
-from test_run_e2e import EXAMPLES, cli, no_traceback, start, workflow
+from test_run_e2e import cli, no_traceback, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
 

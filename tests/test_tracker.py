@@ -267,9 +267,6 @@ def test_duplicates_and_junk_change_nothing():
     assert r.status == tr.RUNNING and r.step == (2, 4) and p.status == tr.SUCCESS
 
 
-@pytest.mark.xfail(strict=True, reason="events.parse reads an `executing` whose node is not a string as "
-                                       "node None, the done marker; the prompt then asks /history (safe, but "
-                                       "junk should change nothing). To fix in events.py.")
 def test_executing_with_a_junk_node_is_not_the_done_marker():
     wf = Workflow("w.json", "w", {"1": {"class_type": "A", "inputs": {}}})
     r = tr.Prompt("r", wf)
