@@ -21,7 +21,8 @@ failure (a gateway may forward a request late). Anything from the server about t
 ends the doubt. A prompt that is `submitting` is never declared lost.
 
 Rounds: a round is one GET /queue, then GET /history for each of our open prompts that is
-not in the queue. Rounds run every `poll_interval` while the socket is down, once after
+not in the queue. Rounds run every `poll_interval` while the socket is down, once when the
+first socket opens if some prompts were given already on the server (`wait`), once after
 every reconnect (the server replays nothing; its prompt-less `executing` re-send needs to
 know which prompt runs, so later socket events are held until /queue has answered, at most
 `CATCHUP_HOLD`), when the socket has been quiet for `silence_check` seconds while prompts
@@ -339,7 +340,13 @@ class Supervisor:
         self.socket = UP
         self.last_frame = e.at
         if before == OPENING:
-            return  # the run's first socket: nothing to catch up on
+            if self._followed():
+                # Prompts given already on the server (`wait`): ask where they are (they may
+                # have ended long ago) before trusting the socket, as after a reconnect.
+                self.held = []
+                self.held_until = now + CATCHUP_HOLD
+                self._begin_round(now, {CATCHUP}, out)
+            return  # the run's first socket: nothing else to catch up on
         self._mode(f"connection: websocket {'reconnected' if e.reconnect else 'connected'}; checking open prompts "
                    "over HTTP", False, out)
         if self._followed() or self.probing:
@@ -786,7 +793,8 @@ class Supervisor:
                 if cancel:
                     ids.append(prompt.prompt_id)
                 elif status == tr.TIMEOUT and self.policy.no_cancel:
-                    prompt.error["message"] += "; left running on the server (--no-cancel)"
+                    why = "" if self.policy.detach_on_signal else " (--no-cancel)"
+                    prompt.error["message"] += f"; left running on the server{why}"
             out.append(Changed(prompt))
         for pid in list(self.timed):
             self._due(pid, None, None)

@@ -406,3 +406,55 @@ def test_ctrl_c_while_waiting_leaves_the_prompts_running():
     h.accept()
     h.feed(ev.Signal(h.now, 130))
     assert h.prompt().status == tr.DETACHED and not h.of(sv.Cancel) and h.sup.done
+
+
+def attached(socket_open=True, **policy):
+    """A supervisor following prompts it did not submit (`wait`): they start as `submitted`."""
+    given = [tr.Prompt("p0", Workflow("p0", "p0", {}), None, status=tr.SUBMITTED)]
+    h = Harness.__new__(Harness)
+    h.now, h.log = 100.0, []
+    h.sup = sv.Supervisor(given, sv.Policy(**policy), h.now, wall=0.0, socket_open=socket_open)
+    h._take(h.sup.start(h.now))
+    return h
+
+
+def test_a_given_prompt_that_already_ended_answers_as_soon_as_the_socket_opens():
+    h = attached(silence_check=15)
+    assert not h.of(sv.ReadQueue) and not h.of(sv.Submit)
+    h.feed(ev.Connected(h.now, False))
+    assert len(h.of(sv.ReadQueue)) == 1 and not h.of(sv.Mode)  # at once, not after the silence check
+    h.answer_round(history={"p0": entry("p0")})
+    assert h.prompt().status == tr.SUCCESS and h.sup.done and len(h.of(sv.Report)) == 1
+    assert not h.of(sv.Submit)
+
+
+def test_a_given_prompt_holds_socket_events_until_the_queue_says_which_runs():
+    h = attached()
+    h.feed(ev.Connected(h.now, False))
+    h.feed([ev.Executing(h.now, None, "1", None)])  # the server's prompt-less re-send on connect
+    h.answer_round(running=["p0"])
+    assert h.prompt().status == tr.RUNNING and h.prompt().node == "1"
+
+
+def test_a_given_prompt_the_server_does_not_know_is_lost_after_two_rounds():
+    h = attached(poll_interval=1.0)
+    h.feed(ev.Connected(h.now, False))
+    h.answer_round()
+    assert not h.prompt().ended
+    h.advance(1.0)
+    h.answer_round()
+    assert h.prompt().status == tr.LOST and h.sup.done
+
+
+def test_a_run_with_nothing_submitted_yet_starts_no_round_when_the_socket_opens():
+    h = Harness()
+    assert not h.of(sv.ReadQueue) and h.of(sv.Submit)
+
+
+def test_a_limit_while_waiting_leaves_the_prompt_without_mentioning_no_cancel():
+    h = attached(deadline=5, no_cancel=True, detach_on_signal=True)
+    h.feed(ev.Connected(h.now, False))
+    h.answer_round(pending=["p0"])
+    h.advance(5)
+    assert h.prompt().status == tr.TIMEOUT and not h.of(sv.Cancel)
+    assert h.prompt().error["message"].endswith("; left running on the server")
