@@ -207,6 +207,8 @@ SUMMARY_WORDS = [
     (tr.CANCELLED, "cancelled"),
     (tr.DETACHED, "left running"),
     (tr.ERROR, "in error"),
+    (tr.SUBMITTED, "submitted"),  # `submit` ends with its prompts on the server
+    (tr.RUNNING, "running"),
 ]
 
 
