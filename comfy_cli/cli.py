@@ -325,8 +325,14 @@ def submit(
         opts = Options(url=target, workflows=loaded, progress="none", uploads=tuple(uploads), token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
                        socket=False, submit_only=True, no_cancel=True)
+        from comfy_cli.errors import ServerError
+
         run = Run(opts)
-        code = run.execute()
+        fatal = None
+        try:
+            code = run.execute()
+        except ServerError as exc:  # the run broke off (e.g. no server): still say what was sent
+            fatal, code = exc, exc.exit_code
         made = []
         for prompt in run.prompts:
             on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING) or prompt.status in tr.SERVER_ENDS
@@ -340,6 +346,7 @@ def submit(
             from comfy_cli.errors import redact_obj
 
             doc = {"schema": "comfy-cli.submit/1", "server": run.client.base, "exit_code": code,
+                   "error": str(fatal) if fatal else None,
                    "prompts": [{"workflow": p.workflow.path, "name": p.workflow.name, "prompt_id": p.prompt_id,
                                 "client_id": client_id, "handle": h.text() if h else None, "status": p.status,
                                 "number": p.number, "error": p.error} for p, h in made]}
@@ -348,6 +355,8 @@ def submit(
             for _, h in made:
                 if h is not None:
                     typer.echo(h.text())
+        if fatal is not None:
+            raise fatal
         raise typer.Exit(code)
 
 

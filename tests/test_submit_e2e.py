@@ -236,3 +236,13 @@ def test_queue_json_marks_prompts_submitted_here(sim, tmp_path):
     assert f"pending  {theirs}  2 nodes\n" in text.stdout
     cli("cancel", *(p["handle"] for p in mine))
     requests.post(sim.url + "/queue", json={"clear": True}, timeout=5)
+
+
+def test_submit_with_a_rejected_workflow_prints_the_others_handles(sim, tmp_path):
+    bad = tmp_path / "unknown.json"
+    bad.write_text(json.dumps({"1": {"class_type": "NoSuchNode", "inputs": {}}}))
+    proc = cli("submit", str(bad), workflow(tmp_path, "steps"), "--url", sim.url)
+    assert proc.returncode == 2
+    assert "NoSuchNode does not exist" in proc.stderr
+    handle, = proc.stdout.split()
+    assert decode(handle)["prompt_id"] == sim.submissions[0]
