@@ -46,7 +46,7 @@ def long_workflow(tmp_path, steps=300, seed=1):
 
 def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
     started = time.monotonic()
-    proc = cli("submit", long_workflow(tmp_path), "--url", sim.url)
+    proc = cli("submit", long_workflow(tmp_path, steps=500), "--url", sim.url)
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - started < 10  # it does not wait for the prompt
     handles = proc.stdout.split()
@@ -57,7 +57,7 @@ def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
     waited = cli("wait", handles[0], "--progress", "lines")
     assert waited.returncode == 0, waited.stderr
     assert "step progress is not available" not in waited.stderr
-    assert "steps: Sampler 300/300 (100%)" in waited.stderr  # live step messages, on the handle's client id
+    assert "steps: Sampler 500/500 (100%)" in waited.stderr  # live step messages, on the handle's client id
     assert "steps: done" in waited.stderr
     assert waited.stdout.strip().startswith(sim.url + "/view?filename=steps_")
     no_traceback(waited)
@@ -156,7 +156,7 @@ def test_submit_piped_into_wait(sim, tmp_path):
 
 
 def _wait_in_background(sim, tmp_path, *args):
-    p, = submit(sim, long_workflow(tmp_path, steps=400))
+    p, = submit(sim, long_workflow(tmp_path, steps=600))
     proc = start("wait", p["handle"], "--json", *args, sigint=signal.SIG_DFL)
     client_id = decode(p["handle"])["client_id"]
     # Its socket is open (so it is following) and the prompt runs.
