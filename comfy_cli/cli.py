@@ -339,9 +339,14 @@ def submit(
             handle = handles.make(run.client.base, prompt.prompt_id, client_id, prompt.workflow.name) \
                 if on_server else None
             made.append((prompt, handle))
-        problem = handles.remember([h for _, h in made if h is not None])
+        sent = [h for _, h in made if h is not None]
+        problem = handles.remember(sent)
         if problem:
             sys.stderr.write(f"comfy-cli: note: {problem}\n")
+        if fatal is None:
+            not_sent = len(made) - len(sent)
+            sys.stderr.write(f"{len(sent)} prompt{'' if len(sent) == 1 else 's'} submitted to {run.client.base}"
+                             + (f", {not_sent} not" if not_sent else "") + "\n")
         if json_out:
             from comfy_cli.errors import redact_obj
 

@@ -207,8 +207,6 @@ SUMMARY_WORDS = [
     (tr.CANCELLED, "cancelled"),
     (tr.DETACHED, "left running"),
     (tr.ERROR, "in error"),
-    (tr.SUBMITTED, "submitted"),  # `submit` ends with its prompts on the server
-    (tr.RUNNING, "running"),
 ]
 
 

@@ -172,7 +172,7 @@ class Run:
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
-        if fatal is None:
+        if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
             files = sum(1 for saved in self.sup.saved.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(errors.redact(report.summary_line(self.prompts, files, time.monotonic() - self.started))

@@ -53,7 +53,7 @@ def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
     assert len(handles) == 1 and handles[0].startswith("comfy-cli:v1:")
     info = decode(handles[0])
     assert info["url"] == sim.url and info["name"] == "steps" and info["prompt_id"] in sim.submissions
-    assert "1 prompt: 1 submitted" in proc.stderr
+    assert proc.stderr == f"1 prompt submitted to {sim.url}\n"
     waited = cli("wait", handles[0], "--progress", "lines")
     assert waited.returncode == 0, waited.stderr
     assert "step progress is not available" not in waited.stderr
