@@ -202,6 +202,8 @@ class Run:
         """Before the loop: upload the input files (the loop submits what uses them)."""
         names = {}
         for prompt in self.prompts:
+            if prompt.status != tr.WAITING:
+                continue  # followed, not sent by us (`wait`): its graph came from the server
             wf = prompt.workflow
             for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
                 if path not in names:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -246,3 +247,20 @@ def test_submit_with_a_rejected_workflow_prints_the_others_handles(sim, tmp_path
     assert "NoSuchNode does not exist" in proc.stderr
     handle, = proc.stdout.split()
     assert decode(handle)["prompt_id"] == sim.submissions[0]
+
+
+def test_wait_never_uploads_local_files_named_in_the_servers_graph(sim, tmp_path):
+    # The graph `wait` reads from the server names examples/input.png, which exists here: only
+    # `submit` (which sends the workflow) may upload it, never `wait`.
+    root = Path(__file__).resolve().parents[1]
+    run = [sys.executable, "-m", "comfy_cli"]
+    sent = subprocess.run(run + ["submit", "examples/load_image.json", "--url", sim.url, "--set",
+                                 "Sampler.seconds_per_step=0"], cwd=root, capture_output=True, text=True, timeout=30)
+    assert sent.returncode == 0, sent.stderr
+    assert "uploaded examples/input.png as input.png" in sent.stderr
+    pid = decode(sent.stdout.strip())["prompt_id"]
+    assert sim.wait_for(lambda s: history_status(s, pid) == "success", 20)
+    (sim.input_dir / "input.png").unlink()
+    waited = subprocess.run(run + ["wait", sent.stdout.strip()], cwd=root, capture_output=True, text=True, timeout=30)
+    assert waited.returncode == 0, waited.stderr
+    assert "uploaded" not in waited.stderr and not (sim.input_dir / "input.png").exists()
