@@ -261,6 +261,8 @@ def test_wait_never_uploads_local_files_named_in_the_servers_graph(sim, tmp_path
     pid = decode(sent.stdout.strip())["prompt_id"]
     assert sim.wait_for(lambda s: history_status(s, pid) == "success", 20)
     (sim.input_dir / "input.png").unlink()
-    waited = subprocess.run(run + ["wait", sent.stdout.strip()], cwd=root, capture_output=True, text=True, timeout=30)
+    # The server's graph says "input.png"; in examples/ that names a local file.
+    waited = subprocess.run(run + ["wait", sent.stdout.strip()], cwd=root / "examples", capture_output=True,
+                            text=True, timeout=30)
     assert waited.returncode == 0, waited.stderr
     assert "uploaded" not in waited.stderr and not (sim.input_dir / "input.png").exists()
