@@ -607,7 +607,21 @@ def _graphs(client, prompt_ids):
 
 
 def _clean_graph(graph):
-    return {str(nid): node for nid, node in graph.items() if isinstance(node, dict)}
+    """Only what bars and reports need (node ids, types, titles), as printable text: the server's
+    graph is not ours, and a title could hold terminal escape sequences."""
+    def text(value):
+        value = value if isinstance(value, str) else ""
+        return "".join(c if c.isprintable() else "?" for c in value[:200])
+
+    out = {}
+    for nid, node in graph.items():
+        if isinstance(node, dict):
+            meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
+            clean = {"class_type": text(node.get("class_type")), "inputs": {}}
+            if text(meta.get("title")):
+                clean["_meta"] = {"title": text(meta.get("title"))}
+            out[text(nid)] = clean
+    return out
 
 
 def _insecure(flag):
