@@ -269,9 +269,13 @@ def test_wait_never_uploads_local_files_named_in_the_servers_graph(sim, tmp_path
 
 
 def test_titles_from_the_servers_graph_are_printed_without_control_characters(sim, tmp_path):
-    graph = json.loads(open(workflow(tmp_path, "steps")).read())
+    from comfy_cli import handles
+
+    graph = json.loads(open(long_workflow(tmp_path, steps=200)).read())
     graph["1"]["_meta"]["title"] = "Evil\x1b[2J\x07title"
-    pid = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "x"}, timeout=5).json()["prompt_id"]
-    proc = cli("wait", pid, "--url", sim.url, "--progress", "lines", "--poll-interval", "0.1")
+    pid = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "someone"},
+                        timeout=5).json()["prompt_id"]
+    proc = cli("wait", handles.Handle(sim.url, pid, "someone", "evil").text(), "--progress", "lines")
     assert proc.returncode == 0, proc.stderr
+    assert "evil: node 1 Evil?[2J?title" in proc.stderr
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
