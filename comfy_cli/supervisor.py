@@ -383,7 +383,8 @@ class Supervisor:
             self.stop = (tr.ERROR, e.problem)
             self.queue.clear()
             for prompt in self.board.prompts.values():
-                prompt.give_up(tr.ERROR, now, f"not submitted: {e.problem}")
+                sent = "" if prompt.on_server else "not submitted: "  # (`wait`'s were, earlier)
+                prompt.give_up(tr.ERROR, now, f"{sent}{e.problem}")
                 prompt.settle()
             self.unsettled = 0
             return

@@ -458,3 +458,11 @@ def test_a_limit_while_waiting_leaves_the_prompt_without_mentioning_no_cancel():
     h.advance(5)
     assert h.prompt().status == tr.TIMEOUT and not h.of(sv.Cancel)
     assert h.prompt().error["message"].endswith("; left running on the server")
+
+
+def test_a_given_prompt_on_an_unreachable_server_is_not_called_unsent():
+    h = attached(socket_open=False)
+    assert h.of(sv.CheckServer)
+    h.feed(ev.ServerChecked(h.now, "cannot connect to http://x"))
+    assert h.prompt().status == tr.ERROR and h.prompt().error["message"] == "cannot connect to http://x"
+    assert h.sup.done and h.sup.fatal == "cannot connect to http://x"
