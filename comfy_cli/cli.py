@@ -520,7 +520,8 @@ def queue_cmd(
             items = client.queue_items()
         finally:
             client.close()
-        here = {h.prompt_id: h for h in handles.remembered() if h.url == client.base}
+        here = {h.prompt_id: h for h in handles.remembered()}  # random UUIDs: the id alone says it is ours
+        # (so the same server under another address, e.g. an SSH tunnel, is still recognised)
 
         def row(item, state):
             h = here.get(item["prompt_id"])

@@ -70,7 +70,7 @@ def parse(arg):
 
 
 def _decode(arg, shown):
-    body = arg[len(PREFIX):]
+    body = arg[len(PREFIX):].rstrip("=")  # (padding is left out, but tolerated)
     bad = UsageError(f"{shown!r}: malformed handle")
     if len(arg) > MAX_HANDLE or not re.fullmatch(r"[A-Za-z0-9_-]+", body):
         raise bad

@@ -279,3 +279,31 @@ def test_titles_from_the_servers_graph_are_printed_without_control_characters(si
     assert proc.returncode == 0, proc.stderr
     assert "evil: node 1 Evil?[2J?title" in proc.stderr
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+
+
+def test_submit_converts_ui_format_files_and_applies_set_and_count(sim, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    proc = cli("submit", str(root / "examples" / "ui_steps.json"), "--url", sim.url, "--count", "2",
+               "--set", "Sampler.seconds_per_step=0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    prompts = json.loads(proc.stdout)["prompts"]
+    assert [p["name"] for p in prompts] == ["ui_steps#1", "ui_steps#2"]
+    assert len({p["client_id"] for p in prompts}) == 1  # one submit, one client id: one socket for `wait`
+    waited = cli("wait", *(p["handle"] for p in prompts), "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert [p["status"] for p in json.loads(waited.stdout)["prompts"]] == ["success", "success"]
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["-"], "", "'-': no handles or prompt ids on stdin"),
+    (["-", "-"], "abc", "'-' (stdin) can be given only once"),
+    (["comfy-cli:v1:" + base64.urlsafe_b64encode(b'{"url":"http://a:1","prompt_id":"p","client_id":"c"}').decode(),
+      "comfy-cli:v1:" + base64.urlsafe_b64encode(b'{"url":"http://b:1","prompt_id":"q","client_id":"c"}').decode()],
+     None, "the handles name different servers (http://a:1, http://b:1)"),
+])
+def test_wait_refuses_what_it_cannot_follow(args, stdin, message):
+    proc = cli("wait", *args, stdin=stdin)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: {message}: give each server's handles to a "
+                                                "separate command" if "servers" in message
+                                                else f"comfy-cli: error: {message}"]
