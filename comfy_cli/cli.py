@@ -489,6 +489,11 @@ def cancel(
                     else:
                         state = entry.get("status") if isinstance(entry.get("status"), dict) else {}
                         outcome = state.get("status_str") if isinstance(state.get("status_str"), str) else "ended"
+                        kinds = [m[0] for m in state.get("messages") or () if isinstance(m, list) and m]
+                        if "execution_interrupted" in kinds:
+                            outcome = "interrupted"  # ComfyUI files it as an error
+                        elif outcome == "error":
+                            outcome = "failed"
                         said = f"nothing to cancel: it had already ended ({outcome})"
                 label = pid if h.name == pid else f"{h.name} ({pid})"
                 typer.echo(errors.redact(f"{label}: {said}"))

@@ -139,7 +139,7 @@ def test_cancel_a_running_prompt_leaves_another_clients_prompt_to_run(sim, tmp_p
     assert json.loads(out)["prompts"][0]["status"] == "success"
     assert history_status(sim, mine["prompt_id"]) == "error"  # interrupted
     told = cli("cancel", mine["handle"])
-    assert told.returncode == 0 and "nothing to cancel: it had already ended (error)" in told.stdout
+    assert told.returncode == 0 and "nothing to cancel: it had already ended (interrupted)" in told.stdout
 
 
 def test_cancel_an_unknown_prompt(sim):
