@@ -324,7 +324,7 @@ def submit(
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
         opts = Options(url=target, workflows=loaded, progress="none", uploads=tuple(uploads), token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
-                       socket=False, submit_only=True, no_cancel=True)
+                       socket=False, submit_only=True, no_cancel=True, detach_on_signal=True)
         from comfy_cli.errors import ServerError
 
         run = Run(opts)
@@ -335,7 +335,8 @@ def submit(
             fatal, code = exc, exc.exit_code
         made = []
         for prompt in run.prompts:
-            on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING) or prompt.status in tr.SERVER_ENDS
+            # (DETACHED: on the server when Ctrl-C stopped the submitting; it still gets its handle)
+            on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING, tr.DETACHED) or prompt.status in tr.SERVER_ENDS
             handle = handles.make(run.client.base, prompt.prompt_id, client_id, prompt.workflow.name) \
                 if on_server else None
             made.append((prompt, handle))

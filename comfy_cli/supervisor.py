@@ -406,7 +406,8 @@ class Supervisor:
             return
         self.signal_code = e.code
         if self.policy.detach_on_signal:
-            self._give_up(tr.DETACHED, "stopped waiting: left running on the server", now, out, cancel=False)
+            what = "stopped submitting" if self.policy.submit_only else "stopped waiting"
+            self._give_up(tr.DETACHED, f"{what}: left running on the server", now, out, cancel=False)
         elif self.policy.no_cancel:
             self._give_up(tr.DETACHED, "left running on the server (--no-cancel)", now, out, cancel=False)
         else:

@@ -466,3 +466,15 @@ def test_a_given_prompt_on_an_unreachable_server_is_not_called_unsent():
     h.feed(ev.ServerChecked(h.now, "cannot connect to http://x"))
     assert h.prompt().status == tr.ERROR and h.prompt().error["message"] == "cannot connect to http://x"
     assert h.sup.done and h.sup.fatal == "cannot connect to http://x"
+
+
+def test_ctrl_c_while_submitting_keeps_what_was_sent_and_sends_no_more():
+    h = Harness(n=3, connect=False, socket_open=False, submit_only=True, detach_on_signal=True, no_cancel=True,
+                window=1)
+    h.feed(ev.ServerChecked(h.now, None))
+    h.accept(0)
+    h.feed(ev.Signal(h.now, 130))
+    h.feed(ev.Accepted(h.now, "p1", 1, None))  # the POST in flight answers after the signal
+    assert [h.prompt(i).status for i in range(3)] == [tr.DETACHED, tr.DETACHED, tr.CANCELLED]
+    assert h.prompt(0).error["message"] == "stopped submitting: left running on the server"
+    assert not h.of(sv.Cancel) and [c.prompt_id for c in h.of(sv.Submit)] == ["p0", "p1"] and h.sup.done
