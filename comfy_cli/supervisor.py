@@ -28,7 +28,7 @@ know which prompt runs, so later socket events are held until /queue has answere
 `CATCHUP_HOLD`), when the socket has been quiet for `silence_check` seconds while prompts
 are open (if the server moved on without telling the socket, the socket is replaced), and
 when a `status` broadcast shows the queue shrank for no reason of ours (someone may have
-deleted one of our prompts). A prompt counts as missing only in a round whose /queue read
+deleted one of our prompts; if a POST was in flight then, once it is answered). A prompt counts as missing only in a round whose /queue read
 was asked after the server accepted it; missing twice in a row, it is `lost`.
 
 After the end: a prompt whose picture may be incomplete (a gap in the socket, or a success
@@ -212,6 +212,7 @@ class Supervisor:
         self.saved = {}  # prompt id -> {output key: local path or None}
         self.last_status_round = float("-inf")
         self.ended_since_status = False
+        self.shrank_while_posting = False  # a shrink seen while a POST was in flight: a round once accepted
         self.unreachable_since = None  # (monotonic, wall clock text) while HTTP fails
         self.stop = None  # (status, reason) once the run is giving up
         self.cancel_ids = None  # ids to cancel once no POST is in flight
@@ -332,6 +333,10 @@ class Supervisor:
         if shrank and not self.ended_since_status and any(p.status == tr.SUBMITTED for p in self.board.open_prompts):
             # The queue shrank and none of ours ended: perhaps one of ours was deleted.
             self._request_round(max(e.at, self.last_status_round + STATUS_ROUND_GAP), POLL)
+        elif shrank and not self.ended_since_status and self.posting:
+            # The same, but the deleted one may be a prompt whose POST answer is still on its way
+            # (the enqueue's broadcast comes before the answer): look once it is accepted.
+            self.shrank_while_posting = True
         if shrank:
             self.ended_since_status = False
 
@@ -467,6 +472,9 @@ class Supervisor:
             self._settle(prompt, out)
             return
         prompt.accepted(e.number, e.node_errors)
+        if self.shrank_while_posting:
+            self.shrank_while_posting = False
+            self._request_round(max(now, self.last_status_round + STATUS_ROUND_GAP), POLL)
         self._settle(prompt, out)  # (only `submit` is done with it here)
         if e.node_errors:
             out.append(Note(f"{prompt.workflow.name}: warning: the server dropped some outputs that failed "

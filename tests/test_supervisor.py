@@ -478,3 +478,19 @@ def test_ctrl_c_while_submitting_keeps_what_was_sent_and_sends_no_more():
     assert [h.prompt(i).status for i in range(3)] == [tr.DETACHED, tr.DETACHED, tr.CANCELLED]
     assert h.prompt(0).error["message"] == "stopped submitting: left running on the server"
     assert not h.of(sv.Cancel) and [c.prompt_id for c in h.of(sv.Submit)] == ["p0", "p1"] and h.sup.done
+
+
+def test_a_prompt_deleted_before_its_post_answer_arrived_is_found_lost():
+    # The enqueue's `status` broadcast comes before the POST's answer; if the prompt is deleted
+    # right then, the shrink is seen while it is still `submitting`. Look once it is accepted.
+    h = Harness(n=2, poll_interval=0.2)
+    h.accept(0)
+    h.feed([ev.Started(h.now, "p0", 1), ev.Status(h.now, 1, None), ev.Status(h.now, 2, None),
+            ev.Status(h.now, 1, None)])
+    assert not h.of(sv.ReadQueue) and h.prompt(1).status == tr.SUBMITTING
+    h.accept(1)
+    assert len(h.of(sv.ReadQueue)) == 1
+    h.answer_round(running=["p0"])
+    h.advance(0.2)
+    h.answer_round(running=["p0"])
+    assert h.prompt(1).status == tr.LOST and h.prompt(0).status == tr.RUNNING
