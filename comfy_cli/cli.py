@@ -316,6 +316,360 @@ def sim(
             raise _usage(f"--port {port}: cannot listen on {host}: {exc.strerror or exc}") from None
 
 
+SUBMIT_EXIT = """Exit codes: 0 every prompt is on the server; 2 invalid input or a prompt rejected by the server's
+validation (the others are still submitted and printed); 4 the server could not be reached or used."""
+
+
+@app.command(epilog=SUBMIT_EXIT)
+def submit(
+    workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
+                                          help="Workflow files, API or UI format; '-' reads one from stdin."),
+    url: Optional[str] = URL_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document with every prompt's handle."),
+    sets: List[str] = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
+                                   help="Set an input (repeatable), as for `run`."),
+    inputs: List[str] = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
+                                     help="Upload a local file and point the input at it (repeatable)."),
+    count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
+                              help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
+    same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    debug: bool = DEBUG_OPTION,
+):
+    """Submit workflows and exit at once, printing one handle per prompt for `wait` and `cancel`."""
+    with _guard(debug):
+        import json
+        import uuid
+
+        from comfy_cli import batch, handles, workflow
+        from comfy_cli import tracker as tr
+
+        if workflows.count("-") > 1:
+            raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+        loaded = [workflow.load(path) for path in workflows]
+        assignments = [batch.parse_assignment("--set", spec) for spec in sets]
+        uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
+        target = url or DEFAULT_URL
+        insecure = _insecure(insecure)
+        if any(wf.ui is not None for wf in loaded):
+            info = _fetch_object_info(target, token, header, ca_bundle, insecure)
+            loaded = [workflow.convert(wf, info) for wf in loaded]
+        loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+        from comfy_cli.runner import Options, Run
+
+        client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
+        opts = Options(url=target, workflows=loaded, progress="none", uploads=tuple(uploads), token=token,
+                       headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
+                       socket=False, submit_only=True, no_cancel=True, detach_on_signal=True)
+        from comfy_cli.errors import ServerError
+
+        run = Run(opts)
+        fatal = None
+        try:
+            code = run.execute()
+        except ServerError as exc:  # the run broke off (e.g. no server): still say what was sent
+            fatal, code = exc, exc.exit_code
+        made = []
+        for prompt in run.prompts:
+            # (DETACHED: on the server when Ctrl-C stopped the submitting; it still gets its handle)
+            on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING, tr.DETACHED) or prompt.status in tr.SERVER_ENDS
+            handle = handles.make(run.client.base, prompt.prompt_id, client_id, prompt.workflow.name) \
+                if on_server else None
+            made.append((prompt, handle))
+        sent = [h for _, h in made if h is not None]
+        problem = handles.remember(sent)
+        if problem:
+            sys.stderr.write(f"comfy-cli: note: {problem}\n")
+        if fatal is None:
+            not_sent = len(made) - len(sent)
+            sys.stderr.write(f"{len(sent)} prompt{'' if len(sent) == 1 else 's'} submitted to {run.client.base}"
+                             + (f", {not_sent} not" if not_sent else "") + "\n")
+        if json_out:
+            from comfy_cli.errors import redact_obj
+
+            doc = {"schema": "comfy-cli.submit/1", "server": run.client.base, "exit_code": code,
+                   "error": str(fatal) if fatal else None,
+                   "prompts": [{"workflow": p.workflow.path, "name": p.workflow.name, "prompt_id": p.prompt_id,
+                                "client_id": client_id, "handle": h.text() if h else None, "status": p.status,
+                                "number": p.number, "error": p.error} for p, h in made]}
+            typer.echo(json.dumps(redact_obj(doc), indent=2))
+        else:
+            for _, h in made:
+                if h is not None:
+                    typer.echo(h.text())
+        if fatal is not None:
+            raise fatal
+        raise typer.Exit(code)
+
+
+WAIT_EXIT = EXIT_CODES.replace("130 cancelled (Ctrl-C)", "130 stopped waiting (Ctrl-C; the prompts run on "
+                                                         "unless --cancel)")
+
+
+@app.command(epilog=WAIT_EXIT)
+def wait(
+    targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
+                                        help="Handles printed by `submit`, or prompt ids; '-' reads them from "
+                                             "stdin (whitespace-separated)."),
+    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
+                                      help=f"The server of bare prompt ids (default {DEFAULT_URL}); handles "
+                                           "carry their own. With a user:password@, its credentials are used."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
+    progress: Progress = typer.Option(Progress.auto, "--progress",
+                                      help="auto: bars on a terminal, lines otherwise."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, metavar="S",
+                                            help="Give up after S seconds with nothing new from the server."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, metavar="S",
+                                             help="Give up S seconds after the start, whatever happens."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+                                             help="Download every output file into DIR; stdout lists the paths."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace existing files in --output-dir and --junit (default: never)."),
+    include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    events: bool = typer.Option(False, "--events",
+                                help="Print NDJSON events on stdout as things happen; the last is the summary."),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+                                        help="Write a JUnit XML report, one testcase per prompt."),
+    cancel: bool = typer.Option(False, "--cancel",
+                                help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
+                                     "them running)."),
+    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
+                                        help="Without a websocket, check /queue and /history every S seconds."),
+    silence_check: float = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
+                                        help="Check over HTTP when the websocket has been quiet for S seconds."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
+    debug: bool = DEBUG_OPTION,
+):
+    """Wait for prompts submitted earlier: the same progress, outputs, reports and exit codes as `run`."""
+    with _guard(debug):
+        from comfy_cli import tracker as tr
+        from comfy_cli.workflow import Workflow
+
+        if json_out and events:
+            raise _usage("--json and --events cannot be used together: --events ends with the summary")
+        _check_report_file(junit, overwrite)
+        given = _targets(targets)
+        target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
+        client_ids = {h.client_id for h in given}
+        live = len(client_ids) == 1 and None not in client_ids
+        graphs = _graphs(client, [h.prompt_id for h in given])
+        client.close()
+        prompts = [tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
+                             status=tr.SUBMITTED) for h in given]
+        if not live:
+            why = "prompt ids carry no client id" if None in client_ids else \
+                "the handles come from different submissions"
+            sys.stderr.write(f"comfy-cli: note: step progress is not available ({why}); following by /queue and "
+                             f"/history every {poll_interval:g} s\n")
+        from comfy_cli.runner import Options, Run
+
+        opts = Options(url=target, workflows=[], prompts=prompts, progress=progress.value, json=json_out,
+                       timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
+                       no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
+                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, token=token,
+                       headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
+                       client_id=next(iter(client_ids)) if live else None, socket=live,
+                       detach_on_signal=not cancel)
+        raise typer.Exit(Run(opts).execute())
+
+
+@app.command(epilog="Exit codes: 0 each prompt was cancelled or had already ended; 2 a malformed handle or "
+                   "prompt id; 4 a prompt the server does not know, or the server could not be reached.")
+def cancel(
+    targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
+                                        help="Handles printed by `submit`, or prompt ids; '-' reads them from "
+                                             "stdin."),
+    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
+                                      help=f"The server of bare prompt ids (default {DEFAULT_URL})."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    debug: bool = DEBUG_OPTION,
+):
+    """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
+    with _guard(debug):
+        from comfy_cli import errors
+
+        given = _targets(targets)
+        _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
+        mine = {h.prompt_id for h in given}
+        deleted, interrupted = set(), set()
+        try:
+            for _ in range(2):  # twice: a pending one may start between the read and the delete
+                running, pending = client.queue(retry=False)
+                waiting = [pid for pid in pending if pid in mine and pid not in deleted]
+                run_now = [pid for pid in running if pid in mine and pid not in interrupted]
+                if not waiting and not run_now:
+                    break
+                client.delete_pending(waiting)
+                deleted.update(waiting)
+                for pid in run_now:
+                    client.interrupt(pid)  # by prompt id: never whatever else runs by then
+                    interrupted.add(pid)
+            code = errors.OK
+            for h in given:
+                pid = h.prompt_id
+                if pid in interrupted:
+                    said = "interrupted on the server"
+                elif pid in deleted:
+                    said = "removed from the queue"
+                else:
+                    entry = client.history(pid, retry=False)
+                    if entry is None:
+                        said = "not known to the server (never submitted there, deleted, or the server restarted)"
+                        code = errors.UNREACHABLE
+                    else:
+                        state = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+                        outcome = state.get("status_str") if isinstance(state.get("status_str"), str) else "ended"
+                        kinds = [m[0] for m in state.get("messages") or () if isinstance(m, list) and m]
+                        if "execution_interrupted" in kinds:
+                            outcome = "interrupted"  # ComfyUI files it as an error
+                        elif outcome == "error":
+                            outcome = "failed"
+                        said = f"nothing to cancel: it had already ended ({outcome})"
+                label = pid if h.name == pid else f"{h.name} ({pid})"
+                typer.echo(errors.redact(f"{label}: {said}"))
+        finally:
+            client.close()
+        raise typer.Exit(code)
+
+
+@app.command(name="queue")
+def queue_cmd(
+    url: Optional[str] = URL_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the queue as JSON."),
+    token: Optional[str] = TOKEN_OPTION,
+    header: List[str] = HEADER_OPTION,
+    ca_bundle: Optional[str] = CA_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    debug: bool = DEBUG_OPTION,
+):
+    """What runs and waits on the server, with prompt ids; marks the prompts `submit` sent from here."""
+    with _guard(debug):
+        import json
+
+        from comfy_cli import handles
+        from comfy_cli.client import Client
+
+        client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
+                        insecure=_insecure(insecure))
+        try:
+            items = client.queue_items()
+        finally:
+            client.close()
+        here = {h.prompt_id: h for h in handles.remembered()}  # random UUIDs: the id alone says it is ours
+        # (so the same server under another address, e.g. an SSH tunnel, is still recognised)
+
+        def row(item, state):
+            h = here.get(item["prompt_id"])
+            return {"prompt_id": item["prompt_id"], "state": state, "number": item["number"],
+                    "nodes": len(item["graph"]), "submitted_here": h is not None, "name": h.name if h else None,
+                    "handle": h.text() if h else None}
+
+        rows = [row(i, "running") for i in items["running"]] + [row(i, "pending") for i in items["pending"]]
+        if json_out:
+            from comfy_cli.errors import redact_obj
+
+            typer.echo(json.dumps(redact_obj({"schema": "comfy-cli.queue/1", "server": client.base,
+                                              "running": [r for r in rows if r["state"] == "running"],
+                                              "pending": [r for r in rows if r["state"] == "pending"]}), indent=2))
+            return
+        from comfy_cli.errors import redact
+
+        for r in rows:
+            mark = f"  {r['name']} (submitted here)" if r["submitted_here"] else ""
+            typer.echo(redact(f"{r['state']:<8} {r['prompt_id']}  {r['nodes']} nodes{mark}"))
+        typer.echo(f"queue: {len(items['running'])} running, {len(items['pending'])} pending")
+
+
+def _targets(args):
+    """Handles and prompt ids from the command line ('-': from stdin), each once, in order."""
+    from comfy_cli import handles
+
+    if args.count("-") > 1:
+        raise _usage("'-' (stdin) can be given only once")
+    words = []
+    for arg in args:
+        if arg == "-":
+            data = sys.stdin.read()
+            found = data.split()
+            if not found:
+                raise _usage("'-': no handles or prompt ids on stdin")
+            words.extend(found)
+        else:
+            words.append(arg)
+    out, seen = [], set()
+    for word in words:
+        h = handles.parse(word)
+        if h.prompt_id not in seen:
+            seen.add(h.prompt_id)
+            out.append(h)
+    return out
+
+
+def _server_of(given, url, token, header, ca_bundle, insecure):
+    """The one server all handles and prompt ids name (bare ids: --url) -> (URL to use, Client).
+    A --url naming the handles' server lends them its user:password, which handles never carry."""
+    from comfy_cli.client import Client, split_url
+
+    default = url or DEFAULT_URL
+    base = split_url(default)[0]
+    servers = {h.url or base for h in given}
+    if len(servers) > 1:
+        raise _usage("the handles name different servers (" + ", ".join(sorted(servers)) + "): give each "
+                     "server's handles to a separate command")
+    server = servers.pop()
+    target = default if server == base else server
+    return target, Client(target, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+
+
+def _graphs(client, prompt_ids):
+    """The prompts' graphs from /queue and /history, so bars can name nodes (best effort: {} if not)."""
+    from comfy_cli.errors import ServerError
+
+    graphs = {}
+    try:
+        items = client.queue_items(retry=False)
+        for item in items["running"] + items["pending"]:
+            graphs[item["prompt_id"]] = item["graph"]
+        for pid in prompt_ids:
+            if pid in graphs:
+                continue
+            entry = client.history(pid, retry=False)
+            prompt = entry.get("prompt") if entry else None
+            if isinstance(prompt, list) and len(prompt) > 2 and isinstance(prompt[2], dict):
+                graphs[pid] = prompt[2]
+    except ServerError:
+        pass  # the run itself says what is wrong with the server
+    return {pid: _clean_graph(graphs[pid]) for pid in prompt_ids if pid in graphs}
+
+
+def _clean_graph(graph):
+    """Only what bars and reports need (node ids, types, titles), as printable text: the server's
+    graph is not ours, and a title could hold terminal escape sequences."""
+    def text(value):
+        value = value if isinstance(value, str) else ""
+        return "".join(c if c.isprintable() else "?" for c in value[:200])
+
+    out = {}
+    for nid, node in graph.items():
+        if isinstance(node, dict):
+            meta = node.get("_meta") if isinstance(node.get("_meta"), dict) else {}
+            clean = {"class_type": text(node.get("class_type")), "inputs": {}}
+            if text(meta.get("title")):
+                clean["_meta"] = {"title": text(meta.get("title"))}
+            out[text(nid)] = clean
+    return out
+
+
 def _insecure(flag):
     if flag:
         import urllib3

@@ -198,6 +198,15 @@ class Client:
             raise ServerError(f"{self.url('/queue')}: unexpected answer")
         return _queue_ids(data.get("queue_running")), _queue_ids(data.get("queue_pending"))
 
+    def queue_items(self, retry=True):
+        """GET /queue in detail: {"running": [...], "pending": [...]}, each item a dict with
+        prompt_id, number, graph (the prompt) and client_id; pending in run order (lowest number)."""
+        data = self._json(self._get("/queue", retry), "/queue")
+        if not isinstance(data, dict):
+            raise ServerError(f"{self.url('/queue')}: unexpected answer")
+        return {"running": _queue_items(data.get("queue_running")),
+                "pending": sorted(_queue_items(data.get("queue_pending")), key=_run_order)}
+
     def interrupt(self, prompt_id=None):
         body = {"prompt_id": prompt_id} if prompt_id else {}
         self._request("POST", "/interrupt", json=body)
@@ -343,6 +352,24 @@ def _queue_ids(items):
             if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str):
                 ids.append(item[1])
     return ids
+
+
+def _queue_items(items):
+    out = []
+    for item in items if isinstance(items, list) else ():
+        if not (isinstance(item, list) and len(item) > 1 and isinstance(item[1], str)):
+            continue
+        number = item[0] if isinstance(item[0], (int, float)) and not isinstance(item[0], bool) else None
+        graph = item[2] if len(item) > 2 and isinstance(item[2], dict) else {}
+        extra = item[3] if len(item) > 3 and isinstance(item[3], dict) else {}
+        client_id = extra.get("client_id") if isinstance(extra.get("client_id"), str) else None
+        out.append({"prompt_id": item[1], "number": number, "graph": graph, "client_id": client_id})
+    return out
+
+
+def _run_order(item):
+    number = item["number"]
+    return (number is None, number if number is not None and number == number else 0)
 
 
 def _reason(resp):

@@ -275,7 +275,7 @@ class Run:
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
-        if fatal is None:
+        if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
             files = sum(1 for s in self.servers for saved in s.sup.saved.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
@@ -316,6 +316,8 @@ class Run:
         them)."""
         names = {}
         for prompt in self.prompts:
+            if prompt.status != tr.WAITING:
+                continue  # followed, not sent by us (`wait`): its graph came from the server
             wf = prompt.workflow
             for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
                 if path not in names:

@@ -21,13 +21,14 @@ failure (a gateway may forward a request late). Anything from the server about t
 ends the doubt. A prompt that is `submitting` is never declared lost.
 
 Rounds: a round is one GET /queue, then GET /history for each of our open prompts that is
-not in the queue. Rounds run every `poll_interval` while the socket is down, once after
+not in the queue. Rounds run every `poll_interval` while the socket is down, once when the
+first socket opens if some prompts were given already on the server (`wait`), once after
 every reconnect (the server replays nothing; its prompt-less `executing` re-send needs to
 know which prompt runs, so later socket events are held until /queue has answered, at most
 `CATCHUP_HOLD`), when the socket has been quiet for `silence_check` seconds while prompts
 are open (if the server moved on without telling the socket, the socket is replaced), and
 when a `status` broadcast shows the queue shrank for no reason of ours (someone may have
-deleted one of our prompts). A prompt counts as missing only in a round whose /queue read
+deleted one of our prompts; if a POST was in flight then, once it is answered). A prompt counts as missing only in a round whose /queue read
 was asked after the server accepted it; missing twice in a row, it is `lost`.
 
 After the end: a prompt whose picture may be incomplete (a gap in the socket, or a success
@@ -415,7 +416,13 @@ class Supervisor:
         self.socket = UP
         self.last_frame = e.at
         if before == OPENING:
-            return  # the run's first socket: nothing to catch up on
+            if self._followed():
+                # Prompts given already on the server (`wait`): ask where they are (they may
+                # have ended long ago) before trusting the socket, as after a reconnect.
+                self.held = []
+                self.held_until = now + CATCHUP_HOLD
+                self._begin_round(now, {CATCHUP}, out)
+            return  # the run's first socket: nothing else to catch up on
         self._mode(f"connection: websocket {'reconnected' if e.reconnect else 'connected'}; checking open prompts "
                    "over HTTP", False, out)
         if self._followed() or self.probing or self.to_delete:
@@ -457,7 +464,8 @@ class Supervisor:
             self.stop = (tr.ERROR, e.problem)
             self.queue.clear()
             for prompt in self.board.prompts.values():
-                prompt.give_up(tr.ERROR, now, f"not submitted: {e.problem}")
+                sent = "" if prompt.on_server else "not submitted: "  # (`wait`'s were, earlier)
+                prompt.give_up(tr.ERROR, now, f"{sent}{e.problem}")
                 prompt.settle()
             self.unsettled = 0
             return
@@ -480,7 +488,8 @@ class Supervisor:
             return
         self.signal_code = e.code
         if self.policy.detach_on_signal:
-            self._give_up(tr.DETACHED, "stopped waiting: left running on the server", now, out, cancel=False)
+            what = "stopped submitting" if self.policy.submit_only else "stopped waiting"
+            self._give_up(tr.DETACHED, f"{what}: left running on the server", now, out, cancel=False)
         elif self.policy.no_cancel:
             self._give_up(tr.DETACHED, "left running on the server (--no-cancel)", now, out, cancel=False)
         else:
@@ -874,7 +883,8 @@ class Supervisor:
                 if cancel:
                     ids.append(prompt.prompt_id)
                 elif status == tr.TIMEOUT and self.policy.no_cancel:
-                    prompt.error["message"] += "; left running on the server (--no-cancel)"
+                    why = "" if self.policy.detach_on_signal else " (--no-cancel)"
+                    prompt.error["message"] += f"; left running on the server{why}"
             out.append(Changed(prompt))
         for pid in list(self.timed):
             self._due(pid, None, None)

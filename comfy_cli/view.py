@@ -150,7 +150,12 @@ class LinesView(QuietView):
 
 def _end_detail(prompt):
     bits = []
-    if prompt.started_at is not None and prompt.ended_at is not None:
+    server_ms = (prompt.server_end_ms - prompt.server_start_ms
+                 if isinstance(prompt.server_end_ms, int) and isinstance(prompt.server_start_ms, int) else None)
+    if prompt.submitted_at is None and server_ms is not None and 0 <= server_ms < 10 ** 12:  # (junk: not shown)
+        # Not submitted by us (`wait`): it may have run before we looked; the server's clock knows.
+        bits.append(f"in {server_ms / 1000:.2f}s")
+    elif prompt.started_at is not None and prompt.ended_at is not None:
         bits.append(f"in {prompt.ended_at - prompt.started_at:.2f}s")
     if prompt.status == tr.SUCCESS:
         bits.append(f"{len(prompt.ran - prompt.cached)} executed, {len(prompt.cached)} cached")

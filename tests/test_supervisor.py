@@ -418,3 +418,91 @@ def test_a_shrink_seen_before_the_post_answer_is_checked_once_it_is_in():
     h.accept()
     h.advance(0.01)
     assert h.of(sv.ReadQueue)
+
+
+def attached(socket_open=True, **policy):
+    """A supervisor following prompts it did not submit (`wait`): they start as `submitted`."""
+    given = [tr.Prompt("p0", Workflow("p0", "p0", {}), None, status=tr.SUBMITTED)]
+    h = Harness.__new__(Harness)
+    h.now, h.log = 100.0, []
+    h.sup = sv.Supervisor(given, sv.Policy(**policy), h.now, wall=0.0, socket_open=socket_open)
+    h._take(h.sup.start(h.now))
+    return h
+
+
+def test_a_given_prompt_that_already_ended_answers_as_soon_as_the_socket_opens():
+    h = attached(silence_check=15)
+    assert not h.of(sv.ReadQueue) and not h.of(sv.Submit)
+    h.feed(ev.Connected(h.now, False))
+    assert len(h.of(sv.ReadQueue)) == 1 and not h.of(sv.Mode)  # at once, not after the silence check
+    h.answer_round(history={"p0": entry("p0")})
+    assert h.prompt().status == tr.SUCCESS and h.sup.done and len(h.of(sv.Report)) == 1
+    assert not h.of(sv.Submit)
+
+
+def test_a_given_prompt_holds_socket_events_until_the_queue_says_which_runs():
+    h = attached()
+    h.feed(ev.Connected(h.now, False))
+    h.feed([ev.Executing(h.now, None, "1", None)])  # the server's prompt-less re-send on connect
+    h.answer_round(running=["p0"])
+    assert h.prompt().status == tr.RUNNING and h.prompt().node == "1"
+
+
+def test_a_given_prompt_the_server_does_not_know_is_lost_after_two_rounds():
+    h = attached(poll_interval=1.0)
+    h.feed(ev.Connected(h.now, False))
+    h.answer_round()
+    assert not h.prompt().ended
+    h.advance(1.0)
+    h.answer_round()
+    assert h.prompt().status == tr.LOST and h.sup.done
+
+
+def test_a_run_with_nothing_submitted_yet_starts_no_round_when_the_socket_opens():
+    h = Harness()
+    assert not h.of(sv.ReadQueue) and h.of(sv.Submit)
+
+
+def test_a_limit_while_waiting_leaves_the_prompt_without_mentioning_no_cancel():
+    h = attached(deadline=5, no_cancel=True, detach_on_signal=True)
+    h.feed(ev.Connected(h.now, False))
+    h.answer_round(pending=["p0"])
+    h.advance(5)
+    assert h.prompt().status == tr.TIMEOUT and not h.of(sv.Cancel)
+    assert h.prompt().error["message"].endswith("; left running on the server")
+
+
+def test_a_given_prompt_on_an_unreachable_server_is_not_called_unsent():
+    h = attached(socket_open=False)
+    assert h.of(sv.CheckServer)
+    h.feed(ev.ServerChecked(h.now, "cannot connect to http://x"))
+    assert h.prompt().status == tr.ERROR and h.prompt().error["message"] == "cannot connect to http://x"
+    assert h.sup.done and h.sup.fatal == "cannot connect to http://x"
+
+
+def test_ctrl_c_while_submitting_keeps_what_was_sent_and_sends_no_more():
+    h = Harness(n=3, connect=False, socket_open=False, submit_only=True, detach_on_signal=True, no_cancel=True,
+                window=1)
+    h.feed(ev.ServerChecked(h.now, None))
+    h.accept(0)
+    h.feed(ev.Signal(h.now, 130))
+    h.feed(ev.Accepted(h.now, "p1", 1, None))  # the POST in flight answers after the signal
+    assert [h.prompt(i).status for i in range(3)] == [tr.DETACHED, tr.DETACHED, tr.CANCELLED]
+    assert h.prompt(0).error["message"] == "stopped submitting: left running on the server"
+    assert not h.of(sv.Cancel) and [c.prompt_id for c in h.of(sv.Submit)] == ["p0", "p1"] and h.sup.done
+
+
+def test_a_prompt_deleted_before_its_post_answer_arrived_is_found_lost():
+    # The enqueue's `status` broadcast comes before the POST's answer; if the prompt is deleted
+    # right then, the shrink is seen while it is still `submitting`. Look once it is accepted.
+    h = Harness(n=2, poll_interval=0.2)
+    h.accept(0)
+    h.feed([ev.Started(h.now, "p0", 1), ev.Status(h.now, 1, None), ev.Status(h.now, 2, None),
+            ev.Status(h.now, 1, None)])
+    assert not h.of(sv.ReadQueue) and h.prompt(1).status == tr.SUBMITTING
+    h.accept(1)
+    assert len(h.of(sv.ReadQueue)) == 1
+    h.answer_round(running=["p0"])
+    h.advance(0.2)
+    h.answer_round(running=["p0"])
+    assert h.prompt(1).status == tr.LOST and h.prompt(0).status == tr.RUNNING

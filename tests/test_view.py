@@ -332,3 +332,16 @@ def test_views_draw_any_steps(steps, columns, mode):
             assert len(shown(v)) <= columns
     feed(v, p, ev.Succeeded(2.0, "p", None))
     v.close()
+
+
+def test_a_followed_prompt_that_ended_before_we_looked_shows_the_servers_run_time():
+    # `wait`: the prompt was not submitted here (submitted_at None) and its end came from /history.
+    for start_ms, end_ms, shown in [(1000, 3500, "in 2.50s"), (0, 10 ** 400, "in 0.00s")]:
+        err = io.StringIO()
+        v = view.make("lines", err, io.StringIO())
+        p = tr.Prompt("p", WF)
+        v.added(p)
+        for e in [ev.Started(5.0, "p", start_ms), ev.Succeeded(5.0, "p", end_ms)]:
+            if p.handle(e):
+                v.update(p)
+        assert err.getvalue().splitlines()[-1] == f"w: done ({shown}, 2 executed, 0 cached)"
