@@ -88,11 +88,12 @@ def apply(workflows, assignments):
     return out
 
 
-def _copy_graph(graph):
-    """A copy deep enough for what is changed per copy (values in a node's dicts are replaced,
-    never edited in place), and much cheaper than deepcopy for a batch of thousands."""
-    return {nid: {k: (dict(v) if isinstance(v, dict) else v) for k, v in node.items()} if isinstance(node, dict)
-            else copy.deepcopy(node) for nid, node in graph.items()}
+def _copy_graph(graph, seeded):
+    """A copy deep enough for what changes per copy: the nodes in `seeded` (their seeds) are
+    copied two levels deep; the others are shared between copies, read-only from here on (an
+    upload points every copy's input at the same name anyway). Cheap for a batch of thousands."""
+    return {nid: ({k: (dict(v) if isinstance(v, dict) else v) for k, v in node.items()} if nid in seeded else node)
+            for nid, node in graph.items()}
 
 
 def expand(workflows, count, same_seed=False):
@@ -101,8 +102,11 @@ def expand(workflows, count, same_seed=False):
         return list(workflows)
     out = []
     for wf in workflows:
+        seeded = set() if same_seed else {
+            nid for nid, node in wf.graph.items() if isinstance(node, dict) and any(
+                isinstance(node.get("inputs", {}).get(name), int) for name in SEED_INPUTS)}
         for i in range(count):
-            graph = _copy_graph(wf.graph)
+            graph = _copy_graph(wf.graph, seeded)
             if not same_seed:
                 for node in graph.values():
                     for name in SEED_INPUTS:

@@ -216,6 +216,12 @@ class _FrameReader:
     def next(self):
         """The next message as (opcode, payload): text or binary (fragments joined), or a
         control frame (close, ping, pong; a ping is answered here)."""
+        buf, p = self._buf, self._pos
+        if len(buf) - p >= 2:  # the common case: a small, whole, unmasked, final frame is buffered
+            b0, n = buf[p], buf[p + 1]
+            if n < 126 and b0 & 0x80 and (b0 & 0x0F) in (0x1, 0x2) and len(buf) - p >= 2 + n:
+                self._pos = p + 2 + n
+                return b0 & 0x0F, bytes(buf[p + 2:p + 2 + n])
         while True:
             self._need(2)
             buf, p = self._buf, self._pos

@@ -120,10 +120,11 @@ def output_key(node, item):
     return (node, item.get("filename"), item.get("subfolder", ""), item.get("type", "output"))
 
 
-def summary(prompts, view_url, servers, exit_code_value, include_temp=False, saved=None):
+def summary(prompts, view_url, servers, exit_code_value, include_temp=False, saved=None, lazy=False):
     """The --json document (and the last --events line). `prompts`: every attempt, in order;
     `view_url(prompt, item)`: an output's URL; `servers`: their base URLs, the first the main
-    one; `saved`: prompt_id -> {output key: path}."""
+    one; `saved`: prompt_id -> {output key: path}. `lazy`: "prompts" is a generator (for
+    `write_json`, so a batch of thousands is never held as one document)."""
     saved = saved or {}
     doc = {
         "schema": SCHEMA,
@@ -132,23 +133,32 @@ def summary(prompts, view_url, servers, exit_code_value, include_temp=False, sav
     }
     if len(servers) > 1:
         doc["servers"] = list(servers)
-    doc["prompts"] = [prompt_summary(p, view_url, include_temp, saved.get(p.prompt_id, {})) for p in prompts]
+    each = (prompt_summary(p, view_url, include_temp, saved.get(p.prompt_id, {})) for p in prompts)
+    doc["prompts"] = each if lazy else list(each)
     return doc
 
 
-def dumps(doc):
-    """The --json document as text: indented at the top, one line per prompt. Readable, and
-    written by json's C encoder (indent= makes json fall back to Python: slow for big batches)."""
+def write_json(out, doc):
+    """Write the --json document: indented at the top, one line per prompt, each written as
+    it is made. Readable, written by json's C encoder (indent= makes json fall back to Python:
+    slow for big batches), and never held whole in memory."""
     import json
 
-    parts = []
+    out.write("{")
+    first = True
     for key, value in doc.items():
-        if key == "prompts" and isinstance(value, list) and value:
-            items = ",\n".join("    " + json.dumps(p, ensure_ascii=False) for p in value)
-            parts.append(f'  "prompts": [\n{items}\n  ]')
-        else:
-            parts.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+        out.write(("\n" if first else ",\n") + f"  {json.dumps(key)}: ")
+        first = False
+        if key != "prompts":
+            out.write(json.dumps(value, ensure_ascii=False))
+            continue
+        out.write("[")
+        empty = True
+        for item in value:
+            out.write(("\n    " if empty else ",\n    ") + json.dumps(item, ensure_ascii=False))
+            empty = False
+        out.write("]" if empty else "\n  ]")
+    out.write("\n}\n")
 
 
 def prompt_summary(p, view_url, include_temp=False, saved=None):

@@ -165,6 +165,7 @@ class Run:
             self.prompts = [self._prompt(i, wf) for i, wf in enumerate(opts.workflows)]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
+        self.view.show_server = len(opts.urls) > 1
         self.started = time.monotonic()
         self.over = threading.Event()  # set when the run ends: downloads stop early
         self.stream = None
@@ -272,6 +273,10 @@ class Run:
                     worker.stop()
             self.view.close()
         prompts = self.disp.prompts
+        for server in self.servers:
+            if server.sup.to_delete:  # it never answered again: say what may still be queued there
+                self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
+                               f"in its queue: {' '.join(sorted(server.sup.to_delete))}")
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
@@ -285,11 +290,11 @@ class Run:
             for server in self.servers:
                 saved.update(server.sup.saved)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
-                                 self.opts.include_temp, saved)
+                                 self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
                 self.stream.summary(doc)
             else:
-                self.out.write(report.dumps(doc))
+                report.write_json(self.out, doc)
                 self.out.flush()
         for server in self.servers:
             server.client.close()
@@ -336,6 +341,11 @@ class Run:
                 self.stream.finished(prompt)
 
     def _loop(self):
+        import gc
+
+        # What is alive now (modules, the batch) lives to the end: keep it out of the garbage
+        # collector's full passes, which otherwise rescan it again and again in a long batch.
+        gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
         dispatch(disp.start(time.monotonic()))
         while not disp.done:
@@ -346,11 +356,13 @@ class Run:
             except queue.Empty:
                 index, item = None, None
             now = time.monotonic()
-            if type(item) is list:  # the events of one socket read
-                take = disp.take
+            if type(item) is list:  # the events of one socket read, each shown before the next
+                server = self.servers[index]
+                take, do = server.sup.take, self._do
                 for event in item:
-                    dispatch(take(index, event, now))
-                item = None
+                    for command in take(event, now):
+                        do[type(command)](server, command)
+                item = None  # (the feed below lets the dispatcher see what ended)
             dispatch(disp.feed(index, item, now))
             tick()
 

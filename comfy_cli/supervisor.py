@@ -236,6 +236,7 @@ class Supervisor:
         self.checking = False if socket_open else "no websocket"
         self.recheck_at = None
         self.to_delete = set()  # prompts moved elsewhere: delete them here when this server is back
+        self.withdrawing = False  # a Withdraw is with the worker: the run waits for it
         self.reported = []  # prompts settled since the dispatcher last looked
         self.ran_twice = []  # moved prompts that ran here anyway
 
@@ -273,7 +274,7 @@ class Supervisor:
 
     @property
     def done(self):
-        return self.unsettled == 0 and self.cancel_ids is None and not self.cancelling
+        return self.unsettled == 0 and self.cancel_ids is None and not self.cancelling and not self.withdrawing
 
     def next_wakeup(self):
         """The monotonic time of the next rule that may fire, or None."""
@@ -348,6 +349,7 @@ class Supervisor:
         return out
 
     def _withdrawn(self, e, now, out):
+        self.withdrawing = False
         if e.problem:
             out.append(Note(f"{self.name}: could not delete the prompts moved away from it: {e.problem}"))
             return
@@ -943,6 +945,7 @@ class Supervisor:
             # run here a second time.
             out.append(Withdraw(tuple(sorted(self.to_delete))))
             self.to_delete = set()
+            self.withdrawing = True
         if self.unreachable_since is not None:
             out.append(Note(f"connection: server answering again after {now - self.unreachable_since[0]:.0f} s"))
             self.unreachable_since = None

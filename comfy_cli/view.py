@@ -94,6 +94,8 @@ class QuietView:
         self.out.write(line + "\n")
         self.out.flush()
 
+    show_server = False  # several servers: say which one runs each prompt
+
     def added(self, prompt):
         pass
 
@@ -343,7 +345,10 @@ class BarsView(QuietView):
                          mininterval=self.interval, **self._width, line=_Line(name, self.name_width))
 
     def added(self, prompt):
-        bar = self._new_bar(prompt.workflow.name, len(self.bars))
+        label = prompt.workflow.name
+        if self.show_server and prompt.server:
+            label += " @" + prompt.server.split("://", 1)[-1]  # which server runs it (several servers)
+        bar = self._new_bar(label, len(self.bars))
         self.bars[prompt.prompt_id] = bar
         self.prompts[prompt.prompt_id] = prompt
         self.speeds[prompt.prompt_id] = _Speed()

@@ -176,7 +176,10 @@ def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
         assert len(finals) == 10
         # The one running on b when it went silent is lost (no --retry): exit 4.
         assert proc.returncode == 4, err
-        assert sorted(p["status"] for p in finals.values()).count("lost") == 1
+        lost = [p for p in finals.values() if p["status"] == "lost"]
+        assert len(lost) == 1
+        # It went on running on b while b was cut off: when b answered again, that was noticed.
+        assert [w["type"] for w in lost[0]["warnings"]] == ["ran_twice"]
 
 
 def test_status_reports_every_server_and_fails_only_if_none_answers(sim):
@@ -192,3 +195,25 @@ def test_status_reports_every_server_and_fails_only_if_none_answers(sim):
     assert doc["servers"][0]["queue"] == {"running": 0, "pending": 0}
     none = cli("status", "--url", dead)
     assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}")
+
+
+def test_retry_gets_a_prompt_through_a_node_that_fails_the_first_time(sim, tmp_path):
+    path = workflow(tmp_path, "flaky")
+    proc, doc = run_json(["run", path, "--url", sim.url, "--json", "--retry", "1"])
+    assert proc.returncode == 0, proc.stderr
+    assert [(p["attempt"], p["status"]) for p in doc["prompts"]] == [(1, "failed"), (2, "success")]
+    assert len(sim.submissions) == 2
+    without = cli("run", workflow(tmp_path, "flaky", **{"1__seed": 8}), "--url", sim.url)
+    assert without.returncode == 1  # no --retry: the failure stands
+
+
+def test_a_retry_goes_to_another_server_when_there_is_one(tmp_path):
+    with SimServer() as a, SimServer() as b:
+        path = workflow(tmp_path, "flaky")
+        proc, doc = run_json(["run", path, "--url", a.url, "--url", b.url, "--json", "--retry", "2"], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        attempts = [(p["attempt"], p["server"], p["status"]) for p in doc["prompts"]]
+        # Each server fails it the first time: the second attempt goes elsewhere; the third then works
+        # on either.
+        assert [s for _, _, s in attempts] == ["failed", "failed", "success"]
+        assert attempts[0][1] != attempts[1][1]

@@ -114,6 +114,17 @@ async def run_test_fail(ctx, steps, fail_at, seconds_per_step, message, seed):
     raise RuntimeError(f"{message} (at step {i} of {steps})")
 
 
+async def run_test_flaky(ctx, steps, seconds_per_step, seed):
+    # Fails the first time this server runs it with this seed, then works: for --retry tests.
+    seen = ctx.engine.__dict__.setdefault("flaky_seen", set())
+    first = seed not in seen
+    seen.add(seed)
+    result = await _steps(ctx, steps, seconds_per_step, seed)
+    if first:
+        raise RuntimeError(f"TestFlaky: fails the first time it runs with seed {seed}")
+    return result
+
+
 async def run_test_log(ctx, image, text):
     image = _image(image)
     ctx.send_text(text)
@@ -168,6 +179,9 @@ NODES: Dict[str, NodeDef] = {n.name: n for n in [
                          "seed": SEED},
             run_test_fail, returns=("IMAGE",),
             description="Reports progress, then raises RuntimeError at step `fail_at`."),
+    NodeDef("TestFlaky", {"steps": STEPS, "seconds_per_step": SECONDS, "seed": SEED},
+            run_test_flaky, returns=("IMAGE",),
+            description="Like TestSteps, but fails the first time a server runs it with a given seed."),
     NodeDef("TestLog", {"image": ["IMAGE", {}], "text": ["STRING", {"default": "", "multiline": True}]},
             run_test_log, returns=("IMAGE",), output_node=True,
             description="Sends a progress-text frame and shows the text and the image mean."),
