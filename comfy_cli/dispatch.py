@@ -236,8 +236,8 @@ class Dispatcher:
             latest = self.final[moved.item]
             warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
                                                         "been moved away from that server"}
-            latest.warnings.append(warning)
-            moved.warnings.append(warning)
+            for prompt in {id(latest): latest, id(moved): moved}.values():
+                prompt.warnings.append(warning)
 
     def _stop(self, status, message, now, groups):
         if self.stopped is not None:

@@ -574,6 +574,9 @@ def test_queue_listing_and_delete_pending(sim, http):
     assert [item[1] for item in q["queue_running"]] == [a] and [item[1] for item in q["queue_pending"]] == [b]
     assert q["queue_pending"][0][3:] == [{"client_id": "c"}, ["2"]] and len(q["queue_pending"][0]) == 5
     assert http.get(sim.url + "/prompt").json() == {"exec_info": {"queue_remaining": 2}}
+    # b's own enqueue broadcast may still be on its way: wait for the one the delete sends.
+    ws.wait(lambda fs: [f["data"]["status"]["exec_info"]["queue_remaining"] for f in fs
+                        if isinstance(f, dict) and f["type"] == "status"][-1:] == [2], 10, "b's status")
     n = len(ws.of_type("status"))
     assert http.post(sim.url + "/queue", json={"delete": [b]}).status_code == 200
     ws.wait_type("status", n + 1)
