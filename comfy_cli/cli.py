@@ -503,17 +503,7 @@ def cancel(
         mine = {h.prompt_id for h in given}
         deleted, interrupted = set(), set()
         try:
-            for _ in range(2):  # twice: a pending one may start between the read and the delete
-                running, pending = client.queue(retry=False)
-                waiting = [pid for pid in pending if pid in mine and pid not in deleted]
-                run_now = [pid for pid in running if pid in mine and pid not in interrupted]
-                if not waiting and not run_now:
-                    break
-                client.delete_pending(waiting)
-                deleted.update(waiting)
-                for pid in run_now:
-                    client.interrupt(pid)  # by prompt id: never whatever else runs by then
-                    interrupted.add(pid)
+            client.cancel(mine, deleted, interrupted)
             code = errors.OK
             for h in given:
                 pid = h.prompt_id

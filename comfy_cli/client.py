@@ -211,6 +211,24 @@ class Client:
         body = {"prompt_id": prompt_id} if prompt_id else {}
         self._request("POST", "/interrupt", json=body)
 
+    def cancel(self, prompt_ids, deleted, interrupted):
+        """Delete those of `prompt_ids` that wait in the queue and interrupt those that run, by
+        prompt id, so another client's prompt is never touched. Twice: a pending one may start
+        between the read and the delete. `deleted` and `interrupted` (sets) collect what was
+        done, also when a ServerError ends it part way."""
+        mine = set(prompt_ids)
+        for _ in range(2):
+            running, pending = self.queue(retry=False)
+            waiting = [pid for pid in pending if pid in mine and pid not in deleted]
+            run_now = [pid for pid in running if pid in mine and pid not in interrupted]
+            if not waiting and not run_now:
+                return
+            self.delete_pending(waiting)
+            deleted.update(waiting)
+            for pid in run_now:
+                self.interrupt(pid)
+                interrupted.add(pid)
+
     def delete_pending(self, prompt_ids):
         if prompt_ids:
             self._request("POST", "/queue", json={"delete": list(prompt_ids)})

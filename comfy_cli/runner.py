@@ -583,20 +583,9 @@ def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
 def _cancel(client, ids):
     """Delete ours that wait in the queue; interrupt ours that run, by prompt id, so that
     another client's prompt is never interrupted. Twice: one may start between the reads."""
-    mine = set(ids)
-    deleted, interrupted = [], []
+    deleted, interrupted = set(), set()
     try:
-        for _ in range(2):
-            running, pending = client.queue(retry=False)
-            wait = [pid for pid in pending if pid in mine and pid not in deleted]
-            run = [pid for pid in running if pid in mine and pid not in interrupted]
-            if not wait and not run:
-                break
-            client.delete_pending(wait)
-            deleted.extend(wait)
-            for pid in run:
-                client.interrupt(pid)
-                interrupted.append(pid)
+        client.cancel(ids, deleted, interrupted)
     except ServerError as exc:
-        return ev.CancelDone(time.monotonic(), tuple(deleted), tuple(interrupted), str(exc))
-    return ev.CancelDone(time.monotonic(), tuple(deleted), tuple(interrupted), None)
+        return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), str(exc))
+    return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), None)
