@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
+from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 
 RETRIED = (tr.FAILED, tr.LOST, tr.ERROR)
@@ -80,19 +81,11 @@ class Dispatcher:
         groups = [(i, sup.start(now)) for i, sup in enumerate(self.sups)]
         return groups + self._after(now)
 
-    def take(self, i, event, now):
-        """One event of a socket read, for server `i`."""
-        commands = self.sups[i].take(event, now)
-        sup = self.sups[i]
-        if sup.reported or sup.ran_twice:
-            return [(i, commands)] + self._after(now)
-        return [(i, commands)]
-
     def feed(self, i, item, now):
         """An item for server `i`, or for all of them (i None: signals and wake-ups)."""
         if i is None:
             groups = [(j, sup.feed(item, now)) for j, sup in enumerate(self.sups)]
-            if item is not None and type(item).__name__ == "Signal":
+            if type(item) is ev.Signal:
                 self._stop(tr.CANCELLED, "cancelled by you before it was sent", now, groups)
         else:
             groups = [(i, self.sups[i].feed(item, now))]
@@ -147,10 +140,9 @@ class Dispatcher:
             if not fits:
                 self.waiting.popleft()
                 missing = sorted(set(_types(prompt)) - set().union(*(t for t in self.node_types if t is not None)))
-                prompt.give_up(tr.ERROR, now, "no server has the node types " + ", ".join(missing))
-                prompt.error["type"] = "missing_node_types"
-                prompt.status = tr.REJECTED
-                prompt.settled = True
+                prompt.reject(now, {"type": "missing_node_types", "details": "", "node_errors": {},
+                                    "message": "no server has the node types " + ", ".join(missing)})
+                prompt.settle()
                 groups.append((None, _shown(prompt)))
                 continue
             tried = prompt.tried
@@ -198,7 +190,8 @@ class Dispatcher:
         return again
 
     def _followed_on(self, i):
-        return any(p.status in (tr.SUBMITTING, tr.SUBMITTED, tr.RUNNING) for p in self.sups[i].board.open_prompts)
+        """Has server `i` any of ours that failover would move or end?"""
+        return any(p.on_server for p in self.sups[i].board.open_prompts)
 
     def _failover(self, now, groups):
         if len(self.sups) < 2:
@@ -247,7 +240,7 @@ class Dispatcher:
         while self.waiting:
             prompt = self.waiting.popleft()
             prompt.give_up(status, now, message)
-            prompt.settled = True
+            prompt.settle()
             ended += _shown(prompt)
         if ended:
             groups.append((None, ended))

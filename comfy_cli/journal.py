@@ -12,6 +12,7 @@ arrived), or nothing (submitted as new).
 
 import json
 import os
+import threading
 
 from comfy_cli.errors import UsageError
 
@@ -27,6 +28,7 @@ class Journal:
         self.items = {}  # item -> the last submit or end record about it (a dict)
         self.outputs = {}  # prompt id -> {output key: local path or None}: files already handled
         self.client_id = client_id
+        self._lock = threading.Lock()  # submitters and the journal worker write from their threads
         existing = self._read(fingerprint)
         try:
             self._fh = open(path, "a", encoding="utf-8")
@@ -72,9 +74,11 @@ class Journal:
         return True
 
     def _write(self, record):
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def submitted(self, prompt):
         self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,

@@ -16,6 +16,10 @@ EXIT = {
 }
 
 
+# Rejections decided by comfy-cli itself, never by a server's validation.
+LOCAL_REFUSALS = ("invalid_workflow", "missing_node_types")
+
+
 def exit_code(prompt, cancel_code=errors.SIGINT):
     if prompt.status in (tr.CANCELLED, tr.DETACHED):
         return cancel_code
@@ -108,8 +112,8 @@ def failure_lines(prompt, verbose=False):
         node = err.get("node_id")
         return [f"{name}: interrupted on the server" + (f" at node {node} ({err.get('node_type')})" if node else "")]
     if prompt.status == tr.REJECTED:
-        if err.get("type") == "invalid_workflow":  # refused before sending: the message names the file
-            return [err.get("message", "invalid workflow")]
+        if err.get("type") in LOCAL_REFUSALS:  # refused here, before sending: no server said it
+            return [f"{name}: {err.get('message', 'invalid workflow')}"]
         return rejection_lines(prompt)
     if prompt.status in (tr.LOST, tr.TIMEOUT, tr.CANCELLED, tr.ERROR, tr.DETACHED):
         return [f"{name}: {err.get('message', prompt.status)} (prompt {prompt.prompt_id})"]

@@ -99,7 +99,8 @@ class Worker(threading.Thread):
                 result = fn(*args)
             except BaseException as exc:  # a bug: tell the main loop, never die silently
                 result = ev.WorkerCrashed(time.monotonic(), f"{type(exc).__name__}: {exc}")
-            self.results.put(result)
+            if result is not None:  # (a journal write answers nothing)
+                self.results.put(result)
 
 
 class _Tagged:
@@ -159,6 +160,9 @@ class Run:
             self.journal = Journal(opts.journal, fingerprint(opts.workflows, urls, opts.journal_options or {}),
                                    self.client_id)
             self.client_id = self.journal.client_id
+            # fsync is slow: the main loop hands `output` and `end` lines to a worker of their own
+            # (a `submit` line is written by the submitter, just before its POST leaves).
+            self.journal_worker = Worker("journal", _Tagged(self.events, None))
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
@@ -225,7 +229,7 @@ class Run:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR)
             prompt.error = record.get("error")
             prompt.warnings.append({"type": "journal", "message": "ended in an earlier run (from the journal)"})
-            prompt.settled = True
+            prompt.settle()
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
             prompt.resumed = True
@@ -251,6 +255,8 @@ class Run:
         try:
             for server in self.servers:
                 server.start()
+            if self.journal is not None:
+                self.journal_worker.start()
             try:
                 self._prepare()
             except ServerError as exc:
@@ -265,6 +271,8 @@ class Run:
             restore()
             self.over.set()
             if self.journal is not None:
+                self.journal_worker.stop()
+                self.journal_worker.join(10)  # every line written before the file is closed
                 self.journal.close()
             for server in self.servers:
                 if server.listener is not None:
@@ -410,9 +418,9 @@ class Run:
     # ---- I/O commands: each becomes a job on one of the server's workers -------------------
     def _submit(self, server, c):
         prompt = server.sup.board.prompts[c.prompt_id]
-        if self.journal is not None and prompt.item is not None:
-            self.journal.submitted(prompt)  # before it leaves: a crash after sending still knows it
-        server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id)
+        record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
+        server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
+                                        record and (lambda: record(prompt)))
 
     def _read_queue(self, server, c):
         server.workers["reader"].put(_read_queue, server.client, c.gen)
@@ -457,7 +465,7 @@ class Run:
         if self.journal is not None and c.prompt.item is not None:
             from comfy_cli.report import output_key
 
-            self.journal.output(c.prompt, output_key(c.node, c.item), c.path)
+            self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
@@ -466,7 +474,7 @@ class Run:
     def _report(self, server, c):
         prompt = c.prompt
         if self.journal is not None and prompt.item is not None:
-            self.journal.ended(prompt)
+            self.journal_worker.put(self.journal.ended, prompt)
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
@@ -495,7 +503,9 @@ class Run:
 
 
 # ---- jobs: run on workers; each does its I/O and returns one result event ---------------
-def _submit(client, workflow, client_id, prompt_id):
+def _submit(client, workflow, client_id, prompt_id, journal=None):
+    if journal is not None:
+        journal()  # the `submit` line, before the POST leaves: a crash after sending still knows it
     try:
         reply = client.submit(workflow.graph, client_id, prompt_id)
     except Rejected as exc:

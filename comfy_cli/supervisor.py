@@ -190,7 +190,7 @@ class _Lookup:
 
 
 class Supervisor:
-    def __init__(self, prompts, policy, now, wall=None, socket_open=True, name=""):
+    def __init__(self, prompts, policy, now, wall=0.0, socket_open=True, name=""):
         """`prompts`: tracker Prompts in batch order (`waiting` ones are submitted, others are
         followed as they are); `wall`: the wall-clock time at `now`, for messages only."""
         self.policy = policy
@@ -204,7 +204,7 @@ class Supervisor:
             if prompt.status == tr.WAITING:
                 self.queue.append(prompt.prompt_id)
         self.started = now
-        self.wall = wall if wall is not None else _time.time()
+        self.wall = wall  # (no clock is read here: the caller says what time it is)
         self.socket = OPENING if socket_open else DOWN
         self.last_frame = self.last_heard = now
         self.gen = 0
