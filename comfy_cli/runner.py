@@ -13,6 +13,7 @@ decides anything; no handler does I/O. Workers run one job at a time each: the s
 downloader (/view), so a slow download never holds up a submission or a round.
 """
 
+import os
 import queue
 import signal
 import sys
@@ -73,6 +74,30 @@ class Options:
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
+
+
+def _one_cpu():
+    """Keep this thread, and the threads it starts from now on, on the CPU it runs on now;
+    return the CPUs it was allowed before (to restore), or None if nothing was changed.
+
+    Why: the run's threads take turns on the GIL (one runs Python at a time) and hand work to
+    each other all the time: frames to the loop, jobs to workers, the GIL itself. On different
+    CPUs every such hand-off wakes another CPU (an inter-processor interrupt, costly in a VM);
+    on one CPU it is a plain switch. That was a third of a 1000-prompt batch's CPU
+    (tests/bench/RESULTS.md). Threads started earlier (a --simulate server) are not moved.
+    Linux only; COMFY_CLI_ANY_CPU=1 turns it off."""
+    if os.environ.get("COMFY_CLI_ANY_CPU") or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        allowed = os.sched_getaffinity(0)
+        with open("/proc/thread-self/stat", "rb") as fh:
+            cpu = int(fh.read().rsplit(b")", 1)[1].split()[36])  # field 39: the CPU it last ran on
+        if len(allowed) < 2 or cpu not in allowed:
+            return None
+        os.sched_setaffinity(0, {cpu})
+    except (OSError, ValueError, IndexError):
+        return None
+    return allowed
 
 
 class Worker(threading.Thread):
@@ -252,6 +277,7 @@ class Run:
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
         restore = self._catch_signals()
+        cpus = _one_cpu()
         try:
             for server in self.servers:
                 server.start()
@@ -269,6 +295,8 @@ class Run:
                     fatal = ServerError(problem)
         finally:
             restore()
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
             self.over.set()
             if self.journal is not None:
                 self.journal_worker.stop()
@@ -391,9 +419,13 @@ class Run:
     # ---- signals ------------------------------------------------------------------------
     def _catch_signals(self):
         """SIGINT and SIGTERM become events for the supervisor (a second one exits at once).
-        An inherited SIG_IGN is kept: a shell that starts us in the background means it."""
+        An inherited SIG_IGN is kept: a shell that starts us in the background means it. Only
+        the main thread may set handlers: a run started from another thread (a library user's)
+        leaves the signals to its program."""
         saved = {}
         for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
+            if threading.current_thread() is not threading.main_thread():
+                break
             if signal.getsignal(signum) is signal.SIG_IGN:
                 continue
             saved[signum] = signal.signal(signum, self._on_signal(code))
