@@ -50,7 +50,7 @@ class Progress(NamedTuple):
 class ProgressState(NamedTuple):
     at: float
     prompt_id: str
-    nodes: dict  # node id -> (value, max, state)
+    finished: tuple  # the node ids it says are finished (all the tracker needs of it)
 
 
 class Executed(NamedTuple):
@@ -209,14 +209,18 @@ TERMINAL = (Succeeded, Failed, Interrupted)
 
 
 def _str(value):
-    if isinstance(value, str):
+    if type(value) is str:
         return value
+    if value is None:
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # node ids are strings, but be lenient with numeric ones
     return None
 
 
 def _num(value):
+    if type(value) is int:
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and math.isfinite(value):  # JSON may carry NaN or 1e999
@@ -269,12 +273,9 @@ def _progress_state(d, at):
     pid, nodes = _str(d.get("prompt_id")), d.get("nodes")
     if not pid or not isinstance(nodes, dict):
         return None
-    out = {}
-    for node_id, info in nodes.items():
-        if isinstance(info, dict):
-            key = _str(info.get("display_node_id")) or node_id
-            out[key] = (_num(info.get("value")), _num(info.get("max")), _str(info.get("state")))
-    return ProgressState(at, pid, out)
+    finished = tuple(_str(info.get("display_node_id")) or node_id for node_id, info in nodes.items()
+                     if type(info) is dict and info.get("state") == "finished")
+    return ProgressState(at, pid, finished)
 
 
 def _executed(d, at):
@@ -329,13 +330,22 @@ PARSERS = {
 }
 
 
+_decode = json.JSONDecoder().raw_decode  # json.loads without its whitespace checks around a frame
+
+
 def parse(text, at):
     """One websocket text frame -> an event, or None for anything unknown or unusable."""
     try:
         # Frames are UTF-8 (RFC 6455); decoding first spares json its encoding detection.
-        msg = json.loads(text.decode() if type(text) is bytes else text)
+        text = text.decode() if type(text) is bytes else text
+        msg, end = _decode(text)
+        if end != len(text) and text[end:].strip():
+            return None  # something after the message
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
+        try:
+            msg = json.loads(text)  # (leading whitespace, say)
+        except (ValueError, RecursionError, TypeError):
+            return None
     if type(msg) is not dict:
         return None
     kind = msg.get("type")

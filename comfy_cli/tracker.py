@@ -228,11 +228,10 @@ class Prompt:
     def _progress_state(self, e):
         self._running(e.at)
         before = len(self.done)
-        for node, (_value, _max, state) in e.nodes.items():
-            if state == "finished":
-                self.done.add(node)
-                if node not in self.cached:
-                    self.ran.add(node)
+        for node in e.finished:
+            self.done.add(node)
+            if node not in self.cached:
+                self.ran.add(node)
         return len(self.done) != before
 
     def _executed(self, e):

@@ -286,3 +286,16 @@ def test_blocked_execution_is_a_warning_not_the_end():
     assert p.status == tr.RUNNING and p.warnings
     p.handle(ev.Succeeded(3, "p", None))
     assert p.status == tr.SUCCESS
+
+
+def test_frame_parsing_edges():
+    ok = {"type": "execution_start", "data": {"prompt_id": "p", "timestamp": 5}}
+    text = json.dumps(ok)
+    for frame in (text, text.encode(), f"  {text}\n", f"{text} \r\n".encode()):
+        assert ev.parse(frame, 1.0) == ev.Started(1.0, "p", 5), frame
+    for frame in (text + " {}", text + "x", b"\xff" + text.encode(), "[" * 100000 + "]" * 100000, text[:-1]):
+        assert ev.parse(frame, 1.0) is None, frame[:40]
+    state = {"type": "progress_state", "data": {"prompt_id": "p", "nodes": {
+        "1": {"state": "finished", "display_node_id": "1"}, "5:3": {"state": "finished", "display_node_id": "5"},
+        "2": {"state": "running"}, "7": "junk", "8": {"state": "finished", "display_node_id": 8}}}}
+    assert ev.parse(json.dumps(state), 2.0) == ev.ProgressState(2.0, "p", ("1", "5", "8"))
