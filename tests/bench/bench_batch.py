@@ -6,7 +6,12 @@ user+sys CPU time and peak RSS come from os.wait4. The reference is tests/bench/
 one prompt per process, run N times in a row (sums shown); it is only run for N <= 100.
 Targets at N=1000: under 1.5 ms client CPU per prompt and 80 MB peak RSS.
 
-Usage: python tests/bench/bench_batch.py [--runs N] [--sizes 10,100,1000]
+With `--against DIR` (a checkout of another commit, e.g. from `git worktree add /tmp/old OLD`),
+that tree's comfy_cli is measured too, alternated with this one's (it is put first on the child's
+PYTHONPATH), and the ratio of their CPU per prompt is printed: the machine's speed drifts, so only
+such side-by-side ratios compare across days.
+
+Usage: python tests/bench/bench_batch.py [--runs N] [--sizes 10,100,1000] [--against DIR]
 """
 
 import argparse
@@ -35,12 +40,12 @@ def graph(seed):
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "b"}}}
 
 
-def run_child(argv, tmp):
+def run_child(argv, tmp, env=None):
     """Run argv to completion; return (wall s, user+sys CPU s, peak RSS KB, exit code, stdout, stderr)."""
     out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
@@ -55,12 +60,13 @@ def fail(what, argv, code, stdout, stderr):
     sys.exit(f"{what} exited {code}\n$ {' '.join(argv)}\n{stdout[-2000:]}{stderr[-2000:]}")
 
 
-def measure_cli(sim, n, tmp):
+def measure_cli(sim, n, tmp, tree=None, seed=1):
     workflow = os.path.join(tmp, "batch.json")
     with open(workflow, "w") as fh:
-        json.dump(graph(1), fh)
+        json.dump(graph(seed), fh)
     argv = [COMFY_CLI, "run", workflow, "--count", str(n), "--progress", "none", "--json", "--url", sim.url]
-    wall, cpu, rss_kb, code, stdout, stderr = run_child(argv, tmp)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    wall, cpu, rss_kb, code, stdout, stderr = run_child(argv, tmp, env)
     if code != 0:
         fail("comfy-cli", argv, code, stdout, stderr)
     prompts = json.loads(stdout)["prompts"]
@@ -90,7 +96,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1, help="runs per size (default 1; medians if more)")
     parser.add_argument("--sizes", default="10,100,1000", help="comma-separated --count values (default 10,100,1000)")
+    parser.add_argument("--against", metavar="DIR", help="also measure the comfy_cli in DIR (another checkout)")
     args = parser.parse_args()
+    if args.against and not os.path.isfile(os.path.join(args.against, "comfy_cli", "__init__.py")):
+        parser.error(f"--against {args.against}: no comfy_cli package there")
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
@@ -101,10 +110,13 @@ def main():
     header("bench_batch: comfy-cli run --count N (one workflow, one-step prompts) vs ref_client.py x N", args.runs)
     cli = {n: [] for n in sizes}
     ref = {n: [] for n in sizes}
-    for _ in range(args.runs):
+    other = {n: [] for n in sizes}
+    for run in range(args.runs):
         for n in sizes:
             with SimServer() as sim, tempfile.TemporaryDirectory() as tmp:
                 cli[n].append(measure_cli(sim, n, tmp))
+                if args.against:  # (another seed: nothing served from the simulator's cache)
+                    other[n].append(measure_cli(sim, n, tmp, os.path.abspath(args.against), seed=2))
                 if n <= REF_MAX_N:
                     ref[n].append(measure_ref(sim, n, tmp))
 
@@ -121,6 +133,15 @@ def main():
         else:
             line += f"  {'n/a':>8}  {'n/a':>13}"
         print(line)
+    if args.against:
+        print()
+        print(f"side by side with {args.against} (alternated, medians of CPU ms/prompt):")
+        for n in sizes:
+            mine, theirs = med(cli[n], "cpu_ms"), med(other[n], "cpu_ms")
+            runs = " ".join(f"{r['cpu_ms']:.2f}" for r in cli[n])
+            theirs_runs = " ".join(f"{r['cpu_ms']:.2f}" for r in other[n])
+            print(f"{n:>6}  this tree {mine:.2f}  {args.against} {theirs:.2f}  ratio {mine / theirs:.2f}x"
+                  f"  (runs: {runs} vs {theirs_runs})")
     print()
     print(f"targets at N=1000: comfy-cli client CPU <= ~{TARGET_CPU_MS:g} ms/prompt, peak RSS <= ~{TARGET_RSS_MB:g} MB")
     if 1000 in cli:
