@@ -219,9 +219,7 @@ def _str(value):
 
 
 def _num(value):
-    if type(value) is int:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:  # (not bool; JSON gives no other int types)
         return value
     if isinstance(value, float) and math.isfinite(value):  # JSON may carry NaN or 1e999
         return value

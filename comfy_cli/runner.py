@@ -623,11 +623,10 @@ def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
 
 
 def _cancel(client, ids):
-    """Delete ours that wait in the queue; interrupt ours that run, by prompt id, so that
-    another client's prompt is never interrupted. Twice: one may start between the reads."""
-    deleted, interrupted = set(), set()
+    """Client.cancel as a job: what it deleted and interrupted, even when it stopped part way."""
+    deleted, interrupted, problem = set(), set(), None
     try:
         client.cancel(ids, deleted, interrupted)
     except ServerError as exc:
-        return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), str(exc))
-    return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), None)
+        problem = str(exc)
+    return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), problem)
