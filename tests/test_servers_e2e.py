@@ -3,6 +3,7 @@
 
 import json
 import threading
+import time
 
 from comfy_cli.sim import SimServer
 from netproxy import Proxy
@@ -12,6 +13,54 @@ from test_run_e2e import cli, start, workflow
 
 def histories(*sims):
     return [set(s.history_ids()) for s in sims]
+
+
+class Events:
+    """Reads a running client's --events lines (and its stderr) on threads, so a test can wait,
+    with a bound, for what the client itself has seen."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []
+        self.err = []
+        self._cond = threading.Condition()
+        self._threads = [threading.Thread(target=self._read, args=(proc.stdout, True), daemon=True),
+                         threading.Thread(target=self._read, args=(proc.stderr, False), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream, is_out):
+        for line in stream:
+            with self._cond:
+                (self.lines if is_out else self.err).append(json.loads(line) if is_out else line)
+                self._cond.notify_all()
+
+    def wait(self, predicate, timeout):
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.lines), timeout)
+
+    def seen_running(self, sim):
+        """Has the client seen the prompt `sim` runs now start, with another of ours waiting there?
+        (One it only saw queued would be moved away, not lost.)"""
+        now = sim.running()
+        with self._cond:
+            return (now is not None and len(sim.engine.pending) >= 1 and
+                    any(e["event"] == "started" and e["prompt_id"] == now[0] for e in self.lines))
+
+    def until_seen_running(self, sim, timeout):
+        end = time.monotonic() + timeout
+        while not self.seen_running(sim):
+            if time.monotonic() > end:
+                return False
+            with self._cond:
+                self._cond.wait(0.05)  # a new line, or the server moved on
+        return True
+
+    def finish(self, timeout):
+        self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(timeout)
+        return self.lines, "".join(self.err)
 
 
 def test_the_fast_server_runs_more(tmp_path):
@@ -79,17 +128,19 @@ def test_failover_moves_waiting_prompts_and_retries_the_running_one(tmp_path):
     with SimServer() as a, SimServer() as b:
         proxy = Proxy(b.port).up()
         path = workflow(tmp_path, "steps", **{"1__steps": 60})  # about 0.6 s each
-        proc = start("run", path, "--count", "8", "--url", a.url, "--url", proxy.url, "--json", "--retry", "1",
+        proc = start("run", path, "--count", "8", "--url", a.url, "--url", proxy.url, "--events", "--retry", "1",
                      "--failover-after", "1", "--per-server", "2", *FAST)
+        events = Events(proc)
         try:
-            assert b.wait_for(lambda s: s.running() is not None and len(s.engine.pending) >= 1, 20)
+            assert events.until_seen_running(b, 20)
             proxy.down()
-            out, err = proc.communicate(timeout=60)
+            lines, err = events.finish(60)
         finally:
             proc.kill()
             close(proxy)
         assert proc.returncode == 0, err
-        doc = json.loads(out)
+        doc = lines[-1]
+        assert doc["event"] == "summary"
         finals = {}
         for p in doc["prompts"]:
             finals[p["name"]] = p
@@ -150,22 +201,20 @@ def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
         path = workflow(tmp_path, "steps", **{"1__steps": 60})
         proc = start("run", path, "--count", "10", "--url", a.url, "--url", proxy.url, "--events",
                      "--failover-after", "1", "--per-server", "2", *FAST)
-        lines = []
+        events = Events(proc)
         try:
-            assert b.wait_for(lambda s: s.running() is not None and len(s.engine.pending) >= 1, 20)
+            assert events.until_seen_running(b, 20)
             waiting_on_b = [item[1] for item in b.engine.pending]
             proxy.down()
-            for line in proc.stdout:  # until the client has moved b's prompts away
-                lines.append(json.loads(line))
-                if lines[-1]["event"] == "finished" and (lines[-1]["error"] or {}).get("message", "").startswith(
-                        "moved"):
-                    break
+            # Until the client has moved b's prompts away.
+            assert events.wait(lambda lines: any(
+                e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
+                for e in lines), 30)
             proxy.up()
-            rest, err = proc.communicate(timeout=60)
+            lines, err = events.finish(60)
         finally:
             proc.kill()
             close(proxy)
-        lines += [json.loads(line) for line in rest.splitlines()]
         summary = lines[-1]
         assert summary["event"] == "summary"
         # The prompts moved away never ran on b: they were deleted from its queue when it came back.
