@@ -570,6 +570,12 @@ class Supervisor:
             if e.kind == ev.SENT and prompt.status not in (tr.WAITING, tr.CANCELLED, tr.TIMEOUT, tr.ERROR):
                 job.lost_reason = e.message
                 self._resolved(prompt, job, out)
+            elif e.kind == ev.REFUSED and prompt.status not in (tr.WAITING, tr.CANCELLED, tr.TIMEOUT, tr.ERROR):
+                # A gateway's (or a broken server's) refusal of a prompt the server runs: what
+                # the server does wins, but the user hears of the refusal.
+                said = rejection(e.body or {})["message"]
+                out.append(Note(f"{prompt.workflow.name}: warning: POST /prompt was answered {said!r}, but the "
+                                "server has the prompt; following it"))
             self._settle(prompt, out)
             return
         if e.kind == ev.REFUSED:

@@ -149,8 +149,9 @@ def test_token_never_shows_in_any_output(tmp_path):
     """Every channel: stdout, stderr, --json, --events, --verbose, --debug, errors, JUnit."""
 
     class Echo(Faults):
-        # A hostile server that echoes the Authorization header back in its error messages.
-        def after_http(self, request, response):
+        # A hostile server that echoes the Authorization header back in its error messages. It
+        # refuses before queueing, as ComfyUI does (refusing after would let the prompt run).
+        def on_http(self, request):
             if request.path == "/prompt" and request.method == "POST":
                 return web.json_response({"error": {"type": "x", "message": "bad " + request.headers.get(
                     "Authorization", ""), "details": "", "extra_info": {}}, "node_errors": {}}, status=400)

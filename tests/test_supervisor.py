@@ -170,6 +170,19 @@ def test_socket_news_resolves_a_lost_answer():
     assert len(h.of(sv.Submit)) == 1
 
 
+def test_a_refusal_of_a_prompt_the_server_runs_is_a_warning_not_the_end():
+    # A gateway (or a broken server) answered 400, yet the socket shows the server running it.
+    h = Harness()
+    h.feed([ev.Started(h.now, "p0", 1)])
+    said = h.feed(ev.SubmitFailed(h.now, "p0", ev.REFUSED, "400", {"error": {"message": "bad gateway rule"}}))
+    assert h.prompt().status == tr.RUNNING
+    assert [n.text for n in h.of(sv.Note, said)] == [
+        "w0: warning: POST /prompt was answered 'bad gateway rule', but the server has the prompt; following it"]
+    h.succeed()
+    assert h.prompt().status == tr.SUCCESS
+    assert len(h.of(sv.Submit)) == 1
+
+
 def test_a_submitting_prompt_is_never_lost_in_a_catch_up_round():
     # The bug of issue H: the catch-up round ran while the submission was being resolved.
     h = Harness()
