@@ -5,10 +5,15 @@ refused, odd characters become `_`, and the final path is checked to stay inside
 (symlinks included). Each file is streamed to a hidden temporary file beside its target and
 then linked into place, which fails instead of replacing a file that appeared meanwhile; an
 existing name gets a numbered suffix unless --overwrite.
+
+A run killed mid-download leaves its temporary file behind. The name carries the host and
+process id, so the next run writing into that folder removes the ones whose process is gone
+on this host, and nothing another live run (or another machine sharing the folder) is writing.
 """
 
 import os
 import re
+import socket
 import tempfile
 
 from comfy_cli.errors import ComfyError, UsageError
@@ -24,6 +29,37 @@ def _umask():
 
 
 FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp makes 0600
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
+_TEMP = re.compile(r"^\.comfy-cli-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-.*\.part$")
+
+
+def _temp_prefix():
+    return f".comfy-cli-{_HOST}-{os.getpid()}-"
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, someone else's
+    return False
+
+
+def sweep(folder):
+    """Remove what killed runs on this host left behind in `folder`: their temporary files."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _TEMP.match(name)
+        if m and m["host"] == _HOST and int(m["pid"]) != os.getpid() and _gone(int(m["pid"])):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 class UnsafeName(ComfyError):
@@ -41,6 +77,7 @@ class OutputDir:
         if not os.access(path, os.W_OK):
             raise UsageError(f"--output-dir {path}: not writable")
         self.root = os.path.realpath(path)
+        self._swept = set()  # folders cleared of dead runs' temporary files
 
     def target(self, item):
         """Where an output item goes, as a path inside the folder; raises UnsafeName."""
@@ -74,7 +111,11 @@ class OutputDir:
         `reuse_same`: an identical file already there is the result (a resumed batch may have
         saved it just before it was killed)."""
         path = self.target(item)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        if folder not in self._swept:
+            self._swept.add(folder)
+            sweep(folder)
         return write_new(path, write, self.overwrite, numbered=True, reuse_same=reuse_same)
 
 
@@ -93,7 +134,7 @@ def write_new(path, write, overwrite=False, numbered=False, reuse_same=False):
     `numbered`, the name gets a `_1`, `_2`... suffix, and without it FileExistsError is raised.
     With `reuse_same`, a file there with the very same bytes is the result instead.
     Returns the path written."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".comfy-cli-", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=_temp_prefix(), suffix=".part")
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
