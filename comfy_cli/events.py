@@ -169,6 +169,7 @@ class Downloaded(NamedTuple):
     key: tuple  # report.output_key
     path: Optional[str]  # None: not saved
     problem: Optional[str]  # why not, for the user
+    retry: bool = False  # the server failed it: another try may work (the supervisor decides when)
 
 
 class CancelDone(NamedTuple):

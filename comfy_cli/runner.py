@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import backoff, batch, errors
+from comfy_cli import batch, errors
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import supervisor as sv
@@ -601,25 +601,19 @@ def _read_history(client, gen, prompt_id):
 
 
 def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
+    """One try; whether and when to try again is the supervisor's rule."""
     from comfy_cli.outputs import UnsafeName
 
-    problem = None
-    for attempt in range(backoff.DOWNLOAD.tries + 1):
-        if attempt:
-            time.sleep(backoff.DOWNLOAD.delay(attempt))
-        try:
-            path = folder.save(c.item, lambda fh: client.download(c.item, fh, MAX_DOWNLOAD, until, stop), reuse_same)
-            return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, path, None)
-        except UnsafeName as exc:
-            return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"not saved: {exc}")
-        except OSError as exc:
-            return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None,
-                                 f"cannot write into {folder_name}: {exc.strerror or exc}")
-        except ServerError as exc:
-            problem = f"download failed: {exc}"
-            if stop() or (until is not None and time.monotonic() > until):
-                break
-    return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, problem)
+    try:
+        path = folder.save(c.item, lambda fh: client.download(c.item, fh, MAX_DOWNLOAD, until, stop), reuse_same)
+        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, path, None)
+    except UnsafeName as exc:
+        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"not saved: {exc}")
+    except OSError as exc:
+        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None,
+                             f"cannot write into {folder_name}: {exc.strerror or exc}")
+    except ServerError as exc:
+        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"download failed: {exc}", retry=True)
 
 
 def _cancel(client, ids):

@@ -33,7 +33,9 @@ was asked after the server accepted it; missing twice in a row, it is `lost`.
 
 After the end: a prompt whose picture may be incomplete (a gap in the socket, or a success
 with no outputs seen) has its /history read (`backoff.HISTORY`: the entry can lag the end,
-ComfyUI #11540); its files are downloaded when asked. Then it is reported, once.
+ComfyUI #11540); its files are downloaded when asked, and a download the server failed is
+tried again (`backoff.DOWNLOAD`, not past the deadline nor once the run is stopping). Then it
+is reported, once.
 
 Limits: `timeout` counts silence from when events were *received* (their `at`), so a busy
 main thread never makes a prompt time out; `deadline` counts from the start. When one passes,
@@ -180,6 +182,18 @@ class _Round:
         self.missing = False
 
 
+class _Fetch:
+    """One output file being downloaded; `due` is set while it waits to be tried again."""
+
+    __slots__ = ("node", "item", "tries", "due", "problem")
+
+    def __init__(self, node, item):
+        self.node, self.item = node, item
+        self.tries = 0
+        self.due = None
+        self.problem = None
+
+
 class _Lookup:
     __slots__ = ("attempt", "due", "asked")
 
@@ -219,7 +233,7 @@ class Supervisor:
         self.probing = set()  # prompt ids whose lost POST answer is being looked for
         self.unsettled = len(self.board.prompts)
         self.lookups = {}  # prompt id -> _Lookup: /history reads after the end
-        self.downloads = {}  # prompt id -> {key: (node, item)} still downloading
+        self.downloads = {}  # prompt id -> {key: _Fetch} still downloading
         self.saved = {}  # prompt id -> {output key: local path or None}
         self.last_status_round = float("-inf")
         self.last_shrink = None  # when the queue last shrank for no reason of ours
@@ -293,6 +307,8 @@ class Supervisor:
         for lk in self.lookups.values():
             if not lk.asked:
                 times.append(lk.due)
+        for waiting in self.downloads.values():
+            times.extend(f.due for f in waiting.values() if f.due is not None)
         if self.stop is None:
             if p.deadline is not None:
                 times.append(self.started + p.deadline)
@@ -812,24 +828,37 @@ class Supervisor:
                 continue
             done[key] = None
             if self.policy.download:
-                self.downloads.setdefault(prompt.prompt_id, {})[key] = (node, item)
+                self.downloads.setdefault(prompt.prompt_id, {})[key] = _Fetch(node, item)
                 out.append(Download(prompt.prompt_id, key, item))
             else:
                 out.append(Output(prompt, node, item, None))
 
     def _downloaded(self, e, now, out):
         waiting = self.downloads.get(e.prompt_id, {})
-        node, item = waiting.pop(e.key, (None, None))
-        if node is None:
+        fetch = waiting.get(e.key)
+        if fetch is None or fetch.due is not None:
             return
-        prompt = self.board.prompts[e.prompt_id]
-        self.saved.setdefault(e.prompt_id, {})[e.key] = e.path
-        if e.problem:
-            out.append(Note(f"{prompt.workflow.name}: {e.problem}"))
-        if e.path is None:
+        if e.retry and self.stop is None:
+            wait = backoff.DOWNLOAD.delay(fetch.tries + 1)
+            if backoff.DOWNLOAD.allows(fetch.tries + 1) and not self._past_deadline(now + wait):
+                fetch.tries += 1
+                fetch.due = now + wait
+                fetch.problem = e.problem
+                return
+        self._fetched(e.prompt_id, e.key, e.path, e.problem, out)
+
+    def _fetched(self, pid, key, path, problem, out):
+        """A download's last word: saved at `path`, or not (`problem`)."""
+        fetch = self.downloads[pid].pop(key)
+        node, item = fetch.node, fetch.item
+        prompt = self.board.prompts[pid]
+        self.saved.setdefault(pid, {})[key] = path
+        if problem:
+            out.append(Note(f"{prompt.workflow.name}: {problem}"))
+        if path is None:
             self.files_missing = True
             prompt.warnings.append({"type": "download", "message": f"not saved: {item.get('filename')!r}"})
-        out.append(Output(prompt, node, item, e.path))
+        out.append(Output(prompt, node, item, path))
         self._settle(prompt, out)
 
     def _settle(self, prompt, out):
@@ -994,6 +1023,15 @@ class Supervisor:
                 out.append(ReadHistory(None, pid))
         if self.stop is None:
             self._check_limits(now, out)
+        for pid, waiting in list(self.downloads.items()):
+            for key, fetch in list(waiting.items()):
+                if fetch.due is None:
+                    continue
+                if self.stop is not None:  # the run is giving up: no more tries
+                    self._fetched(pid, key, None, fetch.problem, out)
+                elif fetch.due <= now:
+                    fetch.due = None
+                    out.append(Download(pid, key, fetch.item))
         if self.cancel_ids is not None:
             self._maybe_cancel(now, out)
         elif self.cancelling and now >= self.cancel_until:

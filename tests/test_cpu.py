@@ -1,7 +1,6 @@
 """runner._one_cpu: the run's threads share one CPU (Linux); COMFY_CLI_ANY_CPU=1 turns it off."""
 
 import os
-import sys
 import threading
 
 import pytest

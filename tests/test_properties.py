@@ -531,7 +531,7 @@ def test_summary_of_an_output_with_a_lone_surrogate(field, text):
     item[field] = text + item[field]
     wf = Workflow("w.json", "w", {"1": {"class_type": "SaveImage", "inputs": {}}})
     board = tr.Board()
-    p = board.add(tr.Prompt("p", wf))
+    board.add(tr.Prompt("p", wf))
     frame = {"type": "executed", "data": {"prompt_id": "p", "node": "1", "output": {"images": [item]}}}
     board.feed(ev.parse(dumps(frame), 1.0))
     board.feed(ev.parse(dumps({"type": "execution_success", "data": {"prompt_id": "p"}}), 1.1))

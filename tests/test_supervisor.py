@@ -387,6 +387,66 @@ def test_a_failed_download_is_a_warning_and_marks_files_missing():
     assert h.sup.files_missing and h.prompt().warnings[-1]["type"] == "download"
 
 
+def test_a_download_the_server_failed_is_tried_again_on_the_backoff_then_given_up():
+    h = Harness(download=True)
+    h.accept()
+    h.succeed()
+    d = h.of(sv.Download)[-1]
+    for attempt in (1, 2):
+        h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 502", retry=True))
+        wait = sv.backoff.DOWNLOAD.delay(attempt)
+        assert h.sup.next_wakeup() == pytest.approx(h.now + wait)
+        assert len(h.of(sv.Download)) == attempt and not h.of(sv.Report)
+        h.advance(wait * 0.99)
+        assert len(h.of(sv.Download)) == attempt  # not before its time
+        h.advance(wait * 0.01)
+        assert len(h.of(sv.Download)) == attempt + 1 and h.of(sv.Download)[-1] == d
+    h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 502", retry=True))
+    assert len(h.of(sv.Download)) == 3  # DOWNLOAD allows two retries, no more
+    assert h.of(sv.Report) and h.sup.files_missing
+    assert [n.text for n in h.of(sv.Note)][-1] == "w0: download failed: HTTP 502"
+
+
+def test_a_retried_download_that_works_is_saved():
+    h = Harness(download=True)
+    h.accept()
+    h.succeed()
+    d = h.of(sv.Download)[-1]
+    h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: reset", retry=True))
+    h.advance(sv.backoff.DOWNLOAD.delay(1))
+    h.feed(ev.Downloaded(h.now, "p0", d.key, "out/a.png", None))
+    assert h.of(sv.Output)[-1].path == "out/a.png" and not h.sup.files_missing and h.sup.done
+    assert not h.of(sv.Note)
+
+
+def test_a_download_is_not_retried_past_the_deadline_nor_once_the_run_stops():
+    h = Harness(download=True, deadline=10.4)
+    h.accept()
+    h.succeed()
+    d = h.of(sv.Download)[-1]
+    h.advance(10)  # a retry would start after the deadline
+    h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 500", retry=True))
+    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.files_missing
+
+    h = Harness(download=True)
+    h.accept()
+    h.succeed()
+    h.feed(ev.Downloaded(h.now, "p0", h.of(sv.Download)[-1].key, None, "download failed: HTTP 500", retry=True))
+    h.feed(ev.Signal(h.now, 143))  # while a retry waits: it is dropped at once
+    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.files_missing
+    h.advance(5)
+    assert len(h.of(sv.Download)) == 1
+
+
+def test_a_download_that_cannot_be_written_is_not_retried():
+    h = Harness(download=True)
+    h.accept()
+    h.succeed()
+    h.feed(ev.Downloaded(h.now, "p0", h.of(sv.Download)[-1].key, None, "cannot write into out: disk full"))
+    h.advance(5)
+    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report)
+
+
 def test_next_wakeup_is_the_earliest_rule():
     h = Harness(timeout=30, deadline=100, silence_check=15)
     h.accept()

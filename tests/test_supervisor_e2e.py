@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 from aiohttp import web
 
@@ -67,6 +68,45 @@ def test_slow_downloads_do_not_make_a_timeout_while_progress_arrives(tmp_path):
         assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
         assert all(o["path"] for p in doc["prompts"] for o in p["outputs"])
         assert len(list(out.iterdir())) == 2
+
+
+class FailingView(Faults):
+    """The first `fails` /view downloads answer 502 (a gateway hiccup)."""
+
+    def __init__(self, fails):
+        self.fails = fails
+        self.views = 0
+
+    def on_http(self, request):
+        if request.path.endswith("/view"):
+            self.views += 1
+            if self.views <= self.fails:
+                return web.Response(status=502, text="bad gateway")
+        return None
+
+
+def test_a_failed_download_is_tried_again_and_saved(tmp_path):
+    with SimServer(faults=FailingView(2)) as sim:
+        out = tmp_path / "out"
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
+                              "--output-dir", str(out)], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert sim.faults.views == 3
+        (output,) = doc["prompts"][0]["outputs"]
+        assert output["path"] and os.listdir(out) == [os.path.basename(output["path"])]
+        assert "download failed" not in proc.stderr
+
+
+def test_a_download_that_keeps_failing_is_exit_4_with_the_reason(tmp_path):
+    with SimServer(faults=FailingView(100)) as sim:
+        out = tmp_path / "out"
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
+                              "--output-dir", str(out)], timeout=60)
+        assert proc.returncode == 4, proc.stderr
+        assert sim.faults.views == 3  # the first try and backoff.DOWNLOAD's two retries
+        assert "steps: download failed: " in proc.stderr and "HTTP 502 Bad Gateway" in proc.stderr
+        assert "0 files" in proc.stderr.splitlines()[-1]
+        assert doc["prompts"][0]["outputs"][0]["path"] is None and os.listdir(out) == []
 
 
 def test_nan_in_a_workflow_file_is_refused_before_anything_is_sent(tmp_path, sim):
