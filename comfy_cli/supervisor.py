@@ -234,6 +234,7 @@ class Supervisor:
         self.unsettled = len(self.board.prompts)
         self.lookups = {}  # prompt id -> _Lookup: /history reads after the end
         self.downloads = {}  # prompt id -> {key: _Fetch} still downloading
+        self.refetch = set()  # (prompt id, key) of downloads waiting to be tried again
         self.saved = {}  # prompt id -> {output key: local path or None}
         self.last_status_round = float("-inf")
         self.last_shrink = None  # when the queue last shrank for no reason of ours
@@ -307,8 +308,8 @@ class Supervisor:
         for lk in self.lookups.values():
             if not lk.asked:
                 times.append(lk.due)
-        for waiting in self.downloads.values():
-            times.extend(f.due for f in waiting.values() if f.due is not None)
+        for pid, key in self.refetch:
+            times.append(self.downloads[pid][key].due)
         if self.stop is None:
             if p.deadline is not None:
                 times.append(self.started + p.deadline)
@@ -844,12 +845,16 @@ class Supervisor:
                 fetch.tries += 1
                 fetch.due = now + wait
                 fetch.problem = e.problem
+                self.refetch.add((e.prompt_id, e.key))
                 return
         self._fetched(e.prompt_id, e.key, e.path, e.problem, out)
 
     def _fetched(self, pid, key, path, problem, out):
         """A download's last word: saved at `path`, or not (`problem`)."""
-        fetch = self.downloads[pid].pop(key)
+        waiting = self.downloads[pid]
+        fetch = waiting.pop(key)
+        if not waiting:
+            del self.downloads[pid]  # (next_wakeup and the timers walk what is left)
         node, item = fetch.node, fetch.item
         prompt = self.board.prompts[pid]
         self.saved.setdefault(pid, {})[key] = path
@@ -930,6 +935,7 @@ class Supervisor:
             del self.lookups[pid]
         if self.downloads and status in (tr.CANCELLED, tr.DETACHED):
             self.downloads.clear()  # the user wants out: do not wait for files
+            self.refetch.clear()
             self.files_missing = True
         if ids:
             self.cancel_ids = tuple(ids)
@@ -1023,15 +1029,15 @@ class Supervisor:
                 out.append(ReadHistory(None, pid))
         if self.stop is None:
             self._check_limits(now, out)
-        for pid, waiting in list(self.downloads.items()):
-            for key, fetch in list(waiting.items()):
-                if fetch.due is None:
-                    continue
-                if self.stop is not None:  # the run is giving up: no more tries
-                    self._fetched(pid, key, None, fetch.problem, out)
-                elif fetch.due <= now:
-                    fetch.due = None
-                    out.append(Download(pid, key, fetch.item))
+        for pid, key in list(self.refetch):
+            fetch = self.downloads[pid][key]
+            if self.stop is not None:  # the run is giving up: no more tries
+                self.refetch.discard((pid, key))
+                self._fetched(pid, key, None, fetch.problem, out)
+            elif fetch.due <= now:
+                self.refetch.discard((pid, key))
+                fetch.due = None
+                out.append(Download(pid, key, fetch.item))
         if self.cancel_ids is not None:
             self._maybe_cancel(now, out)
         elif self.cancelling and now >= self.cancel_until:

@@ -56,10 +56,12 @@ def test_random_interleavings(data, n):
     now = 0.0
     prompts = [tr.Prompt(f"p{i}", Workflow("w.json", f"w{i}", dict(GRAPH)), None, status=tr.WAITING)
                for i in range(n)]
-    sup = sv.Supervisor(prompts, sv.Policy(poll_interval=0.5, silence_check=5), now, wall=0.0)
+    download = data.draw(st.booleans())
+    sup = sv.Supervisor(prompts, sv.Policy(poll_interval=0.5, silence_check=5, download=download), now, wall=0.0)
     ours = {p.prompt_id for p in prompts}
     pending_io = []
     socket_up = False
+    fetching = set()  # (prompt id, key) of downloads with the worker
 
     def take(commands):
         for c in commands:
@@ -67,6 +69,9 @@ def test_random_interleavings(data, n):
                 pending_io.append(c)
             if type(c) is sv.Cancel:
                 assert set(c.prompt_ids) <= ours, "cancelled a prompt that is not ours"
+            if type(c) is sv.Download:
+                assert (c.prompt_id, c.key) not in fetching, "one file downloaded twice at once"
+                fetching.add((c.prompt_id, c.key))
 
     def feed(item):
         take(sup.feed(item, now))
@@ -90,6 +95,12 @@ def test_random_interleavings(data, n):
             return ev.SubmitFailed(now, c.prompt_id, ev.NOT_SENT, "refused", None)
         if type(c) is sv.CheckServer:
             return ev.ServerChecked(now, None)
+        if type(c) is sv.Download:
+            fetching.discard((c.prompt_id, c.key))
+            outcome = data.draw(st.sampled_from(["saved", "saved", "retry", "fail"])) if ok else "saved"
+            if outcome == "saved":
+                return ev.Downloaded(now, c.prompt_id, c.key, "out/a.png", None)
+            return ev.Downloaded(now, c.prompt_id, c.key, None, "download failed: reset", retry=outcome == "retry")
         if type(c) is sv.Cancel:
             mine = set(c.prompt_ids)
             deleted = tuple(p for p in model.pending if p in mine)
@@ -146,6 +157,7 @@ def test_random_interleavings(data, n):
         now += 0.25
         feed(None)
     assert sup.done, [p.status for p in prompts]
+    assert not fetching and not sup.downloads and not sup.refetch
     for p in prompts:
         assert p.status != tr.LOST
         assert model.arrivals[p.prompt_id] <= 1, f"{p.prompt_id} was submitted twice"
