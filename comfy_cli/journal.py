@@ -4,7 +4,8 @@ taken up again after the CLI itself was killed.
 The file is NDJSON, appended to and fsynced line by line: a header naming the batch, then
 `submit` lines (written *before* the POST leaves, so a crash right after sending still knows
 the prompt id), `output` lines (a file handled: a resumed run does not fetch it twice) and
-`end` lines (written once a prompt is settled). Reading it back gives, per
+`end` lines (written once a prompt is settled, with its outputs, so a resumed run's summary
+still lists them and where they were saved). Reading it back gives, per
 batch item, its last known attempt: ended (done, not run again), submitted but not ended (it
 is looked for on its server: followed if there, sent again with the same id if it never
 arrived), or nothing (submitted as new).
@@ -91,7 +92,8 @@ class Journal:
 
     def ended(self, prompt):
         self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
-                     "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error})
+                     "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error,
+                     "outputs": prompt.outputs})
 
     def close(self):
         self._fh.close()

@@ -179,6 +179,7 @@ class Run:
         self.events = queue.SimpleQueue()  # reentrant: the signal handlers put on it too
         urls = list(opts.urls) or [opts.url]
         self.journal = None
+        self.earlier = {}  # prompt id -> {output key: path}: files of prompts that ended in an earlier run
         if opts.journal:
             from comfy_cli.journal import Journal, fingerprint
 
@@ -253,6 +254,9 @@ class Run:
         elif record.get("event") == "end":
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR)
             prompt.error = record.get("error")
+            if isinstance(record.get("outputs"), dict):
+                prompt.outputs = record["outputs"]
+                self.earlier[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
             prompt.warnings.append({"type": "journal", "message": "ended in an earlier run (from the journal)"})
             prompt.settle()
         else:
@@ -317,12 +321,13 @@ class Run:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            files = sum(1 for s in self.servers for saved in s.sup.saved.values() for path in saved.values()
+            every = [s.sup.saved for s in self.servers] + [self.earlier]
+            files = sum(1 for one in every for saved in one.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
-            saved = {}
+            saved = dict(self.earlier)
             for server in self.servers:
                 saved.update(server.sup.saved)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,

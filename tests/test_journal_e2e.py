@@ -48,6 +48,9 @@ def test_killed_at_random_points_then_resumed_runs_every_prompt_exactly_once(tmp
         assert len(seeds) == 50 and len(set(seeds)) == 50, "a prompt ran twice, or not at all"
         # One file per prompt, and no temporary file a killed run left behind mid-download.
         assert len(os.listdir(out)) == 50, sorted(os.listdir(out))
+        # The last run's summary lists every prompt's file, those saved by the killed runs too.
+        paths = {os.path.basename(o["path"]) for p in doc["prompts"] for o in p["outputs"]}
+        assert paths == set(os.listdir(out))
 
 
 def test_a_journal_of_another_batch_is_refused(sim, tmp_path):
@@ -72,8 +75,15 @@ def test_a_finished_batch_run_again_with_its_journal_sends_nothing(sim, tmp_path
     journal = tmp_path / "j"
     args = ["run", workflow(tmp_path, "steps", **{"1__steps": 1}), "--count", "3", "--url", sim.url, "--journal",
             str(journal), "--json"]
-    assert cli(*args).returncode == 0
-    again = cli(*args)
+    first = cli(*args, "--output-dir", str(tmp_path / "out"))
+    assert first.returncode == 0, first.stderr
+    again = cli(*args, "--output-dir", str(tmp_path / "out"))
     assert again.returncode == 0, again.stderr
     assert [p["status"] for p in json.loads(again.stdout)["prompts"]] == ["success"] * 3
     assert len(sim.submissions) == 3
+    # The summary of the run that sent nothing still lists every output and where it was saved.
+    for before, after in zip(json.loads(first.stdout)["prompts"], json.loads(again.stdout)["prompts"]):
+        assert after["outputs"] == before["outputs"] and after["ui"] == before["ui"]
+        assert after["outputs"][0]["path"] and os.path.exists(after["outputs"][0]["path"])
+    assert again.stderr.strip().splitlines()[-1].startswith("3 prompts: 3 succeeded, 3 files")
+    assert sorted(os.listdir(tmp_path / "out")) == ["steps_00001_.png", "steps_00002_.png", "steps_00003_.png"]
