@@ -35,9 +35,15 @@ class Progress(str, Enum):
     none = "none"
 
 
+def _say(text):
+    """A line on stdout, through the redacting writer (typer.echo may go around it: click
+    writes to the byte buffer underneath when the stream's encoding is ASCII)."""
+    sys.stdout.write(text + "\n")
+
+
 def _version(value: bool):
     if value:
-        typer.echo(f"comfy-cli {__version__}")
+        _say(f"comfy-cli {__version__}")
         raise typer.Exit()
 
 
@@ -232,7 +238,9 @@ def convert(
             else:
                 info = _fetch_object_info(url or DEFAULT_URL, token, header, ca_bundle, _insecure(insecure))
             wf = workflow.convert(wf, info)
-        text = json.dumps(wf.graph, indent=2, ensure_ascii=False) + "\n"
+        from comfy_cli.errors import ascii_only
+
+        text = json.dumps(wf.graph, indent=2, ensure_ascii=output is None and ascii_only(sys.stdout)) + "\n"
         if output is None:
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -275,7 +283,7 @@ def status(
                 docs.append({"server": client.base, "reachable": False, "error": str(exc)})
                 problems.append(exc)
                 if not json_out:
-                    typer.echo(f"{client.base}: not reachable: {exc}")
+                    _say(f"{client.base}: not reachable: {exc}")
                 continue
             finally:
                 client.close()
@@ -283,11 +291,11 @@ def status(
                          "devices": info["devices"],
                          "queue": {"running": info["running"], "pending": info["pending"]}})
             if not json_out:
-                typer.echo(f"{client.base}: reachable, ComfyUI {info['version'] or 'of unknown version'}"
+                _say(f"{client.base}: reachable, ComfyUI {info['version'] or 'of unknown version'}"
                            + (f" on {', '.join(info['devices'])}" if info["devices"] else ""))
-                typer.echo(f"queue: {info['running']} running, {info['pending']} pending")
+                _say(f"queue: {info['running']} running, {info['pending']} pending")
         if json_out:
-            typer.echo(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
+            _say(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
         if len(problems) == len(docs):
             raise problems[0]  # none answers: the error line, exit 4
 
@@ -388,18 +396,16 @@ def submit(
             sys.stderr.write(f"{len(sent)} prompt{'' if len(sent) == 1 else 's'} submitted to {run.client.base}"
                              + (f", {not_sent} not" if not_sent else "") + "\n")
         if json_out:
-            from comfy_cli.errors import redact_obj
-
             doc = {"schema": "comfy-cli.submit/1", "server": run.client.base, "exit_code": code,
                    "error": str(fatal) if fatal else None,
                    "prompts": [{"workflow": p.workflow.path, "name": p.workflow.name, "prompt_id": p.prompt_id,
                                 "client_id": client_id, "handle": h.text() if h else None, "status": p.status,
                                 "number": p.number, "error": p.error} for p, h in made]}
-            typer.echo(json.dumps(redact_obj(doc), indent=2))
+            _say(json.dumps(doc, indent=2))
         else:
             for _, h in made:
                 if h is not None:
-                    typer.echo(h.text())
+                    _say(h.text())
         if fatal is not None:
             raise fatal
         raise typer.Exit(code)
@@ -526,7 +532,7 @@ def cancel(
                             outcome = "failed"
                         said = f"nothing to cancel: it had already ended ({outcome})"
                 label = pid if h.name == pid else f"{h.name} ({pid})"
-                typer.echo(errors.redact(f"{label}: {said}"))
+                _say(f"{label}: {said}")
         finally:
             client.close()
         raise typer.Exit(code)
@@ -566,18 +572,14 @@ def queue_cmd(
 
         rows = [row(i, "running") for i in items["running"]] + [row(i, "pending") for i in items["pending"]]
         if json_out:
-            from comfy_cli.errors import redact_obj
-
-            typer.echo(json.dumps(redact_obj({"schema": "comfy-cli.queue/1", "server": client.base,
-                                              "running": [r for r in rows if r["state"] == "running"],
-                                              "pending": [r for r in rows if r["state"] == "pending"]}), indent=2))
+            _say(json.dumps({"schema": "comfy-cli.queue/1", "server": client.base,
+                             "running": [r for r in rows if r["state"] == "running"],
+                             "pending": [r for r in rows if r["state"] == "pending"]}, indent=2))
             return
-        from comfy_cli.errors import redact
-
         for r in rows:
             mark = f"  {r['name']} (submitted here)" if r["submitted_here"] else ""
-            typer.echo(redact(f"{r['state']:<8} {r['prompt_id']}  {r['nodes']} nodes{mark}"))
-        typer.echo(f"queue: {len(items['running'])} running, {len(items['pending'])} pending")
+            _say(f"{r['state']:<8} {r['prompt_id']}  {r['nodes']} nodes{mark}")
+        _say(f"queue: {len(items['running'])} running, {len(items['pending'])} pending")
 
 
 def _targets(args):
@@ -764,7 +766,7 @@ def _dry_run(workflows, info):
         code = errors.INVALID
         lines = [f"{wf.name}: would be rejected: {problems['error']['message']}"]
         lines += report.node_error_lines(wf, problems["node_errors"])
-        sys.stderr.write(errors.redact("\n".join(lines)) + "\n")
+        sys.stderr.write("\n".join(lines) + "\n")
     return code
 
 
@@ -808,12 +810,12 @@ class _guard:
         if self.debug:
             import traceback
 
-            sys.stderr.write(errors.redact("".join(traceback.format_exception(kind, exc, tb))))
+            sys.stderr.write("".join(traceback.format_exception(kind, exc, tb)))
         if isinstance(exc, errors.ComfyError):
-            sys.stderr.write(errors.redact(f"comfy-cli: error: {exc}") + "\n")
+            sys.stderr.write(f"comfy-cli: error: {exc}\n")
             raise typer.Exit(exc.exit_code)
         hint = "" if self.debug else " (run with --debug for the traceback)"
-        sys.stderr.write(errors.redact(f"comfy-cli: internal error: {type(exc).__name__}: {exc}{hint}") + "\n")
+        sys.stderr.write(f"comfy-cli: internal error: {type(exc).__name__}: {exc}{hint}\n")
         raise typer.Exit(errors.UNREACHABLE)
 
 
@@ -834,7 +836,11 @@ def main():
     _default_sigint()
     from comfy_cli import errors
 
-    # One writer for everything the command prints: no output path can show a secret.
+    # One writer for everything the command prints: no output path can show a secret. A
+    # character the terminal's encoding lacks is escaped, never an error.
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and callable(getattr(stream, "reconfigure", None)):
+            stream.reconfigure(errors="backslashreplace")
     sys.stdout = errors.RedactingWriter(sys.stdout, errors.REDACTOR)
     sys.stderr = errors.RedactingWriter(sys.stderr, errors.REDACTOR)
     try:

@@ -107,6 +107,13 @@ class RedactingWriter:
         return getattr(self._stream, name)
 
 
+def ascii_only(stream):
+    """Must JSON written to `stream` escape non-ASCII text? (Yes unless it encodes UTF-8: an
+    ASCII terminal would otherwise turn "é" into an escape JSON does not know.)"""
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    return not encoding.startswith("utf")
+
+
 # The process's redactor: the CLI wraps stdout and stderr with it, and every Client adds the
 # secrets it is given to the redactor it is handed (this one, unless a caller passes another).
 REDACTOR = Redactor()

@@ -148,18 +148,21 @@ def write_json(out, doc):
     slow for big batches), and never held whole in memory."""
     import json
 
+    from comfy_cli.errors import ascii_only
+
+    plain = ascii_only(out)
     out.write("{")
     first = True
     for key, value in doc.items():
         out.write(("\n" if first else ",\n") + f"  {json.dumps(key)}: ")
         first = False
         if key != "prompts":
-            out.write(json.dumps(value, ensure_ascii=False))
+            out.write(json.dumps(value, ensure_ascii=plain))
             continue
         out.write("[")
         empty = True
         for item in value:
-            out.write(("\n    " if empty else ",\n    ") + json.dumps(item, ensure_ascii=False))
+            out.write(("\n    " if empty else ",\n    ") + json.dumps(item, ensure_ascii=plain))
             empty = False
         out.write("]" if empty else "\n  ]")
     out.write("\n}\n")

@@ -179,6 +179,39 @@ def test_token_never_shows_in_any_output(tmp_path):
             assert TOKEN not in text
 
 
+def test_no_secret_and_no_crash_on_an_ascii_terminal(tmp_path):
+    """With stdout encoded as ASCII, click's echo writes to the byte buffer underneath any
+    wrapper: every line must still go through the redacting writer, and text the encoding
+    lacks must be escaped (valid JSON for --json), never a crash."""
+
+    class Echo(Faults):  # a hostile server that puts the Authorization header in its version
+        def on_http(self, request):
+            if request.path.endswith("/system_stats"):
+                return web.json_response({"system": {"comfyui_version": "v " + request.headers.get(
+                    "Authorization", ""), "python_version": "3", "os": "x", "embedded_python": False,
+                    "ram_total": 1, "ram_free": 1}, "devices": []})
+            return None
+
+    ascii_env = {"PYTHONIOENCODING": "ascii"}
+    named = tmp_path / "café.json"
+    shutil.copy(workflow(tmp_path, "steps", **{"1__steps": 1}), named)
+    with SimServer(token=TOKEN, faults=Echo()) as sim:
+        for extra in ([], ["--json"]):
+            status = cli("status", "--url", sim.url, "--token", TOKEN, *extra, env=ascii_env)
+            assert status.returncode == 0, status.stderr
+            assert TOKEN not in status.stdout + status.stderr and "v ***" in status.stdout
+        for extra in (["--json"], ["--events"], []):
+            run = cli("run", str(named), "--url", sim.url, "--token", TOKEN, *extra, env=ascii_env)
+            assert run.returncode == 0, run.stderr
+            assert TOKEN not in run.stdout + run.stderr
+            assert "caf\\xe9: done" in run.stderr
+            if extra:
+                assert json.loads(run.stdout.splitlines()[-1] if extra == ["--events"] else run.stdout)[
+                    "prompts"][0]["name"] == "café"
+    converted = cli("convert", str(named), env=ascii_env)
+    assert converted.returncode == 0 and json.loads(converted.stdout)
+
+
 def test_basic_auth_from_the_url(tmp_path):
     with SimServer(basic=("ann", "pa:ss/word")) as sim:
         host = sim.url.split("://")[1]
