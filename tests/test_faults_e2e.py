@@ -193,13 +193,25 @@ def test_restart_with_empty_queue_is_a_lost_prompt(tmp_path):
     assert second.submissions == []  # it was not sent again to the new server
 
 
-class FlakyHttp(Faults):
-    """502 after queueing the first POST /prompt (its answer is lost on the way back), and
-    503/500 on some GETs; the socket is dropped once so the client has to poll."""
+class LostFirstAnswer(Faults):
+    """The first POST /prompt is queued, but its answer is lost on the way back (a 502)."""
+
+    posts = 0
+
+    def after_http(self, request, response):
+        if request.method == "POST" and request.path == "/prompt":
+            self.posts += 1
+            if self.posts == 1:
+                return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+        return None
+
+
+class FlakyHttp(LostFirstAnswer):
+    """The first POST's answer lost, 503/500 on some GETs; the socket is dropped once so the
+    client has to poll."""
 
     def __init__(self):
         self.gets = 0
-        self.posts = 0
         self.frames = 0
 
     def on_http(self, request):
@@ -210,13 +222,6 @@ class FlakyHttp(Faults):
                 return web.Response(status=503, text="<html>busy</html>", content_type="text/html")
             if self.gets % 7 == 0:
                 return web.Response(status=500, text="oops")
-        return None
-
-    def after_http(self, request, response):
-        if request.method == "POST" and request.path == "/prompt":
-            self.posts += 1
-            if self.posts == 1:
-                return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
         return None
 
     def on_ws_send(self, client_id, payload):

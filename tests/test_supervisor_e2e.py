@@ -7,25 +7,17 @@ import os
 from aiohttp import web
 
 from comfy_cli.sim import Faults, SimServer
-from test_faults_e2e import FAST, check_outputs, check_submitted_once, run_json
+from test_faults_e2e import FAST, LostFirstAnswer, check_outputs, check_submitted_once, run_json
 from test_run_e2e import cli, workflow
 
 
-class LostAnswerWhileFlapping(Faults):
-    """The first POST /prompt is queued but its answer is lost (502), and the socket is cut
-    every few frames, so the catch-up rounds run while that submission is being resolved."""
+class LostAnswerWhileFlapping(LostFirstAnswer):
+    """The first POST's answer lost, and the socket cut every few frames, so the catch-up
+    rounds run while that submission is being resolved."""
 
     def __init__(self, every=7):
-        self.posts = 0
         self.frames = 0
         self.every = every
-
-    def after_http(self, request, response):
-        if request.method == "POST" and request.path == "/prompt":
-            self.posts += 1
-            if self.posts == 1:
-                return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
-        return None
 
     def on_ws_send(self, client_id, payload):
         self.frames += 1
