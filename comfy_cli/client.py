@@ -28,6 +28,18 @@ class TlsError(ServerError):
     """The TLS handshake failed: nothing was sent, and trying again will not help."""
 
 
+class Broken(ServerError):
+    """The connection broke, or went silent, part way through: another try may work."""
+
+
+def worth_retrying(exc):
+    """A failed GET that may work a moment later: no connection, a connection that broke or went
+    silent, a busy or restarting server (not a refusal, a missing file or a limit of ours)."""
+    if isinstance(exc, TlsError):
+        return False
+    return isinstance(exc, (Unreachable, Broken)) or exc.status in RETRY_STATUS or exc.status in (429, 500)
+
+
 class Unsendable(UsageError):
     """The request could not even be built (e.g. NaN in the workflow): nothing was sent."""
 
@@ -274,7 +286,14 @@ class Client:
             if resp.status_code != 200:
                 raise ServerError(f"{url}: HTTP {resp.status_code}", resp.status_code)
             size = 0
-            for chunk in resp.iter_content(1 << 16):
+            chunks = resp.iter_content(1 << 16)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except requests.exceptions.RequestException as exc:  # reset or silent mid-way
+                    raise Broken(f"{url}: the download broke off after {size} bytes ({_short(exc)})") from None
+                if chunk is None:
+                    break
                 size += len(chunk)
                 if limit is not None and size > limit:
                     raise ServerError(f"{url}: larger than {limit} bytes")
@@ -358,7 +377,7 @@ class Client:
             sent = not isinstance(_root(exc), (ConnectionRefusedError, socket.gaierror, NewConnectionError))
             raise Unreachable(f"cannot connect to {self.base}", sent=sent) from None
         except requests.exceptions.Timeout:
-            raise ServerError(f"{url}: no answer within {self.timeout:g} s") from None
+            raise Broken(f"{url}: no answer within {self.timeout:g} s") from None
         except requests.exceptions.RequestException as exc:
             raise ServerError(f"{url}: {_short(exc)}") from None
         if resp.status_code in (401, 403):

@@ -90,10 +90,15 @@ class Journal:
         self._write({"item": prompt.item, "prompt_id": prompt.prompt_id, "event": "output", "key": list(key),
                      "path": path})
 
-    def ended(self, prompt):
-        self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
-                     "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error,
-                     "outputs": prompt.outputs})
+    @staticmethod
+    def end_record(prompt):
+        """The `end` line, made on the main thread (the prompt may change once it is queued)."""
+        return {"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
+                "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error,
+                "outputs": dict(prompt.outputs)}
+
+    def ended(self, record):
+        self._write(record)
 
     def close(self):
         self._fh.close()

@@ -6,9 +6,10 @@ refused, odd characters become `_`, and the final path is checked to stay inside
 then linked into place, which fails instead of replacing a file that appeared meanwhile; an
 existing name gets a numbered suffix unless --overwrite.
 
-A run killed mid-download leaves its temporary file behind. The name carries the host and
-process id, so the next run writing into that folder removes the ones whose process is gone
-on this host, and nothing another live run (or another machine sharing the folder) is writing.
+A run killed mid-download leaves its temporary file behind. Its name carries a tag of the
+machine (host name and process-id namespace, hashed: containers sharing a host name get their
+own) and the process id, so the next run writing into that folder removes those of processes
+that are gone, and only where it can tell: files from another machine or container are left.
 """
 
 import os
@@ -29,8 +30,19 @@ def _umask():
 
 
 FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp makes 0600
-_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
-_TEMP = re.compile(r"^\.comfy-cli-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-.*\.part$")
+def _machine_tag():
+    """Who can judge whether a process id is alive: this host name in this pid namespace."""
+    import hashlib
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:12]
+
+
+_HOST = _machine_tag()
+_TEMP = re.compile(r"^\.comfy-cli-(?P<host>[0-9a-f]{12})-(?P<pid>\d{1,10})-.*\.part$")
 
 
 def _temp_prefix():
@@ -42,8 +54,8 @@ def _gone(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:
-        return False  # alive, someone else's
+    except (OSError, OverflowError, ValueError):
+        return False  # alive (someone else's), or not a pid this system can have
     return False
 
 
@@ -115,7 +127,10 @@ class OutputDir:
         os.makedirs(folder, exist_ok=True)
         if folder not in self._swept:
             self._swept.add(folder)
-            sweep(folder)
+            try:
+                sweep(folder)
+            except Exception:  # tidying up must never cost a download
+                pass
         return write_new(path, write, self.overwrite, numbered=True, reuse_same=reuse_same)
 
 

@@ -29,7 +29,7 @@ from comfy_cli import report
 from comfy_cli import supervisor as sv
 from comfy_cli import tracker as tr
 from comfy_cli import view as views
-from comfy_cli.client import RETRY_STATUS, Client, Rejected, TlsError, Unsendable
+from comfy_cli.client import RETRY_STATUS, Client, Rejected, TlsError, Unsendable, worth_retrying
 from comfy_cli.errors import ServerError
 from comfy_cli.listener import Listener
 
@@ -511,7 +511,7 @@ class Run:
     def _report(self, server, c):
         prompt = c.prompt
         if self.journal is not None and prompt.item is not None:
-            self.journal_worker.put(self.journal.ended, prompt)
+            self.journal_worker.put(self.journal.ended, self.journal.end_record(prompt))
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
@@ -618,7 +618,8 @@ def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
         return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None,
                              f"cannot write into {folder_name}: {exc.strerror or exc}")
     except ServerError as exc:
-        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"download failed: {exc}", retry=True)
+        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"download failed: {exc}",
+                             retry=worth_retrying(exc))
 
 
 def _cancel(client, ids):

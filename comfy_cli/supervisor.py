@@ -501,6 +501,19 @@ class Supervisor:
 
     def _worker_crashed(self, e, now, out):
         self._break_off(f"internal error in a worker: {e.error}", now, out)
+        # The crashed job never answers, and which one it was is not known: wait for none of
+        # them (a POST, a download, a withdrawal), so the run can end.
+        for job in self.jobs.values():
+            job.posting = False
+        self.posting = 0
+        self.withdrawing = False
+        if self.downloads:
+            self.downloads.clear()
+            self.refetch.clear()
+            self.files_missing = True
+        for prompt in list(self.board.prompts.values()):
+            if prompt.ended:
+                self._settle(prompt, out)
 
     def _signal(self, e, now, out):
         if self.signal_code is not None:
@@ -587,12 +600,19 @@ class Supervisor:
             if e.kind == ev.SENT and prompt.status not in (tr.WAITING, tr.CANCELLED, tr.TIMEOUT, tr.ERROR):
                 job.lost_reason = e.message
                 self._resolved(prompt, job, out)
-            elif e.kind == ev.REFUSED and prompt.status not in (tr.WAITING, tr.CANCELLED, tr.TIMEOUT, tr.ERROR):
+            elif e.kind == ev.REFUSED and prompt.status in tr.SEEN_ON_SERVER:
                 # A gateway's (or a broken server's) refusal of a prompt the server runs: what
                 # the server does wins, but the user hears of the refusal.
                 said = rejection(e.body or {})["message"]
-                out.append(Note(f"{prompt.workflow.name}: warning: POST /prompt was answered {said!r}, but the "
-                                "server has the prompt; following it"))
+                warning = f"POST /prompt was answered {said!r}, but the server has the prompt; followed it"
+                prompt.warnings.append({"type": "refused_but_ran", "message": warning})
+                out.append(Note(f"{prompt.workflow.name}: warning: {warning}"))
+            elif e.kind == ev.REFUSED and prompt.status in (tr.CANCELLED, tr.TIMEOUT, tr.DETACHED):
+                # Given up on while its POST was out (a signal, a limit): it never was on the server.
+                prompt.refused_late(e.at, rejection(e.body or {}))
+                if self.cancel_ids is not None:  # nothing of it to cancel
+                    self.cancel_ids = tuple(i for i in self.cancel_ids if i != prompt.prompt_id) or None
+                out.append(Changed(prompt))
             self._settle(prompt, out)
             return
         if e.kind == ev.REFUSED:

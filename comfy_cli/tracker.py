@@ -56,6 +56,7 @@ ERROR = "error"  # the server could not be used for this prompt (e.g. submission
 DETACHED = "detached"  # we stopped following it and left it running on the server
 
 BEFORE_RUN = frozenset({WAITING, SUBMITTING, SUBMITTED})
+SEEN_ON_SERVER = frozenset({SUBMITTED, RUNNING, SUCCESS, FAILED, INTERRUPTED})  # the server said it has it
 ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED})
 SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
@@ -136,6 +137,11 @@ class Prompt:
             self.warnings.append({"type": "node_errors", "node_errors": node_errors})
 
     def reject(self, at, error):
+        self._end(REJECTED, at, error)
+
+    def refused_late(self, at, error):
+        """We had stopped waiting (cancelled, timed out, detached) while its POST was out, and
+        the server then refused it: it never had the prompt, whatever we had assumed."""
         self._end(REJECTED, at, error)
 
     def give_up(self, status, at, message):

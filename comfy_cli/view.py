@@ -449,8 +449,9 @@ class BarsView(QuietView):
 
 
 class ManyBarsView(BarsView):
-    """For big batches: one overall bar (prompts ended / total, failures counted) and one bar
-    for the prompt running now, so hundreds of prompts stay readable."""
+    """For big batches: one overall bar (prompts ended / total, failures counted) and a bar for
+    the prompt running now: one per server when there are several (each runs one at a time),
+    labelled with the server, so hundreds of prompts stay readable."""
 
     def __init__(self, stream, out, name_width, count, columns=None, clock=time.monotonic):
         super().__init__(stream, out, name_width, columns=columns, clock=clock)
@@ -459,9 +460,16 @@ class ManyBarsView(BarsView):
         self.ended = set()
         self.overall = self._bar(total=count, position=0, leave=True, file=stream, mininterval=self.interval,
                                  bar_format=self.FORMAT, **self._width, line=_Overall(name_width, count))
-        self.current = self._new_bar("", 1, leave=False)
-        self.shown = None  # prompt_id on the current bar
+        self.current = {}  # server (None with one) -> its "running now" bar
+        self.shown = {}  # server -> prompt_id on its bar, or None
         self._last = 0.0
+
+    def _slot(self, prompt):
+        key = prompt.server if self.show_server else None
+        if key not in self.current:
+            self.current[key] = self._new_bar("", 1 + len(self.current), leave=False)
+            self.shown[key] = None
+        return key
 
     def added(self, prompt):
         self.prompts[prompt.prompt_id] = prompt
@@ -475,15 +483,16 @@ class ManyBarsView(BarsView):
                 self.failed += prompt.status != tr.SUCCESS
                 self.overall.n = len(self.ended)
                 self.overall.line.ended, self.overall.line.failed = len(self.ended), self.failed
-            if self.shown == pid:
-                self.shown = None
+            for key, shown in self.shown.items():
+                if shown == pid:
+                    self.shown[key] = None
             self._redraw(force=len(self.ended) == self.count)
             return
         step = _steps(prompt.step) if prompt.step is not None else None
         if step is not None:
             self.speeds[pid].see(prompt.node, step[0], self.clock())
         if prompt.status == tr.RUNNING:
-            self.shown = pid
+            self.shown[self._slot(prompt)] = pid
         self._redraw()
 
     def _redraw(self, force=False):
@@ -492,12 +501,14 @@ class ManyBarsView(BarsView):
             self._dirty.add("all")
             return
         self._last = now
-        prompt = self.prompts.get(self.shown)
-        if prompt is not None and not prompt.ended:
-            self.current.line.name = prompt.workflow.name
-            self._fill(self.current, prompt, self.speeds.get(self.shown))
         self.overall.refresh()
-        self.current.refresh()
+        for key, bar in self.current.items():
+            prompt = self.prompts.get(self.shown[key])
+            if prompt is not None and not prompt.ended:
+                where = " @" + key.split("://", 1)[-1] if key else ""
+                bar.line.name = prompt.workflow.name + where
+                self._fill(bar, prompt, self.speeds.get(prompt.prompt_id))
+            bar.refresh()
         self._dirty.clear()
 
     def transport(self, text, polling=False):
@@ -510,7 +521,8 @@ class ManyBarsView(BarsView):
             self._redraw()
 
     def close(self):
-        self.current.close()
+        for bar in self.current.values():
+            bar.close()
         self.overall.refresh()
         self.overall.close()
 

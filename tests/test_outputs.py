@@ -14,6 +14,11 @@ def dead_pid():
     return proc.pid
 
 
+def test_the_machine_tag_is_the_host_name_and_pid_namespace_hashed():
+    assert len(outputs._HOST) == 12 and outputs._TEMP.match(f".comfy-cli-{outputs._HOST}-1-x.part")
+    assert outputs._gone(2 ** 70) is False and outputs._gone(dead_pid()) is True
+
+
 def temp_name(pid, host=None):
     return f".comfy-cli-{host or outputs._HOST}-{pid}-abc123.part"
 
@@ -22,8 +27,9 @@ def test_sweep_removes_only_dead_runs_temporary_files_from_this_host(tmp_path):
     alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         dead = dead_pid()
-        keep = [temp_name(alive.pid), temp_name(os.getpid()), temp_name(dead, host="otherbox"),
-                ".comfy-cli-old.part", "image.png", f"{temp_name(dead)}.png", "notes.part"]
+        keep = [temp_name(alive.pid), temp_name(os.getpid()), temp_name(dead, host="0123456789ab"),
+                temp_name(99999999999), temp_name(2 ** 70), ".comfy-cli-old.part", "image.png",
+                f"{temp_name(dead)}.png", "notes.part"]
         for name in keep + [temp_name(dead)]:
             (tmp_path / name).write_bytes(b"x")
         outputs.sweep(str(tmp_path))

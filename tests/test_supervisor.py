@@ -176,11 +176,23 @@ def test_a_refusal_of_a_prompt_the_server_runs_is_a_warning_not_the_end():
     h.feed([ev.Started(h.now, "p0", 1)])
     said = h.feed(ev.SubmitFailed(h.now, "p0", ev.REFUSED, "400", {"error": {"message": "bad gateway rule"}}))
     assert h.prompt().status == tr.RUNNING
-    assert [n.text for n in h.of(sv.Note, said)] == [
-        "w0: warning: POST /prompt was answered 'bad gateway rule', but the server has the prompt; following it"]
+    warning = "POST /prompt was answered 'bad gateway rule', but the server has the prompt; followed it"
+    assert [n.text for n in h.of(sv.Note, said)] == [f"w0: warning: {warning}"]
     h.succeed()
-    assert h.prompt().status == tr.SUCCESS
+    assert h.prompt().status == tr.SUCCESS and h.prompt().warnings[-1]["message"] == warning
     assert len(h.of(sv.Submit)) == 1
+
+
+@pytest.mark.parametrize("policy", [{"no_cancel": True}, {"detach_on_signal": True}, {}])
+def test_a_prompt_given_up_while_its_post_was_out_then_refused_ends_rejected(policy):
+    # Not "left running on the server", nor a warning that the server has it: it never had it.
+    h = Harness(**policy)
+    h.feed(ev.Signal(h.now, 130))
+    assert h.prompt().ended and not h.of(sv.Report)  # the POST is still out
+    said = h.feed(ev.SubmitFailed(h.now, "p0", ev.REFUSED, "400", {"error": {"message": "bad input"}}))
+    assert h.prompt().status == tr.REJECTED and h.prompt().error["message"] == "bad input"
+    assert not h.of(sv.Note, said) and h.of(sv.Report)
+    assert not h.of(sv.Cancel)
 
 
 def test_a_submitting_prompt_is_never_lost_in_a_catch_up_round():
@@ -445,6 +457,22 @@ def test_a_download_that_cannot_be_written_is_not_retried():
     h.feed(ev.Downloaded(h.now, "p0", h.of(sv.Download)[-1].key, None, "cannot write into out: disk full"))
     h.advance(5)
     assert len(h.of(sv.Download)) == 1 and h.of(sv.Report)
+
+
+def test_a_worker_crash_ends_the_run_whatever_answer_it_swallowed():
+    # A download whose job crashed never answers.
+    h = Harness(download=True)
+    h.accept()
+    h.succeed()
+    h.feed(ev.WorkerCrashed(h.now, "OverflowError: boom"))
+    assert h.sup.done and h.sup.fatal and h.sup.files_missing and h.of(sv.Report)
+    # A POST whose job crashed never answers: the prompt ends in error, ours on the server are cancelled.
+    h = Harness()
+    h.feed(ev.WorkerCrashed(h.now, "RuntimeError: boom"))
+    assert h.prompt().status == tr.ERROR and not h.sup.done
+    (cancel,) = h.of(sv.Cancel)
+    h.feed(ev.CancelDone(h.now, cancel.prompt_ids, (), None))
+    assert h.sup.done and h.of(sv.Report)
 
 
 def test_next_wakeup_is_the_earliest_rule():

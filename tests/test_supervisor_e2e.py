@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 
+import pytest
 from aiohttp import web
 
 from comfy_cli.sim import Faults, SimServer
@@ -69,16 +70,38 @@ class FailingView(Faults):
         self.fails = fails
         self.views = 0
 
+    status = 502
+
     def on_http(self, request):
         if request.path.endswith("/view"):
             self.views += 1
             if self.views <= self.fails:
-                return web.Response(status=502, text="bad gateway")
+                return web.Response(status=self.status, text="no")
         return None
 
 
-def test_a_failed_download_is_tried_again_and_saved(tmp_path):
-    with SimServer(faults=FailingView(2)) as sim:
+class CutView(FailingView):
+    """The first `fails` /view answers promise 100 kB and break off after 1 kB."""
+
+    async def on_http(self, request):
+        if request.path.endswith("/view"):
+            self.views += 1
+            if self.views <= self.fails:
+                resp = web.StreamResponse(headers={"Content-Length": "100000", "Content-Type": "image/png"})
+                await resp.prepare(request)
+                await resp.write(b"x" * 1000)
+                request.transport.abort()
+                return resp
+        return None
+
+
+class MissingView(FailingView):
+    status = 404
+
+
+@pytest.mark.parametrize("faults", [FailingView(2), CutView(2)], ids=["502", "cut mid-way"])
+def test_a_failed_download_is_tried_again_and_saved(tmp_path, faults):
+    with SimServer(faults=faults) as sim:
         out = tmp_path / "out"
         proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
                               "--output-dir", str(out)], timeout=60)
@@ -86,7 +109,18 @@ def test_a_failed_download_is_tried_again_and_saved(tmp_path):
         assert sim.faults.views == 3
         (output,) = doc["prompts"][0]["outputs"]
         assert output["path"] and os.listdir(out) == [os.path.basename(output["path"])]
+        assert os.path.getsize(output["path"]) != 1000  # the whole file, not the part before the cut
         assert "download failed" not in proc.stderr
+
+
+def test_a_missing_file_is_not_downloaded_again(tmp_path):
+    with SimServer(faults=MissingView(100)) as sim:
+        out = tmp_path / "out"
+        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
+                              "--output-dir", str(out)], timeout=60)
+        assert proc.returncode == 4, proc.stderr
+        assert sim.faults.views == 1  # a 404 will not change a moment later
+        assert "HTTP 404" in proc.stderr and os.listdir(out) == []
 
 
 def test_a_download_that_keeps_failing_is_exit_4_with_the_reason(tmp_path):

@@ -46,7 +46,7 @@ class Model:
         return []
 
 
-ACTIONS = ["io", "io", "io", "server", "server", "time", "drop", "connect"]
+ACTIONS = ["io", "io", "io", "server", "server", "time", "drop", "connect", "signal"]
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,7 +57,10 @@ def test_random_interleavings(data, n):
     prompts = [tr.Prompt(f"p{i}", Workflow("w.json", f"w{i}", dict(GRAPH)), None, status=tr.WAITING)
                for i in range(n)]
     download = data.draw(st.booleans())
-    sup = sv.Supervisor(prompts, sv.Policy(poll_interval=0.5, silence_check=5, download=download), now, wall=0.0)
+    no_cancel = data.draw(st.booleans())
+    sup = sv.Supervisor(prompts, sv.Policy(poll_interval=0.5, silence_check=5, download=download,
+                                           no_cancel=no_cancel), now, wall=0.0)
+    signalled = False
     ours = {p.prompt_id for p in prompts}
     pending_io = []
     socket_up = False
@@ -130,6 +133,9 @@ def test_random_interleavings(data, n):
                 model.late.remove((due, pid))
                 model.arrive(pid)
             feed(None)
+        elif action == "signal" and not signalled and data.draw(st.integers(0, 19)) == 0:
+            signalled = True  # Ctrl-C: everything open ends, ours on the server are cancelled
+            feed(ev.Signal(now, 130))
         elif action == "drop" and socket_up:
             socket_up = False
             feed(ev.Disconnected(now, "drop"))
