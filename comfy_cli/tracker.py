@@ -29,7 +29,8 @@ The real server is not tidy, and the rules below come from its recordings:
 - duplicates (`progress_state` repeats, two `status` per enqueue) change nothing twice;
 - events for other prompts are ignored (routing is by prompt_id, in `Board`);
 - the first terminal event wins; after it only `executed` is still taken, because outputs
-  missed during a socket gap come back from /history after the end;
+  missed during a socket gap come back from /history after the end; once settled (reported),
+  nothing is taken: what was reported stays what the summary says;
 - `executing {node: null}` can come hundreds of ms after the terminal event, so the end
   never waits for it; if it arrives first (we missed the terminal event), the prompt is
   marked `needs_history` (a visible change) and the runner asks /history for the outcome;
@@ -165,7 +166,7 @@ class Prompt:
 
     def handle(self, event):
         """Apply one event; return True if anything visible changed."""
-        if self.ended and type(event) is not ev.Executed:
+        if self.ended and (self.settled or type(event) is not ev.Executed):
             return False
         method = _HANDLERS.get(type(event))
         return method(self, event) if method else False

@@ -299,3 +299,16 @@ def test_frame_parsing_edges():
         "1": {"state": "finished", "display_node_id": "1"}, "5:3": {"state": "finished", "display_node_id": "5"},
         "2": {"state": "running"}, "7": "junk", "8": {"state": "finished", "display_node_id": 8}}}}
     assert ev.parse(json.dumps(state), 2.0) == ev.ProgressState(2.0, "p", ("1", "5", "8"))
+
+
+def test_outputs_after_the_end_are_taken_until_the_prompt_is_settled():
+    wf = Workflow("w.json", "w", {"1": {"class_type": "SaveImage", "inputs": {}}})
+    p = tr.Prompt("p", wf)
+    image = {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}
+    assert p.handle(ev.Started(1.0, "p", 1)) and p.handle(ev.Succeeded(2.0, "p", 2))
+    assert p.handle(ev.Executed(2.1, "p", "1", None, image))  # missed in a gap, from /history
+    assert not p.handle(ev.Failed(2.2, "p", "1", "X", "late", None, (), None))  # the first end wins
+    p.settle()
+    later = {"images": [{"filename": "b.png", "subfolder": "", "type": "output"}]}
+    assert not p.handle(ev.Executed(3.0, "p", "1", None, later))  # reported: it stays as reported
+    assert p.outputs == {"1": image}
