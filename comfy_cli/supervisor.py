@@ -40,7 +40,8 @@ is reported, once.
 Limits: `timeout` counts silence from when events were *received* (their `at`), so a busy
 main thread never makes a prompt time out; `deadline` counts from the start. When one passes,
 or a signal arrives, the open prompts end and ours on the server are cancelled, after any
-POST still in flight has answered (else a prompt could land after the cancel).
+POST still in flight has answered (else a prompt could land after the cancel). A crashed
+worker (a bug) breaks the run off the same way, and nothing waits for the answer it lost.
 """
 
 import time as _time
