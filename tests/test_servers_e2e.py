@@ -127,7 +127,7 @@ def test_a_workflow_no_server_can_run_is_refused(tmp_path):
 def test_failover_moves_waiting_prompts_and_retries_the_running_one(tmp_path):
     with SimServer() as a, SimServer() as b:
         proxy = Proxy(b.port).up()
-        path = workflow(tmp_path, "steps", **{"1__steps": 60})  # about 0.6 s each
+        path = workflow(tmp_path, "steps", **{"1__steps": 120})  # about 1.2 s each: b cannot finish it while we cut
         proc = start("run", path, "--count", "8", "--url", a.url, "--url", proxy.url, "--events", "--retry", "1",
                      "--failover-after", "1", "--per-server", "2", *FAST)
         events = Events(proc)
