@@ -149,7 +149,7 @@ def test_interrupt_from_outside(sim, tmp_path):
     path = workflow(tmp_path, "steps", **{"1__steps": 500})
     proc = start("run", path, "--url", sim.url)
     try:
-        assert sim.wait_for(lambda s: s.running() is not None, 10)
+        assert sim.wait_for(lambda s: s.running() is not None, 25)  # (a starved machine starts slowly)
         requests.post(sim.url + "/interrupt", json={}, timeout=5)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -232,7 +232,7 @@ def test_sigint_cancels_our_prompts(sim, tmp_path, sigint):
     queued = workflow(tmp_path, "steps", **{"1__steps": 1000, "1__seed": 3})
     proc = start("run", long, queued, "--url", sim.url, "--json", sigint=sigint)
     try:
-        assert sim.wait_for(lambda s: s.running() is not None and len(s.submissions) == 2, 10)
+        assert sim.wait_for(lambda s: s.running() is not None and len(s.submissions) == 2, 25)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -246,7 +246,7 @@ def test_sigint_cancels_our_prompts(sim, tmp_path, sigint):
 def test_sigterm_exit_code(sim, tmp_path):
     proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 1000}), "--url", sim.url, "--no-cancel")
     try:
-        assert sim.wait_for(lambda s: s.running() is not None, 10)
+        assert sim.wait_for(lambda s: s.running() is not None, 25)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:

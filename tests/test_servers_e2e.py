@@ -195,6 +195,10 @@ def test_bad_server_options_are_refused_before_anything_is_sent(sim, tmp_path):
     assert sim.submissions == []
 
 
+def summary_ids(summary):
+    return [p["prompt_id"] for p in summary["prompts"]]
+
+
 def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
     with SimServer() as a, SimServer() as b:
         proxy = Proxy(b.port).up()
@@ -204,12 +208,14 @@ def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
         events = Events(proc)
         try:
             assert events.until_seen_running(b, 20)
-            waiting_on_b = [item[1] for item in b.engine.pending]
             proxy.down()
             # Until the client has moved b's prompts away.
             assert events.wait(lambda lines: any(
                 e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
                 for e in lines), 30)
+            # b went on with its queue while cut off; what still waits there when it answers again
+            # must be deleted before it runs.
+            waiting_on_b = [item[1] for item in b.engine.pending_items()]
             proxy.up()
             lines, err = events.finish(60)
         finally:
@@ -217,8 +223,9 @@ def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
             close(proxy)
         summary = lines[-1]
         assert summary["event"] == "summary"
-        # The prompts moved away never ran on b: they were deleted from its queue when it came back.
+        # The prompts moved away that still waited on b never ran there: deleted when it came back.
         assert b.wait_for(lambda s: not s.engine.pending and s.running() is None, 10)
+        assert set(waiting_on_b) <= set(summary_ids(summary))  # (ours: prompt ids, not queue numbers)
         assert not set(waiting_on_b) & set(b.history_ids())
         assert "removed" in err and "answering again" in err
         finals = {p["name"]: p for p in summary["prompts"]}

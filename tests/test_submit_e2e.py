@@ -271,11 +271,23 @@ def test_wait_never_uploads_local_files_named_in_the_servers_graph(sim, tmp_path
 def test_titles_from_the_servers_graph_are_printed_without_control_characters(sim, tmp_path):
     from comfy_cli import handles
 
-    graph = json.loads(open(long_workflow(tmp_path, steps=200)).read())
+    # Another client's long prompt runs first, so ours waits until `wait` is connected, however
+    # slowly the machine starts it (a title line is only seen live, not in /history).
+    blocker = json.loads(open(long_workflow(tmp_path, steps=6000)).read())
+    blocker_id = requests.post(sim.url + "/prompt", json={"prompt": blocker, "client_id": "other"},
+                               timeout=5).json()["prompt_id"]
+    graph = json.loads(open(long_workflow(tmp_path, steps=20)).read())
     graph["1"]["_meta"]["title"] = "Evil\x1b[2J\x07title"
     pid = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "someone"},
                         timeout=5).json()["prompt_id"]
-    proc = cli("wait", handles.Handle(sim.url, pid, "someone", "evil").text(), "--progress", "lines")
+    waiting = start("wait", handles.Handle(sim.url, pid, "someone", "evil").text(), "--progress", "lines")
+    try:
+        assert sim.wait_for(lambda s: "someone" in s.clients(), 30)
+        requests.post(sim.url + "/interrupt", json={"prompt_id": blocker_id}, timeout=5)
+        _, err = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    proc = subprocess.CompletedProcess(waiting.args, waiting.returncode, "", err)
     assert proc.returncode == 0, proc.stderr
     assert "evil: node 1 Evil?[2J?title" in proc.stderr
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
