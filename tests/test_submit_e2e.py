@@ -31,6 +31,15 @@ def submit(sim, *args):
     return json.loads(proc.stdout)["prompts"]
 
 
+def block(sim, tmp_path):
+    """Another client's long prompt, so the ones queued after it wait (however slowly the machine
+    starts the `wait` that is to follow them); `release()` interrupts it."""
+    graph = json.loads(open(long_workflow(tmp_path, steps=6000, seed=99)).read())
+    blocker = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "other"},
+                            timeout=5).json()["prompt_id"]
+    return lambda: requests.post(sim.url + "/interrupt", json={"prompt_id": blocker}, timeout=5)
+
+
 def decode(handle):
     body = handle.split(":", 2)[2]
     return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -46,6 +55,7 @@ def long_workflow(tmp_path, steps=300, seed=1):
 
 
 def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
+    release = block(sim, tmp_path)
     started = time.monotonic()
     proc = cli("submit", long_workflow(tmp_path, steps=500), "--url", sim.url)
     assert proc.returncode == 0, proc.stderr
@@ -55,7 +65,14 @@ def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
     info = decode(handles[0])
     assert info["url"] == sim.url and info["name"] == "steps" and info["prompt_id"] in sim.submissions
     assert proc.stderr == f"1 prompt submitted to {sim.url}\n"
-    waited = cli("wait", handles[0], "--progress", "lines")
+    waiting = start("wait", handles[0], "--progress", "lines")
+    try:
+        assert sim.wait_for(lambda s: info["client_id"] in s.clients(), 30)
+        release()
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, out, err)
     assert waited.returncode == 0, waited.stderr
     assert "step progress is not available" not in waited.stderr
     assert "steps: Sampler 500/500 (100%)" in waited.stderr  # live step messages, on the handle's client id
@@ -157,11 +174,14 @@ def test_submit_piped_into_wait(sim, tmp_path):
 
 
 def _wait_in_background(sim, tmp_path, *args):
+    release = block(sim, tmp_path)
     p, = submit(sim, long_workflow(tmp_path, steps=600))
     proc = start("wait", p["handle"], "--json", *args, sigint=signal.SIG_DFL)
     client_id = decode(p["handle"])["client_id"]
-    # Its socket is open (so it is following) and the prompt runs.
-    assert sim.wait_for(lambda s: client_id in s.clients() and s.running() is not None, 15)
+    # Its socket is open (so it is following), then ours runs.
+    assert sim.wait_for(lambda s: client_id in s.clients(), 30)
+    release()
+    assert sim.wait_for(lambda s: (s.running() or ("",))[0] == p["prompt_id"], 15)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     return p, proc, out, err
@@ -271,11 +291,8 @@ def test_wait_never_uploads_local_files_named_in_the_servers_graph(sim, tmp_path
 def test_titles_from_the_servers_graph_are_printed_without_control_characters(sim, tmp_path):
     from comfy_cli import handles
 
-    # Another client's long prompt runs first, so ours waits until `wait` is connected, however
-    # slowly the machine starts it (a title line is only seen live, not in /history).
-    blocker = json.loads(open(long_workflow(tmp_path, steps=6000)).read())
-    blocker_id = requests.post(sim.url + "/prompt", json={"prompt": blocker, "client_id": "other"},
-                               timeout=5).json()["prompt_id"]
+    # A title line is only seen live, not in /history: ours waits until `wait` is connected.
+    release = block(sim, tmp_path)
     graph = json.loads(open(long_workflow(tmp_path, steps=20)).read())
     graph["1"]["_meta"]["title"] = "Evil\x1b[2J\x07title"
     pid = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "someone"},
@@ -283,7 +300,7 @@ def test_titles_from_the_servers_graph_are_printed_without_control_characters(si
     waiting = start("wait", handles.Handle(sim.url, pid, "someone", "evil").text(), "--progress", "lines")
     try:
         assert sim.wait_for(lambda s: "someone" in s.clients(), 30)
-        requests.post(sim.url + "/interrupt", json={"prompt_id": blocker_id}, timeout=5)
+        release()
         _, err = waiting.communicate(timeout=30)
     finally:
         waiting.kill()
