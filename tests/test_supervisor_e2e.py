@@ -99,12 +99,18 @@ class MissingView(FailingView):
     status = 404
 
 
+def download_run(sim, tmp_path):
+    """One short prompt with --output-dir: (the folder, the process, its --json document)."""
+    out = tmp_path / "out"
+    proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
+                          "--output-dir", str(out)], timeout=60)
+    return out, proc, doc
+
+
 @pytest.mark.parametrize("faults", [FailingView(2), CutView(2)], ids=["502", "cut mid-way"])
 def test_a_failed_download_is_tried_again_and_saved(tmp_path, faults):
     with SimServer(faults=faults) as sim:
-        out = tmp_path / "out"
-        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
-                              "--output-dir", str(out)], timeout=60)
+        out, proc, doc = download_run(sim, tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert sim.faults.views == 3
         (output,) = doc["prompts"][0]["outputs"]
@@ -115,9 +121,7 @@ def test_a_failed_download_is_tried_again_and_saved(tmp_path, faults):
 
 def test_a_missing_file_is_not_downloaded_again(tmp_path):
     with SimServer(faults=MissingView(100)) as sim:
-        out = tmp_path / "out"
-        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
-                              "--output-dir", str(out)], timeout=60)
+        out, proc, doc = download_run(sim, tmp_path)
         assert proc.returncode == 4, proc.stderr
         assert sim.faults.views == 1  # a 404 will not change a moment later
         assert "HTTP 404" in proc.stderr and os.listdir(out) == []
@@ -125,9 +129,7 @@ def test_a_missing_file_is_not_downloaded_again(tmp_path):
 
 def test_a_download_that_keeps_failing_is_exit_4_with_the_reason(tmp_path):
     with SimServer(faults=FailingView(100)) as sim:
-        out = tmp_path / "out"
-        proc, doc = run_json(["run", workflow(tmp_path, "steps", **{"1__steps": 2}), "--url", sim.url, "--json",
-                              "--output-dir", str(out)], timeout=60)
+        out, proc, doc = download_run(sim, tmp_path)
         assert proc.returncode == 4, proc.stderr
         assert sim.faults.views == 3  # the first try and backoff.DOWNLOAD's two retries
         assert "steps: download failed: " in proc.stderr and "HTTP 502 Bad Gateway" in proc.stderr
