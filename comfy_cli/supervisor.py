@@ -508,10 +508,7 @@ class Supervisor:
             job.posting = False
         self.posting = 0
         self.withdrawing = False
-        if self.downloads:
-            self.downloads.clear()
-            self.refetch.clear()
-            self.files_missing = True
+        self._drop_downloads()
         for prompt in list(self.board.prompts.values()):
             if prompt.ended:
                 self._settle(prompt, out)
@@ -870,12 +867,19 @@ class Supervisor:
                 return
         self._fetched(e.prompt_id, e.key, e.path, e.problem, out)
 
+    def _drop_downloads(self):
+        """Wait for no file any more (those not saved count as missing)."""
+        if self.downloads:
+            self.downloads.clear()
+            self.refetch.clear()
+            self.files_missing = True
+
     def _fetched(self, pid, key, path, problem, out):
         """A download's last word: saved at `path`, or not (`problem`)."""
         waiting = self.downloads[pid]
         fetch = waiting.pop(key)
         if not waiting:
-            del self.downloads[pid]  # (next_wakeup and the timers walk what is left)
+            del self.downloads[pid]  # (only open downloads stay: a long batch does not pile up)
         node, item = fetch.node, fetch.item
         prompt = self.board.prompts[pid]
         self.saved.setdefault(pid, {})[key] = path
@@ -954,10 +958,8 @@ class Supervisor:
         self.queue.clear()
         for pid in list(self.lookups):  # ended, waiting for /history: report what we have
             del self.lookups[pid]
-        if self.downloads and status in (tr.CANCELLED, tr.DETACHED):
-            self.downloads.clear()  # the user wants out: do not wait for files
-            self.refetch.clear()
-            self.files_missing = True
+        if status in (tr.CANCELLED, tr.DETACHED):
+            self._drop_downloads()  # the user wants out: do not wait for files
         if ids:
             self.cancel_ids = tuple(ids)
             self.cancel_until = now + CANCEL_WAIT
