@@ -7,7 +7,7 @@ what its widget values mean, so `convert` fills the graph once the caller has fe
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from comfy_cli.errors import UsageError
@@ -22,6 +22,10 @@ class Workflow:
     name: str  # short label for bars and summaries
     graph: dict  # {node_id: {"class_type", "inputs", "_meta"?}}; {} until a UI-format file is converted
     ui: Optional[dict] = None  # the UI-format document, when the file is one
+    # What makes this prompt of the batch unique, for names, the manifest and the report's grid:
+    # {"NODE.INPUT": value} in the order the plan applied them (sweeps, --params cells, --input
+    # files, the seed of a --count copy). Empty for a plain run of one file.
+    values: dict = field(default_factory=dict)
 
     def title(self, node_id):
         """The node's `_meta.title`, else its class_type, else its id."""
