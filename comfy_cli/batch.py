@@ -84,7 +84,7 @@ def apply(workflows, assignments):
         if not matched:
             raise UsageError(f"{a.option} {a.spec!r}: no node {a.node!r} in "
                              f"{'any workflow' if len(out) > 1 else out[0].path}; candidates: "
-                             f"{_candidates(out)}")
+                             f"{candidates(out)}")
     return out
 
 
@@ -151,7 +151,8 @@ def _title(node):
     return meta.get("title") if isinstance(meta, dict) else None
 
 
-def _candidates(workflows, limit=12):
+def candidates(workflows, limit=12):
+    """Some node ids and titles to pick from, for an error line."""
     groups, shown = [], 0
     for wf in workflows:
         labels = [f"{nid} ({wf.title(nid)})" for nid in wf.graph][: max(0, limit - shown)]

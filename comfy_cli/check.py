@@ -129,3 +129,17 @@ def _add(node_errors, nid, kind, err_type, message, details, input_name=None):
 
 def _is_link(value):
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+
+
+def value_problem(info, name, value):
+    """What the server's validation would say of `value` for input `name` of a node type
+    (its /object_info entry), or None: for checking data before any graph is built."""
+    declared = _declared(info).get(name)
+    if declared is None or _is_link(value):
+        return None
+    errors = {}
+    _check_value(errors, "", "", name, declared[0], declared[1], value)
+    if not errors:
+        return None
+    found = errors[""]["errors"][0]
+    return found["message"] + (f": {found['details']}" if found["details"] else "")

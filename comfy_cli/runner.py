@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import batch, errors
+from comfy_cli import errors
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import supervisor as sv
@@ -32,6 +32,7 @@ from comfy_cli import view as views
 from comfy_cli.client import RETRY_STATUS, Client, Rejected, TlsError, Unsendable, worth_retrying
 from comfy_cli.errors import ServerError
 from comfy_cli.listener import Listener
+from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
 MAX_DOWNLOAD = 16 << 30  # no real output is bigger; a server sending more is broken or hostile
@@ -74,6 +75,7 @@ class Options:
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
+    batch_key: Optional[str] = None  # the plan's digest: stands for every workflow in the journal's fingerprint
 
 
 def _one_cpu():
@@ -153,6 +155,7 @@ class Server:
         self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
+        self.files = Uploads(self.client, opts.uploads, tagged.put)
 
     def start(self):
         if self.listener is not None:
@@ -183,8 +186,11 @@ class Run:
         if opts.journal:
             from comfy_cli.journal import Journal, fingerprint
 
-            self.journal = Journal(opts.journal, fingerprint(opts.workflows, urls, opts.journal_options or {}),
-                                   self.client_id)
+            options = dict(opts.journal_options or {})
+            if opts.batch_key is not None:
+                options["plan"] = opts.batch_key  # (a plan's prompts are not built to be fingerprinted)
+            self.journal = Journal(opts.journal, fingerprint(opts.workflows if opts.batch_key is None else [], urls,
+                                                             options), self.client_id)
             self.client_id = self.journal.client_id
             # fsync is slow: the main loop hands `output` and `end` lines to a worker of their own
             # (a `submit` line is written by the submitter, just before its POST leaves).
@@ -192,7 +198,8 @@ class Run:
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
-            self.prompts = [self._prompt(i, wf) for i, wf in enumerate(opts.workflows)]
+            self.prompts = [self._prompt(i if wf.index is None else wf.index, wf)
+                            for i, wf in enumerate(opts.workflows)]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
         self.view.show_server = len(opts.urls) > 1
@@ -287,16 +294,10 @@ class Run:
                 server.start()
             if self.journal is not None:
                 self.journal_worker.start()
-            try:
-                self._prepare()
-            except ServerError as exc:
-                fatal = exc
-                self._not_submitted(str(exc))
-            else:
-                self._loop()
-                problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
-                if problem:
-                    fatal = ServerError(problem)
+            self._loop()
+            problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
+            if problem:
+                fatal = ServerError(problem)
         finally:
             restore()
             if cpus is not None:
@@ -357,30 +358,6 @@ class Run:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
-    def _prepare(self):
-        """Before the loop: upload the input files to every server (the loop submits what uses
-        them)."""
-        names = {}
-        for prompt in self.prompts:
-            if prompt.status != tr.WAITING:
-                continue  # followed, not sent by us (`wait`): its graph came from the server
-            wf = prompt.workflow
-            for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
-                if path not in names:
-                    got = [server.client.upload(path) for server in self.servers]
-                    names[path] = got[0]
-                    self.view.note(f"uploaded {path} as {names[path]}")
-                    if len(set(got)) > 1:
-                        self.view.note(f"warning: {path} has different names on the servers: {', '.join(got)}")
-                wf.graph[nid]["inputs"][name] = names[path]
-
-    def _not_submitted(self, reason):
-        now = time.monotonic()
-        for prompt in self.prompts:
-            prompt.give_up(tr.ERROR, now, f"not submitted: {reason}")
-            if self.stream:
-                self.stream.finished(prompt)
-
     def _loop(self):
         import gc
 
@@ -404,6 +381,10 @@ class Run:
                     for command in take(event, now):
                         do[type(command)](server, command)
                 item = None  # (the feed below lets the dispatcher see what ended)
+            elif type(item) is Uploaded:  # a worker's news, nothing to decide
+                self.view.note(f"uploaded {item.path} as {item.name}"
+                               + (f" to {self.servers[index].name}" if self.several else ""))
+                item = None
             dispatch(disp.feed(index, item, now))
             tick()
 
@@ -457,7 +438,7 @@ class Run:
         prompt = server.sup.board.prompts[c.prompt_id]
         record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
         server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
-                                        record and (lambda: record(prompt)))
+                                        record and (lambda: record(prompt)), server.files)
 
     def _read_queue(self, server, c):
         server.workers["reader"].put(_read_queue, server.client, c.gen)
@@ -540,11 +521,15 @@ class Run:
 
 
 # ---- jobs: run on workers; each does its I/O and returns one result event ---------------
-def _submit(client, workflow, client_id, prompt_id, journal=None):
+def _submit(client, workflow, client_id, prompt_id, journal=None, files=None):
+    try:
+        graph = files.graph(workflow) if files is not None else workflow.graph
+    except (ServerError, errors.UsageError) as exc:
+        return _upload_failed(prompt_id, files.failed, exc)
     if journal is not None:
         journal()  # the `submit` line, before the POST leaves: a crash after sending still knows it
     try:
-        reply = client.submit(workflow.graph, client_id, prompt_id)
+        reply = client.submit(graph, client_id, prompt_id)
     except Rejected as exc:
         return ev.SubmitFailed(time.monotonic(), prompt_id, ev.REFUSED, str(exc), exc.body)
     except Unsendable as exc:
@@ -564,6 +549,19 @@ def _submit(client, workflow, client_id, prompt_id, journal=None):
     number = reply.get("number")
     return ev.Accepted(time.monotonic(), prompt_id, number if isinstance(number, int) else None,
                        node_errors if isinstance(node_errors, dict) and node_errors else None)
+
+
+def _upload_failed(prompt_id, path, exc):
+    """An upload before the POST failed: like a POST that never left (tried again), unless no
+    retry can help (the file, the credentials, a refusal)."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, TlsError) or status in (401, 403, 407):
+        kind = ev.FATAL
+    elif isinstance(exc, errors.UsageError) or (status is not None and status not in RETRY_STATUS):
+        kind = ev.LOCAL
+    else:
+        kind = ev.NOT_SENT
+    return ev.SubmitFailed(time.monotonic(), prompt_id, kind, f"cannot upload {path}: {exc}", None)
 
 
 def _check_server(client):

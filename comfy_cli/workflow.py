@@ -26,6 +26,7 @@ class Workflow:
     # {"NODE.INPUT": value} in the order the plan applied them (sweeps, --params cells, --input
     # files, the seed of a --count copy). Empty for a plain run of one file.
     values: dict = field(default_factory=dict)
+    index: Optional[int] = None  # its place in the batch (the plan's global index; --shard keeps it)
 
     def title(self, node_id):
         """The node's `_meta.title`, else its class_type, else its id."""

@@ -1,0 +1,171 @@
+"""Batches made from data, end to end against the simulator: sweeps, --params, --input folders,
+--dry-run listings, --shard and --journal over the whole product."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from comfy_cli.sim import SimServer
+from test_run_e2e import EXAMPLES, cli, no_traceback, workflow
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def sent_graphs(sim):
+    """The graph of every prompt the server ran, in the order it received them."""
+    assert sim.wait_for(lambda s: set(s.submissions) <= set(s.history_ids()), 10)
+    return [sim.history_entry(pid)["prompt"][2] for pid in sim.submissions]
+
+
+def test_a_sweep_product_runs_each_combination_once_named_by_its_values(sim, tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 1})
+    proc = cli("run", path, "--url", sim.url, "--json", "--sweep", "TestSteps.steps=1..3",
+               "--sweep", "Sampler.seed=[10, 20]")
+    assert proc.returncode == 0, proc.stderr
+    prompts = json.loads(proc.stdout)["prompts"]
+    assert [p["name"] for p in prompts] == ["steps[steps=1,seed=10]", "steps[steps=1,seed=20]",
+                                            "steps[steps=2,seed=10]", "steps[steps=2,seed=20]",
+                                            "steps[steps=3,seed=10]", "steps[steps=3,seed=20]"]
+    ran = [(g["1"]["inputs"]["steps"], g["1"]["inputs"]["seed"]) for g in sent_graphs(sim)]
+    assert ran == [(1, 10), (1, 20), (2, 10), (2, 20), (3, 10), (3, 20)]
+
+
+def test_a_spreadsheet_of_rows_with_names_and_blank_cells(sim, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("name,TestSteps.steps,SaveImage.filename_prefix\nquick,1,q\n,2,\nlong,3,l\n")
+    proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--json", "--params", str(rows))
+    assert proc.returncode == 0, proc.stderr
+    prompts = json.loads(proc.stdout)["prompts"]
+    assert [p["name"] for p in prompts] == ["quick", "steps[row 2]", "long"]
+    graphs = sent_graphs(sim)
+    assert [g["1"]["inputs"]["steps"] for g in graphs] == [1, 2, 3]
+    assert [g["2"]["inputs"]["filename_prefix"] for g in graphs] == ["q", "steps", "l"]  # blank: the file's
+
+
+@pytest.mark.parametrize("text, message", [
+    ("TestSteps.steps\n2\n-4\n", "line 3, column TestSteps.steps: {wf}: node 1 (Sampler) input 'steps': Value -4 "
+                                 "smaller than min of 0"),
+    ("TestSteps.stepz\n2\n", "line 1, column 1 (TestSteps.stepz): {wf}: node 1 (Sampler) has no input 'stepz'; it has: seconds_per_step, seed, steps"),
+    ("TestSteps.steps,Sampler.seed\n2,1\n3\n", "line 3: 1 cells, the header has 2"),
+])
+def test_bad_data_is_refused_before_anything_is_sent(sim, tmp_path, text, message):
+    rows = tmp_path / "rows.csv"
+    rows.write_text(text)
+    path = workflow(tmp_path, "steps")
+    proc = cli("run", path, "--url", sim.url, "--params", str(rows))
+    assert proc.returncode == 2
+    no_traceback(proc)
+    assert proc.stderr == f"comfy-cli: error: --params {rows}: {message.format(wf=path)}\n"
+    assert sim.submissions == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sweep", "TestSteps.steps=1,,2"], "--sweep 'TestSteps.steps=1,,2': value 2 is empty"),
+    (["--sweep", "TestSteps.steps=[1, 1000000]"], "--sweep 'TestSteps.steps=[1, 1000000]': 1000000: "),
+    (["--input", "LoadImage.image=nowhere/*.png"], "--input 'LoadImage.image=nowhere/*.png': the pattern matches "
+                                                   "no file"),
+])
+def test_bad_sweeps_and_folders_are_refused_before_anything_is_sent(sim, tmp_path, args, message):
+    proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and sim.submissions == []
+
+
+def test_a_folder_of_images_each_uploaded_once_one_prompt_each(sim, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    png = (EXAMPLES / "input.png").read_bytes()
+    for name in ("cat.png", "dog.png", "owl.png"):
+        (photos / name).write_bytes(png + name.encode())  # three different files
+    (photos / "notes.txt").write_text("not an image")
+    proc = cli("run", str(EXAMPLES / "load_image.json"), "--url", sim.url, "--json", "--count", "2",
+               "--input", f"LoadImage.image={photos}")
+    assert proc.returncode == 0, proc.stderr
+    prompts = json.loads(proc.stdout)["prompts"]
+    assert [p["name"] for p in prompts] == ["load_image[cat.png]#1", "load_image[cat.png]#2", "load_image[dog.png]#1",
+                                            "load_image[dog.png]#2", "load_image[owl.png]#1", "load_image[owl.png]#2"]
+    assert sorted(f.name for f in sim.input_dir.iterdir()) == ["cat.png", "dog.png", "owl.png"]  # once each
+    assert proc.stderr.count("uploaded ") == 3
+    assert [g["1"]["inputs"]["image"] for g in sent_graphs(sim)] == ["cat.png", "cat.png", "dog.png", "dog.png",
+                                                                     "owl.png", "owl.png"]
+
+
+def test_at_columns_upload_files_named_relative_to_the_data_file(sim, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes((EXAMPLES / "input.png").read_bytes())
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"@LoadImage.image": "in/a.png", "name": "first"}\n{"name": "second"}\n')
+    proc = cli("run", str(EXAMPLES / "load_image.json"), "--url", sim.url, "--json", "--params", str(rows))
+    assert proc.returncode == 0, proc.stderr
+    assert [p["name"] for p in json.loads(proc.stdout)["prompts"]] == ["first", "second"]
+    # the second row leaves the workflow's own file (examples/input.png, a local file: uploaded too)
+    assert [g["1"]["inputs"]["image"] for g in sent_graphs(sim)] == ["a.png", "input.png"]
+
+
+def test_dry_run_with_data_lists_every_prompt_and_sends_nothing(sim, tmp_path):
+    path = workflow(tmp_path, "steps")
+    proc = cli("run", path, "--url", sim.url, "--dry-run", "--sweep", "TestSteps.steps=1,2", "--count", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "steps[steps=1]#1\tTestSteps.steps=1 TestSteps.seed=42", "steps[steps=1]#2\tTestSteps.steps=1 TestSteps.seed=43",
+        "steps[steps=2]#1\tTestSteps.steps=2 TestSteps.seed=42", "steps[steps=2]#2\tTestSteps.steps=2 TestSteps.seed=43"]
+    assert proc.stderr == "4 prompts planned, all pass the server's /object_info (dry run, nothing sent)\n"
+    listed = cli("run", path, "--url", sim.url, "--dry-run", "--json", "--sweep", "Sampler.steps=[1, 20000000]")
+    assert listed.returncode == 2
+    doc = json.loads(listed.stdout)
+    assert [(e["index"], e["name"], e["values"], e["ok"]) for e in doc] == [
+        (0, "steps[steps=1]", {"Sampler.steps": 1}, True),
+        (1, "steps[steps=20000000]", {"Sampler.steps": 20000000}, False)]
+    assert "steps[steps=20000000]: would be rejected: Prompt outputs failed validation" in listed.stderr
+    assert sim.submissions == []
+
+
+def test_shard_takes_every_nth_prompt_of_the_whole_product(sim, tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 1})
+    proc = cli("run", path, "--url", sim.url, "--json", "--sweep", "TestSteps.seed=1..4", "--count", "2",
+               "--shard", "2/3")
+    assert proc.returncode == 0, proc.stderr
+    names = [p["name"] for p in json.loads(proc.stdout)["prompts"]]
+    assert names == ["steps[seed=1]#2", "steps[seed=3]#1", "steps[seed=4]#2"]  # indices 1, 4, 7
+    assert [g["1"]["inputs"]["seed"] for g in sent_graphs(sim)] == [2, 3, 5]
+
+
+def test_submit_plans_the_same_batch_and_wait_keeps_its_names(sim, tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 1})
+    sent = cli("submit", path, "--url", sim.url, "--json", "--sweep", "TestSteps.seed=[7, 8]")
+    assert sent.returncode == 0, sent.stderr
+    doc = json.loads(sent.stdout)
+    assert [(p["name"], p["values"]) for p in doc["prompts"]] == [("steps[seed=7]", {"TestSteps.seed": 7}),
+                                                                  ("steps[seed=8]", {"TestSteps.seed": 8})]
+    waited = cli("wait", *[p["handle"] for p in doc["prompts"]], "--json")
+    assert waited.returncode == 0, waited.stderr
+    assert [p["name"] for p in json.loads(waited.stdout)["prompts"]] == ["steps[seed=7]", "steps[seed=8]"]
+
+
+def test_a_killed_sweep_resumed_with_its_journal_runs_every_combination_once(tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 4, "1__seconds_per_step": 0.02})
+    rows = tmp_path / "rows.csv"
+    rows.write_text("TestSteps.steps\n3\n4\n5\n")
+    journal = tmp_path / "j"
+    with SimServer() as sim:
+        args = [sys.executable, "-m", "comfy_cli", "run", path, "--url", sim.url, "--params", str(rows),
+                "--sweep", "TestSteps.seed=1..6", "--journal", str(journal), "--json", "--progress", "none"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert sim.wait_for(lambda s: len(s.history_ids()) >= 5 or proc.poll() is not None, 30)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        final = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert final.returncode == 0, final.stderr
+        assert len(json.loads(final.stdout)["prompts"]) == 18
+        assert sim.wait_for(lambda s: len(s.history_ids()) >= 18, 10)
+        ran = sorted((g["1"]["inputs"]["steps"], g["1"]["inputs"]["seed"])
+                     for g in (sim.history_entry(pid)["prompt"][2] for pid in sim.history_ids()))
+        assert ran == [(steps, seed) for steps in (3, 4, 5) for seed in range(1, 7)], "ran twice, or not at all"
+        rows.write_text("TestSteps.steps\n3\n4\n6\n")  # other data: another batch
+        other = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert other.returncode == 2 and "it records another batch" in other.stderr
