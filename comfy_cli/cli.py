@@ -811,12 +811,12 @@ def _dry_run(made, info, json_out):
     """Check every prompt of the plan as the server's validation would, building each graph only
     for its check. With data (or --json) the planned prompts are listed on stdout, one line
     each; problems are printed like a 400 on stderr. Exit code."""
-    from comfy_cli import check, errors, plan, report
+    from comfy_cli import errors, plan, report
 
     code, listing, lines, bad = errors.OK, [], [], 0
     listed = json_out or bool(made.axes)
     for wf in made:
-        problems = check.check(wf.graph, info)
+        problems = made.problems(wf, info)
         if listed:
             listing.append(dict(plan.entry(wf), ok=not problems,
                                 error=problems["error"]["message"] if problems else None) if json_out

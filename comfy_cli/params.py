@@ -46,8 +46,13 @@ class Rows(NamedTuple):
     names: List[Optional[str]]  # the `name` cell, or None
 
 
+JSON_STARTS = frozenset('-0123456789[{"tfnNI \t')  # what a JSON text can start with (NaN, Infinity too)
+
+
 def parse_value(raw):
     """A `--set` value: JSON if it parses, else the text itself."""
+    if raw and raw[0] not in JSON_STARTS:
+        return raw  # (most cells of a spreadsheet of prompts: no parse, no exception)
     try:
         return json.loads(raw)
     except ValueError:

@@ -161,7 +161,8 @@ def _printable(text):
 class Planned(Workflow):
     """One prompt of the plan: its name and values now, its graph when first asked for."""
 
-    def __init__(self, template, index, name, values, sets, uploads):
+    def __init__(self, template, index, name, values, sets, uploads, number=0):
+        self.number = number  # which of the plan's workflow files it comes from
         self.path = template.path
         self.name = name
         self.ui = None
@@ -204,6 +205,7 @@ class Plan:
         self.nodes = _resolve(self.templates, self.axes)  # [template][axis][setting] -> node id or None
         self.prefixes = _prefixes(self.axes)
         self.seeded = [_seeded(wf.graph) for wf in self.templates]
+        self._checked = {}  # workflow file number -> its check.check answer (for `problems`)
         self.sizes = [len(axis.choices) for axis in self.axes] + [count]
         self.per_template = 1
         for size in self.sizes:
@@ -246,7 +248,7 @@ class Plan:
                     uploads.append((nid, setting.input, value))
         if self.count > 1 and not self.same_seed:
             self._seeds(t, copy, values, sets, keys)
-        return Planned(self.templates[t], i, self._name(t, ks, copy), values, sets, uploads)
+        return Planned(self.templates[t], i, self._name(t, ks, copy), values, sets, uploads, t)
 
     def _seeds(self, t, copy, values, sets, keys):
         """Copy `copy` of a --count batch: every integer seed + copy."""
@@ -274,6 +276,17 @@ class Plan:
             return list(self)
         k, n = shard
         return [self[i] for i in range(k - 1, self.size, n)]
+
+    def problems(self, wf, object_info):
+        """check.check of one planned prompt: its workflow file is checked once, then each prompt
+        only in the nodes it changes (a 10,000-row dry run checks rows, not whole graphs)."""
+        base = self._checked.get(wf.number)
+        if base is None:
+            base = self._checked[wf.number] = check.check(self.templates[wf.number].graph, object_info)
+        changed = {nid for nid, _, _ in wf._sets}
+        if not changed:
+            return base
+        return check.check(wf.graph, object_info, only=changed, known=base)
 
     def check_values(self, object_info):
         """Refuse, before anything is sent, a value the server's /object_info would refuse

@@ -272,3 +272,22 @@ def test_dry_run_line():
     p = plan.Plan([wf()], [plan.sweep('Positive.text=["a \\"fox\\"\\nrunning"]')])[0]
     # one line each: the name shows printable characters only, the values are JSON
     assert plan.line(p) == 'txt2img[text=a "fox"?running]\tPositive.text="a \\"fox\\"\\nrunning"'
+
+
+def test_a_prompt_checked_in_its_changed_nodes_alone_gets_the_whole_checks_answer():
+    from comfy_cli import check
+
+    info = dict(INFO, Loader={"input": {"required": {"ckpt": [["a.safetensors", "b.safetensors"], {}]}},
+                              "output": ["MODEL"]},
+                SaveImage={"input": {"required": {"images": ["LATENT"]}}, "output_node": True, "output": []})
+    template = wf()
+    template.graph["7"]["class_type"] = "Unknown"  # an error of the file itself, in every prompt
+    for graph_fix in (False, True):
+        if graph_fix:
+            del template.graph["7"]
+            del template.graph["6"]
+        made = plan.Plan([template], [plan.sweep("KSampler.steps=[0, 5, 500]"),
+                                      plan.sweep('Loader.ckpt=["a.safetensors", "c.safetensors"]')])
+        for p in made:
+            assert made.problems(p, info) == check.check(p.graph, info), p.name
+    assert made.problems(made[2], info) == {}  # steps 5, a.safetensors: fine

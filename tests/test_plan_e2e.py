@@ -2,7 +2,9 @@
 --dry-run listings, --shard and --journal over the whole product."""
 
 import json
+import os
 import signal
+import struct
 import subprocess
 import sys
 
@@ -169,3 +171,40 @@ def test_a_killed_sweep_resumed_with_its_journal_runs_every_combination_once(tmp
         rows.write_text("TestSteps.steps\n3\n4\n6\n")  # other data: another batch
         other = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert other.returncode == 2 and "it records another batch" in other.stderr
+
+
+def run_example(tmp_path, script, *args):
+    env = dict(os.environ, SIMULATE="1", OUT=str(tmp_path / "out"),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env.pop("COMFY_URL", None)
+    return subprocess.run(["bash", str(EXAMPLES / script), *args], env=env, capture_output=True, text=True,
+                          timeout=80, cwd=tmp_path)
+
+
+def test_spreadsheet_example(tmp_path):
+    proc = run_example(tmp_path, "spreadsheet.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["fox_00001_.png", "harbour_00001_.png", "lighthouse_00001_.png",
+                                   "tower_00001_.png"]
+    prompts = json.loads((tmp_path / "out.json").read_text())["prompts"]
+    assert [p["name"] for p in prompts] == ["lighthouse", "fox", "harbour", "tower"]
+    assert "4 prompts planned, all pass" in proc.stderr
+
+
+def test_upscale_folder_example(tmp_path):
+    proc = run_example(tmp_path, "upscale-folder.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.split()) == 3
+    for name in ("beach.png", "forest.png", "harbour.png"):
+        assert f"upscale[{name}]: done" in proc.stderr
+    sizes = {struct.unpack(">II", (tmp_path / p).read_bytes()[16:24]) for p in proc.stdout.split()}
+    assert sizes == {(256, 256)}  # x4 (the simulator's LoadImage makes every file a 64x64 picture)
+
+
+def test_grid_example(tmp_path):
+    proc = run_example(tmp_path, "grid.sh")
+    assert proc.returncode == 0, proc.stderr
+    cells = [line.split("\t")[0] for line in proc.stdout.splitlines()]
+    assert cells == [f"txt2img[cfg={cfg},steps={steps}]" for cfg in (4, 6, 8) for steps in (20, 30)]
+    files = [line.split("\t")[1] for line in proc.stdout.splitlines()]
+    assert len({(tmp_path / f).read_bytes() for f in files}) == 6  # six different pictures
