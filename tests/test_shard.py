@@ -193,3 +193,16 @@ def test_the_test_environment_is_cleared_of_every_variable_read():
     source = open(shard.__file__, encoding="utf-8").read()
     read = set(re.findall(r'"((?:CI|CIRCLE|BUILDKITE|SLURM|JOB|COMFY)_[A-Z_]+)"', source))
     assert read and read <= set(shard.VARIABLES), read - set(shard.VARIABLES)
+
+
+def test_a_journal_remembers_the_resolved_slice_not_the_word_auto(sim, tmp_path):
+    path = workflow(tmp_path, "steps", **{"1__steps": 1})
+    journal = str(tmp_path / "batch.journal")
+    args = ("run", path, "--count", "4", "--shard", "auto", "--url", sim.url, "--journal", journal)
+    first = cli(*args, timeout=60, env=clean_env(COMFY_SHARD="1/2"))
+    assert first.returncode == 0, first.stderr
+    again = cli(*args, timeout=60, env=clean_env(COMFY_SHARD="1/2"))
+    assert again.returncode == 0, again.stderr
+    assert len(sim.submissions) == 2  # taken up: nothing ran twice
+    other = cli(*args, timeout=60, env=clean_env(COMFY_SHARD="2/2"))
+    assert other.returncode == 2 and "it records another batch" in other.stderr, other.stderr
