@@ -30,7 +30,7 @@ def parse(spec, env):
         return None
     if spec.strip().lower() == "auto":
         return from_env(env)
-    found = _k_of_n(spec)
+    found = k_of_n(spec)
     if found is None:
         raise UsageError(f"--shard {spec}: expected K/N with 1 <= K <= N, e.g. 2/4, or auto")
     return Slice(found[0], found[1])
@@ -60,7 +60,7 @@ def indices(total, k, n):
     return range(k - 1, total, n)
 
 
-def _k_of_n(text):
+def k_of_n(text):
     k, slash, n = text.partition("/")
     try:
         k, n = int(k), int(n)
@@ -157,7 +157,7 @@ def _own(env):
     value = _get(env, OWN)
     if value is None:
         return None
-    found = _k_of_n(value)
+    found = k_of_n(value)
     if found is None:
         raise UsageError(f"--shard auto: {OWN}={env.get(OWN)!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
     return Slice(found[0], found[1], f"{OWN}={value}")
