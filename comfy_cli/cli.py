@@ -186,7 +186,7 @@ def run(
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
                            failover_after=failover_after, node_types=node_types, workflows=loaded,
                            journal=journal, journal_options={"count": count, "same_seed": same_seed,
-                                                             "shard": slice_ and slice_.text(), "inputs": inputs},
+                                                             "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
@@ -711,21 +711,23 @@ def _servers(urls):
 
 
 def _shard(spec):
-    """--shard K/N or auto -> a shard.Slice or None; auto says once on stderr where it found K and N."""
+    """--shard K/N or auto -> (K, N) or None; auto says once on stderr where it found K and N."""
     import os
 
     from comfy_cli import shard
 
     found = shard.parse(spec, os.environ)
-    if found is not None and found.source:
+    if found is None:
+        return None
+    if found.source:
         sys.stderr.write(f"comfy-cli: shard {found.text()} (from {found.source})\n")
-    return found
+    return found.k, found.n
 
 
 def _take_shard(loaded, slice_):
     from comfy_cli import shard
 
-    return shard.take(loaded, slice_.k, slice_.n)  # names and seeds keep the global index
+    return shard.take(loaded, *slice_)  # names and seeds keep the global index
 
 
 def _node_types(url, token, header, ca_bundle, insecure):
