@@ -10,6 +10,7 @@ import json
 import time
 
 from comfy_cli import tracker as tr
+from comfy_cli.report import node_timings
 
 PROGRESS_GAP = 0.1
 
@@ -65,7 +66,8 @@ class EventStream:
                   type=item.get("type", "output"), url=url, path=path)
 
     def finished(self, prompt):
-        self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.fill, 4))
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.fill, 4),
+                  node_timings=node_timings(prompt))
 
     def transport(self, text, polling):
         self.emit("transport", message=text, polling=polling)

@@ -44,6 +44,11 @@ How far a prompt is (`fill`, 0..1) is the one figure bars, lines and --events sh
 It only moves forward (a node that starts its steps again, a `progress_state` that marks the
 running node finished before its last step, never pull it back), is 1 only on success, and stays
 where it was on any other end.
+
+Per-node timings (`spans`) are the client's view: a node starts when its `executing` (or its
+first `progress`) is received and is done when the next node's is, its `executed` or a
+`progress_state` saying it finished, or the prompt's end, whichever comes first. A cached node
+takes no time. Nodes known only from /history (no messages seen) have no span.
 """
 
 import math
@@ -106,6 +111,9 @@ class Prompt:
         self.cached = set()
         self.ran = set()  # nodes the server really executed
         self.done = set()  # nodes finished, cached ones included
+        # node id -> [first seen running, seen done or None], in the order they started; the
+        # times are events' `at` (when the client received them): the client's view of the run.
+        self.spans = {}
         self.node = None  # node running now
         self.node_at = None  # when it started (the `executing` event's time)
         self.step = None  # (value, max) of that node's progress
@@ -237,7 +245,29 @@ class Prompt:
         new = set(e.nodes) - self.cached
         self.cached |= new
         self.done |= new
+        for node in e.nodes:
+            if node in new:
+                self.spans.setdefault(node, [e.at, e.at])
         return bool(new)
+
+    def _switch(self, node, at):
+        """`node` runs now: the one before it is done."""
+        if self.node is not None:
+            self.done.add(self.node)
+            self._close(self.node, at)
+        self.node = node
+        self.node_at = at
+        self.ran.add(node)
+        span = self.spans.get(node)
+        if span is None:
+            self.spans[node] = [at, None]
+        else:
+            span[1] = None  # (runs again: its span reaches to its last end)
+
+    def _close(self, node, at):
+        span = self.spans.get(node)
+        if span is not None and span[1] is None:
+            span[1] = at
 
     def _start_silently(self, at):
         # execution_cached comes right after execution_start: seeing it means the prompt
@@ -257,23 +287,15 @@ class Prompt:
         node = e.display_node or e.node
         if node == self.node:
             return False
-        if self.node is not None:
-            self.done.add(self.node)
-        self.node = node
-        self.node_at = e.at
+        self._switch(node, e.at)
         self.step = None
-        self.ran.add(node)
         return True
 
     def _progress(self, e):
         self._running(e.at)
         node = e.node or self.node
         if node != self.node and node is not None:
-            if self.node is not None:
-                self.done.add(self.node)
-            self.node = node
-            self.node_at = e.at
-            self.ran.add(node)
+            self._switch(node, e.at)
         step = (e.value, e.max)
         if step == self.step:
             return False
@@ -285,6 +307,7 @@ class Prompt:
         before = len(self.done)
         for node in e.finished:
             self.done.add(node)
+            self._close(node, e.at)
             if node not in self.cached:
                 self.ran.add(node)
         return len(self.done) != before
@@ -293,6 +316,7 @@ class Prompt:
         node = e.display_node or e.node
         if not self.ended:
             self.done.add(node)
+            self._close(node, e.at)
             if node not in self.cached:
                 self.ran.add(node)
         if e.output is not None and self.outputs.get(node) != e.output:
@@ -353,6 +377,8 @@ class Prompt:
     def _end(self, status, at, error):
         if self.node is not None and status == SUCCESS:
             self.done.add(self.node)
+        if self.node is not None and status in SERVER_ENDS:
+            self._close(self.node, at)  # (given up on: when it ended is not known)
         self.status = status
         self.ended_at = at
         self.error = error
