@@ -36,18 +36,23 @@ def lines(name):
         return [json.loads(text) for text in fh if text.strip()]
 
 
-def replay(name):
-    """The trace's messages through a real Prompt: [(message type, node running, step, fill)]."""
+def replay(name, *views):
+    """The trace's messages through a real Prompt, each change shown by `views` (anything with
+    `update(prompt)`): (prompt, [(message type, node running, step, fill)])."""
     recorded = lines(name)
     pid = next(x["response"]["prompt_id"] for x in recorded if x.get("event") == "post_prompt")
     prompt = tr.Prompt(pid, Workflow("default.json", "default", GRAPH), submitted_at=0.0)
+    for v in views:
+        v.added(prompt)
     seen = []
     for x in recorded:
         if x.get("kind") != "text":
             continue
         event = ev.parse(json.dumps(x["msg"]).encode(), x["t"])
         if event is not None:
-            prompt.handle(event)
+            if prompt.handle(event):
+                for v in views:
+                    v.update(prompt)
             seen.append((x["msg"]["type"], prompt.node, prompt.step, prompt.fill))
     return prompt, seen
 
@@ -118,26 +123,24 @@ def test_share_stays_below_full_until_the_end_and_takes_junk_steps():
 
 
 def test_lines_and_bars_show_the_same_figure():
-    prompt, _ = replay("default_cold")
-    # One view of each kind, driven by the same real trace.
+    # One view of each kind, driven by the same real trace; the bar is drawn at the first step.
     err_lines, err_bars = io.StringIO(), io.StringIO()
     lv = view.LinesView(err_lines, io.StringIO())
     bv = view.BarsView(err_bars, io.StringIO(), name_width=1, columns=120)
-    recorded = lines("default_cold")
-    pid = next(x["response"]["prompt_id"] for x in recorded if x.get("event") == "post_prompt")
-    p = tr.Prompt(pid, Workflow("default.json", "default", GRAPH), submitted_at=0.0)
-    for v in (lv, bv):
-        v.added(p)
-    for x in recorded:
-        if x.get("kind") == "text":
-            event = ev.parse(json.dumps(x["msg"]).encode(), x["t"])
-            if event is not None and p.handle(event):
-                lv.update(p)
-                bv.update(p)
-                if p.node == "3" and p.step == (1, 3):
-                    bv._draw(pid)
-                    assert " 61%|" in str(bv.bars[pid])  # (4 + 1/3) / 7
+    drawn = []
+
+    class AtFirstStep:
+        def added(self, prompt):
+            pass
+
+        def update(self, prompt):
+            if prompt.node == "3" and prompt.step == (1, 3):
+                bv._draw(prompt.prompt_id)
+                drawn.append(str(bv.bars[prompt.prompt_id]))
+
+    replay("default_cold", lv, bv, AtFirstStep())
     bv.close()
+    assert drawn and " 61%|" in drawn[0]  # (4 + 1/3) / 7
     said = err_lines.getvalue().splitlines()
     assert "default: KSampler 1/3 (61%)" in said and "default: node 8 VAE Decode (71%)" in said
     percents = [int(line.rsplit("(", 1)[1].rstrip("%)")) for line in said if line.endswith("%)")]
@@ -176,16 +179,7 @@ def test_events_do_not_repeat_a_nodes_last_progress():
     # The real server sends `progress_state` after the last step; it changes the prompt (the node is
     # finished) but not the step: the last step was said once.
     out = io.StringIO()
-    stream = EventStream(out, 0.0)
-    recorded = lines("default_warm")
-    pid = next(x["response"]["prompt_id"] for x in recorded if x.get("event") == "post_prompt")
-    p = tr.Prompt(pid, Workflow("default.json", "default", GRAPH))
-    stream.added(p)
-    for x in recorded:
-        if x.get("kind") == "text":
-            event = ev.parse(json.dumps(x["msg"]).encode(), x["t"])
-            if event is not None and p.handle(event):
-                stream.update(p)
+    replay("default_warm", EventStream(out, 0.0))
     said = [json.loads(line) for line in out.getvalue().splitlines()]
     progress = [(d["node"], d["value"], d["max"]) for d in said if d["event"] == "progress"]
     assert ("3", 3, 3) in progress and len(progress) == len(set(progress)), progress
