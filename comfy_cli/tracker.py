@@ -96,9 +96,6 @@ class Prompt:
         self.attempt = 1  # which try this is (--retry)
         self.item = None  # its place in the batch (the dispatcher's); attempts of one item share it
         self.server = None  # the server it was sent to
-        self.moved = False  # taken from a server that stopped answering, before it ran
-        self.tried = ()  # servers earlier attempts of its item ran on
-        self.resumed = False  # taken up from a --journal
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
@@ -131,11 +128,6 @@ class Prompt:
         if self.status == WAITING:
             self.status = SUBMITTING
             self.submitted_at = at
-
-    def answer_lost(self):
-        """The POST's answer was lost: whether the server has the prompt is open again."""
-        if self.status == SUBMITTED:
-            self.status = SUBMITTING
 
     def accepted(self, number, node_errors=None):
         if self.status in (WAITING, SUBMITTING):
