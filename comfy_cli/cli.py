@@ -67,6 +67,10 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
+                            help="Run only slice K of N of the batch (prompt i when i mod N = K-1), for N jobs of "
+                                 "a CI matrix or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
+                                 "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
                            help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://. Repeat it "
                                 "(or separate with commas) to spread the batch over several servers.")
@@ -152,9 +156,7 @@ def run(
     failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S",
                                          help="With several servers: move the prompts that had not started off "
                                               "a server that has not answered for S seconds."),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
-                                        help="Run only slice K of N of the batch (prompt i when i mod N = K-1), "
-                                             "for a CI matrix of N jobs: no overlap, no gap."),
+    shard: Optional[str] = SHARD_OPTION,
     journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE",
                                           help="Record what was submitted where and how it ended (append-only, "
                                                "fsynced). Run the same command again with it after a crash to "
@@ -196,7 +198,7 @@ def run(
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
                            failover_after=failover_after, node_types=node_types, workflows=made.select(slice_),
                            journal=journal, journal_options={"count": count, "same_seed": same_seed,
-                                                             "shard": shard, "inputs": inputs},
+                                                             "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
                            batch_key=made.digest() if journal else None,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
@@ -294,7 +296,7 @@ def convert(
                 info = _read_object_info(object_info_file)
             else:
                 info = _fetch_object_info(url or DEFAULT_URL, token, header, ca_bundle, _insecure(insecure))
-            wf = workflow.convert(wf, info)
+            wf = workflow.convert(wf, info, strict=False)  # what the page would send, with a warning
         from comfy_cli.errors import ascii_only
 
         text = json.dumps(wf.graph, indent=2, ensure_ascii=output is None and ascii_only(sys.stdout)) + "\n"
@@ -397,6 +399,7 @@ def submit(
     count: int = COUNT_OPTION,
     same_seed: bool = SAME_SEED_OPTION,
     dry_run: bool = DRY_RUN_OPTION,
+    shard: Optional[str] = SHARD_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -408,6 +411,7 @@ def submit(
         import uuid
 
         parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
+        slice_ = _shard(shard)
         target = url or DEFAULT_URL
         insecure = _insecure(insecure)
         if dry_run or parts.needs_info:
@@ -420,7 +424,7 @@ def submit(
         from comfy_cli.runner import Options, Run
 
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
-        opts = Options(url=target, workflows=made.select(), progress="none", uploads=parts.fixed, token=token,
+        opts = Options(url=target, workflows=made.select(slice_), progress="none", uploads=parts.fixed, token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
                        socket=False, submit_only=True, no_cancel=True, detach_on_signal=True)
         from comfy_cli.errors import ServerError
@@ -760,16 +764,17 @@ def _servers(urls):
 
 
 def _shard(spec):
-    if spec is None:
+    """--shard K/N or auto -> (K, N) or None; auto says once on stderr where it found K and N."""
+    import os
+
+    from comfy_cli import shard
+
+    found = shard.parse(spec, os.environ)
+    if found is None:
         return None
-    k, slash, n = spec.partition("/")
-    try:
-        k, n = int(k), int(n)
-    except ValueError:
-        k = n = None
-    if not slash or k is None or n < 1 or not 1 <= k <= n:
-        raise _usage(f"--shard {spec}: expected K/N with 1 <= K <= N, e.g. 2/4")
-    return k, n
+    if found.source:
+        sys.stderr.write(f"comfy-cli: shard {found.text()} (from {found.source})\n")
+    return found.k, found.n
 
 
 def _node_types(url, token, header, ca_bundle, insecure):

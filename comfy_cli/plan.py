@@ -274,8 +274,9 @@ class Plan:
         """The prompts of slice K of N ((K, N) or None: all), by global index."""
         if shard is None:
             return list(self)
-        k, n = shard
-        return [self[i] for i in range(k - 1, self.size, n)]
+        from comfy_cli.shard import indices
+
+        return [self[i] for i in indices(self.size, *shard)]
 
     def problems(self, wf, object_info):
         """check.check of one planned prompt: its workflow file is checked once, then each prompt
