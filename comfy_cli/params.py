@@ -15,6 +15,7 @@ import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from comfy_cli.errors import UsageError
+from comfy_cli.workflow import read_bytes
 
 MAX_BYTES = 1 << 30
 NAME_CHARS = 100
@@ -79,15 +80,7 @@ def read(path):
 
 
 def _text(path):
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise UsageError(f"--params {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"--params {path}: is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"--params {path}: cannot read: {exc.strerror or exc}") from None
+    data = read_bytes(path, f"--params {path}", MAX_BYTES, "a data file")
     if len(data) > MAX_BYTES:
         raise UsageError(f"--params {path}: larger than 1 GB")
     try:

@@ -6,7 +6,7 @@
 #   OUT=renders COMFY_URL=http://gpu-box:8188 examples/spreadsheet.sh my-prompts.csv
 #   SIMULATE=1 examples/spreadsheet.sh          # no ComfyUI needed: the built-in simulator
 #
-# stdout: one saved file per line; the --json summary (names, values, files) goes to OUT.json.
+# stdout: one line per row, its name and its saved file; the --json summary goes to OUT.json.
 set -euo pipefail
 here=$(dirname "$0")
 prompts=${1:-$here/prompts.csv}
@@ -19,4 +19,6 @@ if [ -n "${SIMULATE:-}" ]; then target=(--simulate); fi
 comfy-cli run "$here/txt2img.json" --params "$prompts" --dry-run "${target[@]}" "$@" > /dev/null
 comfy-cli run "$here/txt2img.json" --params "$prompts" --output-dir "$out" --json "${target[@]}" "$@" \
     > "$out.json"
-ls "$out"
+python3 -c 'import json, sys
+for p in json.load(open(sys.argv[1]))["prompts"]:
+    print(p["name"], *[o.get("path") or o.get("url") for o in p["outputs"]], sep="\t")' "$out.json"

@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from aiohttp import web
 
 from comfy_cli.sim import SimServer
+from comfy_cli.sim.faults import Faults
 from test_run_e2e import EXAMPLES, cli, no_traceback, workflow
 
 pytestmark = pytest.mark.timeout(90)
@@ -184,8 +186,10 @@ def run_example(tmp_path, script, *args):
 def test_spreadsheet_example(tmp_path):
     proc = run_example(tmp_path, "spreadsheet.sh")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["fox_00001_.png", "harbour_00001_.png", "lighthouse_00001_.png",
-                                   "tower_00001_.png"]
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [(name, os.path.basename(path)) for name, path in rows] == [
+        ("lighthouse", "lighthouse_00001_.png"), ("fox", "fox_00001_.png"), ("harbour", "harbour_00001_.png"),
+        ("tower", "tower_00001_.png")]
     prompts = json.loads((tmp_path / "out.json").read_text())["prompts"]
     assert [p["name"] for p in prompts] == ["lighthouse", "fox", "harbour", "tower"]
     assert "4 prompts planned, all pass" in proc.stderr
@@ -208,3 +212,39 @@ def test_grid_example(tmp_path):
     assert cells == [f"txt2img[cfg={cfg},steps={steps}]" for cfg in (4, 6, 8) for steps in (20, 30)]
     files = [line.split("\t")[1] for line in proc.stdout.splitlines()]
     assert len({(tmp_path / f).read_bytes() for f in files}) == 6  # six different pictures
+
+
+class UploadFaults(Faults):
+    """The first upload answers 503 (tried again); any upload of a file named bad*.png 400."""
+
+    def __init__(self):
+        super().__init__()
+        self.uploads = 0
+
+    async def on_http(self, request):
+        if request.path.endswith("/upload/image"):
+            self.uploads += 1
+            if self.uploads == 1:
+                return web.Response(status=503, text="busy")
+            form = await request.post()
+            if form["image"].filename.startswith("bad"):
+                return web.Response(status=400, text="Invalid image file")
+        return None
+
+
+def test_uploads_are_tried_again_when_the_server_is_busy_and_a_refused_file_rejects_its_prompt(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    png = (EXAMPLES / "input.png").read_bytes()
+    for name in ("a.png", "bad.png", "c.png"):
+        (photos / name).write_bytes(png + name.encode())
+    faults = UploadFaults()
+    with SimServer(faults=faults) as sim:
+        proc = cli("run", str(EXAMPLES / "load_image.json"), "--url", sim.url, "--json",
+                   "--input", f"LoadImage.image={photos}")
+        assert proc.returncode == 2, proc.stderr
+        prompts = json.loads(proc.stdout)["prompts"]
+        assert [(p["name"], p["status"]) for p in prompts] == [
+            ("load_image[a.png]", "success"), ("load_image[bad.png]", "rejected"), ("load_image[c.png]", "success")]
+        assert f"cannot upload {photos / 'bad.png'}: " in prompts[1]["error"]["message"]
+        assert len(sim.submissions) == 2
