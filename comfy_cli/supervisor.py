@@ -192,6 +192,10 @@ class Supervisor:
     def stop_rechecking(self):
         self.conn.stop_rechecking()
 
+    def ours_waiting(self):
+        """Our prompts here that have not started (the --per-server count)."""
+        return sum(1 for p in self.board.open_prompts if p.status in tr.BEFORE_RUN)
+
     def ours_open(self):
         """Our prompts here that have not ended (a copy)."""
         return list(self.board.open_prompts)
