@@ -156,6 +156,10 @@ class Supervisor:
         stop, after = self.stop, self.after
         return Outcome(stop.fatal, stop.signal_code, after.files_missing, after.saved, self.conn.not_withdrawn())
 
+    def saved(self, pid):
+        """One prompt's files: {output key: local path or None}, or None if it has none here."""
+        return self.after.saved.get(pid)
+
     # ---- for the dispatcher (several servers) -------------------------------------------
     def assign(self, prompt):
         """Take a `waiting` prompt to submit to this server (it goes out at the next feed)."""
