@@ -472,6 +472,7 @@ def test_a_reroute_loop_is_refused():
     (lambda doc: doc["nodes"].append({"type": "Load"}), "a node without an id or a type"),
     (lambda doc: doc["links"].append([1, 2]), "a link that is not [id, from, slot, to, slot, type]"),
     (lambda doc: doc.update(definitions=[]), "'definitions' is not an object"),
+    (lambda doc: doc.update(definitions={"subgraphs": {"a": 1}}), "'definitions.subgraphs' is not a list"),
     (lambda doc: doc["nodes"][1].update(widgets_values="x"), "'widgets_values' is neither a list nor an object"),
     (lambda doc: [n.update(mode=2) for n in doc["nodes"]], "no nodes to run"),
 ])
@@ -496,9 +497,10 @@ def test_mutated_reference_files_give_one_line_or_a_graph():
     import random
 
     rng = random.Random(7)
-    docs = [json.loads(p.read_text()) for p in sorted((DATA / "workflows").glob("*.json"))]
+    docs = [json.loads(p.read_text()) for folder in (DATA, DATA.parent / "ui-2026")
+            for p in sorted((folder / "workflows").glob("*.json"))]
     junk = [None, 0, -1, 1.5, "", "x", [], {}, [1], {"a": 1}, True, -10, -20, [None] * 6]
-    for _ in range(400):
+    for _ in range(800):
         doc = copy.deepcopy(rng.choice(docs))
         places = list(_containers(doc))
         for _ in range(rng.randint(1, 3)):
