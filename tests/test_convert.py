@@ -19,10 +19,9 @@ GIVEN = [line for line in (DATA / "GIVEN.txt").read_text().splitlines() if line.
 
 # Where the 1.27.10 page differs from the current one (1.58.1), the current one is followed:
 # 1.27 sent no node pack (cnr_id, ver), titled a node whose type has no display_name with the
-# type (1.58 shows its own English name), and sent page-only widgets that /object_info does not
-# declare: PreviewAny's preview (1.58 does not) and LoadImageOutput's refresh button (no 1.58
-# sample has one; left out, and the server ignores undeclared inputs anyway).
-OLD_PAGE_ONLY = {("PreviewAny", "preview"), ("LoadImageOutput", "refresh")}
+# type (1.58 shows its own English name), and sent PreviewAny's page-only preview value (1.58
+# does not).
+OLD_PAGE_ONLY = {("PreviewAny", "preview")}
 
 
 @pytest.mark.parametrize("name", GIVEN)
