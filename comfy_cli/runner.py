@@ -212,6 +212,7 @@ class Run:
 
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
         self.signalled = False
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -510,6 +511,7 @@ class Run:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
             self.view.result(c.path or server.client.view_url(c.item))
+            self.urls_printed += c.path is None
 
     def _report(self, server, c):
         prompt = c.prompt
