@@ -5,7 +5,8 @@
 #   OUT=grid COMFY_URL=http://gpu-box:8188 examples/grid.sh --set 'Positive prompt.text=a red fox'
 #   SIMULATE=1 examples/grid.sh                 # no ComfyUI needed: the built-in simulator
 #
-# The names say which cell is which: txt2img[cfg=4,steps=20], txt2img[cfg=4,steps=30], ...
+# The names say which cell is which: txt2img[cfg=4,steps=20], txt2img[cfg=4,steps=30], ...; OUT/manifest.jsonl
+# has a line per cell with its values ({"KSampler.cfg": 4, "KSampler.steps": 20}) and its file.
 set -euo pipefail
 here=$(dirname "$0")
 out=${OUT:-grid}
