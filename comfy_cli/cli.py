@@ -72,6 +72,12 @@ REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
                                   "varies, every prompt), rewritten every few seconds during the run.")
 
 
+SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
+                            help="Run only slice K of N of the batch (files x --count), for N jobs of a CI matrix "
+                                 "or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
+                                 "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
+
+
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
                            help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://. Repeat it "
                                 "(or separate with commas) to spread the batch over several servers.")
@@ -127,9 +133,7 @@ def run(
     failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S",
                                          help="With several servers: move the prompts that had not started off "
                                               "a server that has not answered for S seconds."),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
-                                        help="Run only slice K of N of the batch (files x --count), for a CI "
-                                             "matrix of N jobs: no overlap, no gap."),
+    shard: Optional[str] = SHARD_OPTION,
     journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE",
                                           help="Record what was submitted where and how it ended (append-only, "
                                                "fsynced). Run the same command again with it after a crash to "
@@ -181,8 +185,7 @@ def run(
             if dry_run:
                 raise typer.Exit(_dry_run(loaded, info))
             if slice_:
-                k, n = slice_
-                loaded = [wf for i, wf in enumerate(loaded) if i % n == k - 1]  # names keep the global index
+                loaded = _take_shard(loaded, slice_)
             node_types = None
             if len(servers) > 1:
                 # Which server can run what: a server without a workflow's node types is not given it.
@@ -192,7 +195,7 @@ def run(
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
                            failover_after=failover_after, node_types=node_types, workflows=loaded,
                            journal=journal, journal_options={"count": count, "same_seed": same_seed,
-                                                             "shard": shard, "inputs": inputs},
+                                                             "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
@@ -348,6 +351,7 @@ def submit(
     count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
                               help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
     same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
+    shard: Optional[str] = SHARD_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -364,6 +368,7 @@ def submit(
 
         if workflows.count("-") > 1:
             raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+        slice_ = _shard(shard)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
         uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
@@ -373,6 +378,8 @@ def submit(
             info = _fetch_object_info(target, token, header, ca_bundle, insecure)
             loaded = [workflow.convert(wf, info) for wf in loaded]
         loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+        if slice_:
+            loaded = _take_shard(loaded, slice_)
         from comfy_cli.runner import Options, Run
 
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
@@ -721,16 +728,23 @@ def _servers(urls):
 
 
 def _shard(spec):
-    if spec is None:
+    """--shard K/N or auto -> (K, N) or None; auto says once on stderr where it found K and N."""
+    import os
+
+    from comfy_cli import shard
+
+    found = shard.parse(spec, os.environ)
+    if found is None:
         return None
-    k, slash, n = spec.partition("/")
-    try:
-        k, n = int(k), int(n)
-    except ValueError:
-        k = n = None
-    if not slash or k is None or n < 1 or not 1 <= k <= n:
-        raise _usage(f"--shard {spec}: expected K/N with 1 <= K <= N, e.g. 2/4")
-    return k, n
+    if found.source:
+        sys.stderr.write(f"comfy-cli: shard {found.text()} (from {found.source})\n")
+    return found.k, found.n
+
+
+def _take_shard(loaded, slice_):
+    from comfy_cli import shard
+
+    return shard.take(loaded, *slice_)  # names and seeds keep the global index
 
 
 def _node_types(url, token, header, ca_bundle, insecure):
