@@ -392,7 +392,7 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        incomplete = self.junit_failed or self.report_problem or (self.manifest is not None and self.manifest.problem)
+        incomplete = self.junit_failed or self.report_problem or (self.manifest and self.manifest.problem)
         if any(s.sup.files_missing for s in self.servers) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
@@ -435,7 +435,8 @@ class Run:
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp))
         self.records.append(doc)
-        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:  # (a killed run may have written it, not journaled it)
+        # (A killed run may have written a line it did not journal: not twice.)
+        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
 
     def _earlier_records(self):
