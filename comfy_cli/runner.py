@@ -229,6 +229,7 @@ class Run:
         self.wall_started = time.time()
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -579,6 +580,7 @@ class Run:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
             self.view.result(c.path or server.client.view_url(c.item))
+            self.urls_printed += c.path is None
 
     def _report(self, server, c):
         prompt = c.prompt
