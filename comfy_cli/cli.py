@@ -68,10 +68,17 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
+                             help="Write an HTML report (self-contained: a summary, the outputs, a grid of what "
+                                  "varies, every prompt), rewritten every few seconds during the run.")
+
+
 SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
                             help="Run only slice K of N of the batch (prompt i when i mod N = K-1), for N jobs of "
                                  "a CI matrix or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
+
+
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
                            help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
                                 "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
@@ -110,7 +117,7 @@ DEADLINE_OPTION = typer.Option(None, "--deadline", min=0.001, metavar="S",
 OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", metavar="DIR",
                                  help="Download every output file into DIR; stdout lists the paths.")
 OVERWRITE_OPTION = typer.Option(False, "--overwrite",
-                                help="Replace existing files in --output-dir and --junit (default: never).")
+                                help="Replace existing files in --output-dir, --junit and --report (default: never).")
 INCLUDE_TEMP_OPTION = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs.")
 EVENTS_OPTION = typer.Option(False, "--events",
                              help="Print NDJSON events on stdout as things happen; the last is the summary.")
@@ -142,6 +149,7 @@ def run(
     include_temp: bool = INCLUDE_TEMP_OPTION,
     events: bool = EVENTS_OPTION,
     junit: Optional[str] = JUNIT_OPTION,
+    html_report: Optional[str] = REPORT_OPTION,
     no_cancel: bool = typer.Option(False, "--no-cancel",
                                    help="On Ctrl-C or a time limit, leave our prompts on the server."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
@@ -183,6 +191,7 @@ def run(
         servers = _servers(urls)
         slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
+        _check_html_report(html_report, overwrite)
         parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
         conn = (token, header, ca_bundle, _insecure(insecure))
         made = None if parts.ui else _make(parts)  # a mistake is refused before a simulator starts
@@ -206,7 +215,8 @@ def run(
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
-                           overwrite=overwrite, events=events, junit=junit, uploads=parts.fixed, token=token,
+                           overwrite=overwrite, events=events, junit=junit, report=html_report,
+                           uploads=parts.fixed, token=token,
                            headers=tuple(header), ca_bundle=ca_bundle, insecure=conn[3])
             runner = Run(opts)
             code = runner.execute()
@@ -504,6 +514,7 @@ def wait(
     include_temp: bool = INCLUDE_TEMP_OPTION,
     events: bool = EVENTS_OPTION,
     junit: Optional[str] = JUNIT_OPTION,
+    html_report: Optional[str] = REPORT_OPTION,
     cancel: bool = typer.Option(False, "--cancel",
                                 help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
                                      "them running)."),
@@ -525,6 +536,7 @@ def wait(
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         _check_report_file(junit, overwrite)
+        _check_html_report(html_report, overwrite)
         given = _targets(targets)
         target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
         client_ids = {h.client_id for h in given}
@@ -548,7 +560,8 @@ def wait(
         opts = Options(url=target, workflows=[], prompts=prompts, progress=progress.value, json=json_out,
                        timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
                        no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
-                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, token=token,
+                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, report=html_report,
+                       token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
                        client_id=next(iter(client_ids)) if live else None, socket=live,
                        detach_on_signal=not cancel)
@@ -753,6 +766,11 @@ def _insecure(flag):
 def _check_report_file(path, overwrite):
     if path is not None:
         _check_output_file("--junit", path, overwrite)
+
+
+def _check_html_report(path, overwrite):
+    if path is not None:
+        _check_output_file("--report", path, overwrite)
 
 
 def _check_output_file(option, path, overwrite):
