@@ -104,3 +104,11 @@ def cancel(client, ids):
     except ServerError as exc:
         problem = str(exc)
     return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), problem)
+
+
+def compare(check, name, found, prompt_id):
+    """Check one prompt's outputs against the expected files (decoding images is CPU work: a
+    worker's, not the main loop's)."""
+    from comfy_cli.expect import check_prompt
+
+    return ev.Compared(time.monotonic(), prompt_id, tuple(check_prompt(check, name, found)))

@@ -52,6 +52,9 @@ class Options:
     poll_interval: float = 1.0
     silence_check: float = 15.0
     output_dir: Optional[str] = None  # download outputs here
+    expect: Optional[str] = None  # --expect DIR: compare every output with its expected file there
+    tolerance: object = None  # --tolerance (compare.Tolerance; None: the default)
+    update_expected: bool = False  # --update-expected: write DIR's missing and differing files
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
@@ -151,7 +154,8 @@ class Server:
         header, sslopt = self.client.ws_options()
         self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt,
                                  connect_timeout=limits.connect_try()) if opts.socket else None
-        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
+        names = ("submitter", "reader", "downloader") + (("comparer",) if opts.expect else ())
+        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in names}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
 
@@ -206,17 +210,22 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
-        self.folder = None
-        if opts.output_dir:
+        self.folder = self.expecting = None
+        if opts.expect:
+            from comfy_cli.expect import ForRun
+
+            self.expecting = ForRun(opts.expect, opts.tolerance, opts.update_expected, opts.output_dir,
+                                    opts.overwrite, opts.include_temp)
+        if opts.output_dir or self.expecting:
             from comfy_cli.outputs import OutputDir
 
-            self.folder = OutputDir(opts.output_dir, opts.overwrite)
+            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
         self.signalled = False
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check, limits=limits,
-                           no_cancel=opts.no_cancel, download=self.folder is not None,
+                           no_cancel=opts.no_cancel, download=self.folder is not None, expect=bool(opts.expect),
                            include_temp=opts.include_temp, submit_only=opts.submit_only,
                            detach_on_signal=opts.detach_on_signal, alone=not several)
         # Prompts given to follow (`wait`) stay with the first server; a batch goes through the
@@ -243,7 +252,7 @@ class Run:
                 self.disp.prompts.append(prompt)
         self._do = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
-            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
+            sv.Download: self._download, sv.Compare: self._compare, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
             sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
             sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
             sv.Note: self._note, sv.Mode: self._mode,
@@ -290,6 +299,8 @@ class Run:
                 server.start()
             if self.journal is not None:
                 self.journal_worker.start()
+            for line in self.expecting.start_notes() if self.expecting else ():
+                self.view.note(line)
             try:
                 self._prepare()
             except ServerError as exc:
@@ -324,6 +335,8 @@ class Run:
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
+        for line in self.expecting.finish(self._finals()) if self.expecting else ():
+            self.view.note(line)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
             every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
             files = sum(1 for one in every for saved in one.values() for path in saved.values()
@@ -334,6 +347,8 @@ class Run:
             saved = dict(self.earlier)
             for server in self.servers:
                 saved.update(server.sup.saved_files())
+            if self.expecting and self.expecting.scratch and not self.expecting.kept:
+                saved = {}  # (the temporary folder is gone: no paths into it)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -474,6 +489,11 @@ class Run:
         server.workers["downloader"].put(jobs.download, server.client, self.folder, c, self.over.is_set,
                                          self.opts.output_dir, resumed)
 
+    def _compare(self, server, c):
+        prompt = server.sup.board.prompts[c.prompt_id]
+        saved = server.sup.saved_files().get(c.prompt_id, {})
+        server.workers["comparer"].put(jobs.compare, *self.expecting.job(prompt, saved))
+
     def _cancel(self, server, c):
         server.workers["reader"].put(jobs.cancel, server.client, c.prompt_ids)
 
@@ -508,8 +528,8 @@ class Run:
             self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
-        elif not self.opts.json and (c.path or not self.folder):
-            self.view.result(c.path or server.client.view_url(c.item))
+        elif not self.opts.json and (c.path or not self.opts.output_dir):
+            self.view.result(c.path if self.opts.output_dir else server.client.view_url(c.item))
 
     def _report(self, server, c):
         prompt = c.prompt
@@ -518,6 +538,9 @@ class Run:
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
+        if prompt.checked:
+            for line in self.expecting.changes(prompt) + self.expecting.diffs(prompt):
+                self.view.note(line)
         if self.stream:
             self.stream.finished(prompt)
 

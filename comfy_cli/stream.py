@@ -58,7 +58,9 @@ class EventStream:
                   type=item.get("type", "output"), url=url, path=path)
 
     def finished(self, prompt):
-        self.emit("finished", prompt, status=prompt.status, error=prompt.error, node_timings=node_timings(prompt))
+        extra = {"expected": [o.as_dict() for o in prompt.checked]} if prompt.checked is not None else {}
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error, node_timings=node_timings(prompt),
+                  **extra)
 
     def transport(self, text, polling):
         self.emit("transport", message=text, polling=polling)

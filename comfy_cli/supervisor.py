@@ -34,7 +34,9 @@ was asked after the server accepted it; missing twice in a row, it is `lost`.
 After the end: a prompt whose picture may be incomplete (a gap in the socket, or a success
 with no outputs seen) has its /history read (`backoff.HISTORY`: the entry can lag the end,
 ComfyUI #11540); its files are downloaded when asked, and a download the server failed is
-tried again (`backoff.DOWNLOAD`, not past the deadline nor once the run is stopping). Then it
+tried again (`backoff.DOWNLOAD`, not past the deadline nor once the run is stopping). With
+--expect, a success's saved outputs are then compared with the expected files (`Compare`; the
+tracker turns a difference into `mismatch`); a run that is stopping compares no more. Then it
 is reported, once.
 
 Limits: `timeout` counts silence from when events were *received* (their `at`), so a busy
@@ -51,7 +53,7 @@ from dataclasses import dataclass
 from comfy_cli import backoff, report
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
-from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer, Download,  # noqa: F401
+from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer, Compare, Download,  # noqa: F401
                                 Mode, Note, Output, ReadHistory, ReadQueue, Reconnect, Report, Submit, Withdraw)
 from comfy_cli.limits import Limits
 from comfy_cli.poller import history_events
@@ -77,6 +79,7 @@ class Policy:
     limits: Limits = Limits()
     no_cancel: bool = False
     download: bool = False  # --output-dir given
+    expect: bool = False  # --expect: a success's saved outputs are compared before it is reported
     include_temp: bool = False
     window: int = 4  # POSTs in flight at once
     detach_on_signal: bool = False  # `wait`: a signal stops following, never cancels
@@ -172,6 +175,8 @@ class Supervisor:
         self.downloads = {}  # prompt id -> {key: _Fetch} still downloading
         self.refetch = set()  # (prompt id, key) of downloads waiting to be tried again
         self.saved = {}  # prompt id -> {output key: local path or None}
+        self.comparing = set()  # prompt ids whose outputs are being compared (--expect)
+        self.compare_off = False  # stopping: no more comparisons
         self.last_status_round = float("-inf")
         self.last_shrink = None  # when the queue last shrank for no reason of ours
         self.ended_since_status = False
@@ -851,7 +856,11 @@ class Supervisor:
         self._fetched(e.prompt_id, e.key, e.path, e.problem, out)
 
     def _drop_downloads(self):
-        """Wait for no file any more (those not saved count as missing)."""
+        """Wait for no file any more (those not saved count as missing), nor comparison."""
+        self.compare_off = True
+        for pid in self.comparing:
+            self.board.prompts[pid].warnings.append({"type": "expect", "message": "not compared: the run stopped"})
+        self.comparing.clear()
         if self.downloads:
             self.downloads.clear()
             self.refetch.clear()
@@ -885,10 +894,32 @@ class Supervisor:
             return
         if self.jobs[pid].posting:
             return  # a POST is still out: it may yet need cancelling
+        if self._compare(prompt, out):
+            return
         prompt.settle()
         self.unsettled -= 1
         self.reported.append(prompt)
         out.append(Report(prompt))
+
+    def _compare(self, prompt, out):
+        """--expect: a success is compared with its expected files once its outputs are saved;
+        true while that is under way."""
+        pid = prompt.prompt_id
+        if pid in self.comparing:
+            return True
+        if not self.policy.expect or prompt.status != tr.SUCCESS or prompt.checked is not None or self.compare_off:
+            return False
+        self.comparing.add(pid)
+        out.append(Compare(pid))
+        return True
+
+    def _compared(self, e, now, out):
+        if e.prompt_id not in self.comparing:
+            return  # (the run stopped meanwhile)
+        self.comparing.discard(e.prompt_id)
+        prompt = self.board.prompts[e.prompt_id]
+        prompt.compared(e.outcomes)
+        self._settle(prompt, out)
 
     # ---- limits, giving up, cancelling ----------------------------------------------------
     def _until(self):
@@ -1068,6 +1099,7 @@ _HANDLERS = {
     ev.HistoryRead: Supervisor._history_read,
     ev.ReadFailed: Supervisor._read_failed,
     ev.Downloaded: Supervisor._downloaded,
+    ev.Compared: Supervisor._compared,
     ev.CancelDone: Supervisor._cancel_done,
 }
 
