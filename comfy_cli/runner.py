@@ -217,15 +217,15 @@ class Run:
 
             self.expecting = ForRun(opts.expect, opts.tolerance, opts.update_expected, opts.output_dir,
                                     opts.overwrite, opts.include_temp)
+        if opts.output_dir or self.expecting:
+            from comfy_cli.outputs import OutputDir
+
+            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
         if opts.output_dir:
             from comfy_cli.manifest import Manifest
 
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        if opts.output_dir or self.expecting:
-            from comfy_cli.outputs import OutputDir
-
-            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False

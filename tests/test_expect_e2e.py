@@ -9,6 +9,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from PIL import Image
+from test_compare import tree
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,15 +42,6 @@ def write(tmp_path, name="wf", **kw):
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(graph(**kw)))
     return str(path)
-
-
-def tree(root):
-    found = {}
-    for folder, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(folder, n)
-            found[os.path.relpath(p, root)] = open(p, "rb").read()
-    return found
 
 
 @pytest.fixture
@@ -113,6 +105,10 @@ def test_a_changed_picture_is_a_mismatch(sim, tmp_path, expected):
     assert [o["status"] for o in prompt["expected"] if o["output"] != "node 9 image 0"] == ["match"] * 3
     assert f"wf: mismatch: {line}" in proc.stderr
     assert "1 prompt: 1 mismatched" in proc.stderr
+    line_of = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    assert line_of["status"] == "mismatch" and line_of["message"] == f"mismatch: {line}"
+    listed = next(o for o in line_of["expected"] if o["output"] == "node 9 image 0")
+    assert listed["diff"] == os.path.basename(image["diff"]) and listed["mean_difference"] == image["mean_difference"]
     case = ET.parse(junit).getroot()
     assert case.get("failures") == "1" and case.get("errors") == "0"
     failure = case.find("testcase/failure")
