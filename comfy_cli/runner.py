@@ -229,6 +229,7 @@ class Run:
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -577,7 +578,9 @@ class Run:
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.opts.output_dir):
-            self.view.result(c.path if self.opts.output_dir else server.client.view_url(c.item))
+            shown = c.path if self.opts.output_dir else None  # (--expect's temporary folder: URLs, as without)
+            self.view.result(shown or server.client.view_url(c.item))
+            self.urls_printed += shown is None
 
     def _report(self, server, c):
         prompt = c.prompt

@@ -250,7 +250,8 @@ def test_status_reports_every_server_and_fails_only_if_none_answers(sim):
     assert [(d["server"], d["reachable"]) for d in doc["servers"]] == [(sim.url, True), (dead, False)]
     assert doc["servers"][0]["queue"] == {"running": 0, "pending": 0}
     none = cli("status", "--url", dead)
-    assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}")
+    assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}: is ComfyUI running "
+                                                                 "there? set --url or COMFY_URL")
 
 
 def test_retry_gets_a_prompt_through_a_node_that_fails_the_first_time(sim, tmp_path):
