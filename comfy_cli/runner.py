@@ -35,6 +35,7 @@ from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
+HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
 
 @dataclass
@@ -218,6 +219,7 @@ class Run:
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False
+        self.hurry = None  # the exit code, once a second signal asked to stop at once
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
@@ -307,6 +309,8 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
+                if self.hurry is not None:
+                    self._stop_at_once()
                 problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
                 if problem:
                     fatal = ServerError(problem)
@@ -341,10 +345,7 @@ class Run:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
-            files = sum(1 for one in every for saved in one.values() for path in saved.values()
-                        if path is not None or self.folder is None)
-            self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
+            self.err.write(self._summary_line() + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
@@ -362,6 +363,29 @@ class Run:
         if fatal is not None:
             raise fatal
         return code
+
+    def _summary_line(self):
+        every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
+        files = sum(1 for one in every for saved in one.values() for path in saved.values()
+                    if path is not None or self.folder is None)
+        return report.summary_line(self._finals(), files, time.monotonic() - self.started)
+
+    def _stop_at_once(self):
+        """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
+        (the loop has stopped between two draws, so none is half-drawn), one line says what may
+        still run, and the process ends now: no report or file is written."""
+        self.view.close()
+        left = [pid for server in self.servers for pid in server.sup.may_still_run()]
+        if left:
+            line = "comfy-cli: stopped at once: prompts may still run on the server: " + " ".join(left)
+        else:
+            line = self._summary_line()
+        try:
+            self.out.flush()
+            self.err.write(line + "\n")
+            self.err.flush()
+        finally:
+            os._exit(self.hurry)
 
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
@@ -440,7 +464,7 @@ class Run:
         gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
         dispatch(disp.start(time.monotonic()))
-        while not disp.done:
+        while not disp.done and self.hurry is None:
             wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:
@@ -494,10 +518,18 @@ class Run:
 
     def _on_signal(self, code):
         def handler(signum, frame):
+            if self.hurry is not None:
+                os._exit(code)  # a third time: not even a last draw
             if self.signalled:
-                import os
-
-                os._exit(code)  # asked twice: do not wait for the cancel
+                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
+                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
+                # and leaves a clean screen; the timer ends the process should it not get there.
+                self.hurry = code
+                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
+                timer.daemon = True
+                timer.start()
+                self.events.put((None, None))
+                return
             self.signalled = True
             self.events.put((None, ev.Signal(time.monotonic(), code)))
 

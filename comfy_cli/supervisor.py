@@ -325,6 +325,11 @@ class Supervisor:
         """prompt id -> {output key: local path or None}."""
         return self.saved
 
+    def may_still_run(self):
+        """Ids of ours the server may still run: open there, or cancelled with no answer yet."""
+        ids = [p.prompt_id for p in self.board.open_prompts if p.on_server]
+        return ids + [i for i in (self.cancel_ids or ()) + (self.cancelling or ()) if i not in ids]
+
     def not_withdrawn(self):
         """Ids of prompts moved away from here that were not deleted here (yet)."""
         return sorted(self.to_delete)
