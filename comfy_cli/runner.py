@@ -311,7 +311,8 @@ class Run:
                 self._loop()
                 if self.hurry is not None:
                     self._stop_at_once()
-                problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
+                problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
+                                                   if s.sup.outcome().fatal), None)
                 if problem:
                     fatal = ServerError(problem)
         finally:
@@ -335,10 +336,11 @@ class Run:
             self.view.close()
         prompts = self.disp.prompts
         for server in self.servers:
-            left = server.sup.not_withdrawn()
-            if left:  # it never answered again: say what may still be queued there
-                self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
-                               f"in its queue: {' '.join(left)}")
+            left = server.sup.outcome().not_withdrawn
+            if left:  # it never answered again, or would not delete them: say what may still be queued there
+                why = "did not answer again" if server.sup.silent_since() else "could not delete them there"
+                self.view.note(f"{server.name}: {why}; these prompts moved away from it may still be in its queue: "
+                               f"{' '.join(left)}")
         if self.manifest is not None and self.manifest.problem:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
@@ -350,7 +352,7 @@ class Run:
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
             for server in self.servers:
-                saved.update(server.sup.saved_files())
+                saved.update(server.sup.outcome().saved)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -365,7 +367,7 @@ class Run:
         return code
 
     def _summary_line(self):
-        every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
+        every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
         files = sum(1 for one in every for saved in one.values() for path in saved.values()
                     if path is not None or self.folder is None)
         return report.summary_line(self._finals(), files, time.monotonic() - self.started)
@@ -393,12 +395,13 @@ class Run:
         return finals + [p for p in self.prompts if p.item is None]
 
     def _exit_code(self, fatal):
-        cancel_code = next((s.sup.signal_code for s in self.servers if s.sup.signal_code), errors.SIGINT)
+        outcomes = [s.sup.outcome() for s in self.servers]
+        cancel_code = next((o.signal_code for o in outcomes if o.signal_code), errors.SIGINT)
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
         incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
-        if any(s.sup.files_missing for s in self.servers) or incomplete or fatal is not None:
+        if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
@@ -434,8 +437,8 @@ class Run:
             return
         from comfy_cli.manifest import record
 
-        saved = next((s.sup.saved_files()[prompt.prompt_id] for s in self.servers
-                      if prompt.prompt_id in s.sup.saved_files()), self.earlier.get(prompt.prompt_id, {}))
+        saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
+                     self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp))
@@ -537,7 +540,7 @@ class Run:
 
     # ---- I/O commands: each becomes a job on one of the server's workers -------------------
     def _submit(self, server, c):
-        prompt = server.sup.board.prompts[c.prompt_id]
+        prompt = server.sup.prompt(c.prompt_id)
         record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
         server.workers["submitter"].put(jobs.submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
                                         record and (lambda: record(prompt)))

@@ -193,6 +193,12 @@ class Prompt:
         if not self.ended:
             self._end(status, at, {"type": status, "message": message})
 
+    def explain(self, more):
+        """Add to why it ended what became of it on the server after we gave up on it
+        (removed, interrupted, left running)."""
+        if self.error is not None:
+            self.error["message"] += more
+
     def gap(self):
         """The socket was down while this prompt was open: events may have been missed."""
         if not self.ended:
