@@ -129,6 +129,53 @@ class Worker(threading.Thread):
                 self.results.put(result)
 
 
+def _catch_signals(events, hurry):
+    """SIGINT and SIGTERM become events for the supervisor; a second one asks to stop at once
+    (its exit code goes into `hurry`, a list the main loop watches); returns what restores the
+    handlers before. An inherited SIG_IGN is kept: a shell that starts us in the background
+    means it. Only the main thread may set handlers: a run started from another thread (a
+    library user's) leaves the signals to its program."""
+    saved = {}
+    signalled = []
+
+    def on(code):
+        def handler(signum, frame):
+            if hurry:
+                os._exit(code)  # a third time: not even a last draw
+            if signalled:
+                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
+                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
+                # and leaves a clean screen; the timer ends the process should it not get there.
+                hurry.append(code)
+                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
+                timer.daemon = True
+                timer.start()
+                events.put((None, None))
+                return
+            signalled.append(code)
+            events.put((None, ev.Signal(time.monotonic(), code)))
+
+        return handler
+
+    for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
+        if threading.current_thread() is not threading.main_thread():
+            break
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        saved[signum] = signal.signal(signum, on(code))
+
+    def restore():
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def _io(server, c):
+    """An I/O command: a job on one of the server's workers."""
+    server.carry_out[type(c)](c)
+
+
 class _Tagged:
     """What a server's listener and workers put on the run's one queue: (server index, item)."""
 
@@ -142,8 +189,9 @@ class _Tagged:
 class Server:
     """One ComfyUI server of the run: its HTTP client, websocket listener, workers, supervisor."""
 
-    def __init__(self, index, url, opts, client_id, events, policy, started, prompts):
+    def __init__(self, index, url, opts, client_id, events, policy, started, prompts, run):
         limits = policy.limits
+        self.run = run  # what the jobs need of the run: the journal, the output folder, ...
         self.index = index
         self.client = Client(url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
                              insecure=opts.insecure)
@@ -155,6 +203,12 @@ class Server:
         self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
+        self.client_id = client_id
+        self.carry_out = {
+            sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
+            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
+            sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
+        }
 
     def start(self):
         if self.listener is not None:
@@ -168,6 +222,38 @@ class Server:
         for worker in self.workers.values():
             worker.stop()
         self.client.close()
+
+    # ---- I/O commands: each becomes a job on one of its workers ---------------------------
+    def _submit(self, c):
+        prompt = self.sup.prompt(c.prompt_id)
+        journal = self.run.journal
+        record = journal.submitted if journal is not None and prompt.item is not None else None
+        self.workers["submitter"].put(jobs.submit, self.client, prompt.workflow, self.client_id, c.prompt_id,
+                                      record and (lambda: record(prompt)))
+
+    def _read_queue(self, c):
+        self.workers["reader"].put(jobs.read_queue, self.client, c.gen)
+
+    def _read_history(self, c):
+        self.workers["reader"].put(jobs.read_history, self.client, c.gen, c.prompt_id)
+
+    def _download(self, c):
+        run = self.run
+        self.workers["downloader"].put(jobs.download, self.client, run.folder, c, run.over.is_set,
+                                       run.opts.output_dir, c.prompt_id in run.resumed)
+
+    def _cancel(self, c):
+        self.workers["reader"].put(jobs.cancel, self.client, c.prompt_ids)
+
+    def _withdraw(self, c):
+        self.workers["reader"].put(jobs.withdraw, self.client, c.prompt_ids)
+
+    def _check_server(self, c):
+        self.workers["reader"].put(jobs.check_server, self.client)
+
+    def _reconnect(self, c):
+        if self.listener is not None:  # (closing a socket can block: a worker does it)
+            self.workers["reader"].put(jobs.reconnect, self.listener)
 
 
 class Run:
@@ -218,9 +304,8 @@ class Run:
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
-        self.signalled = False
-        self.hurry = None  # the exit code, once a second signal asked to stop at once
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self.hurry = []  # the exit code, once a second signal asked to stop at once
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -232,7 +317,8 @@ class Run:
         # dispatcher.
         follow = [p for p in self.prompts if p.status != tr.WAITING]
         self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
-                               [p for p in follow if p.item is None] if i == 0 else []) for i, url in enumerate(urls)]
+                               [p for p in follow if p.item is None] if i == 0 else [], self)
+                        for i, url in enumerate(urls)]
         self.client = self.servers[0].client
         for prompt in self.prompts:
             if prompt.status != tr.WAITING and prompt.server is None:
@@ -250,10 +336,8 @@ class Run:
                                                                  self.journal.outputs.get(prompt.prompt_id))
             else:
                 self.disp.prompts.append(prompt)
-        self._do = {
-            sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
-            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
-            sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
+        self._do = {  # command type -> what carries it out, given (server, command)
+            **{kind: _io for kind in sv.IO_COMMANDS},
             sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
             sv.Note: self._note, sv.Mode: self._mode,
         }
@@ -292,7 +376,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = self._catch_signals()
+        restore = _catch_signals(self.events, self.hurry)
         cpus = _one_cpu()
         try:
             for server in self.servers:
@@ -309,7 +393,7 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
-                if self.hurry is not None:
+                if self.hurry:
                     self._stop_at_once()
                 problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
                                                    if s.sup.outcome().fatal), None)
@@ -387,7 +471,7 @@ class Run:
             self.err.write(line + "\n")
             self.err.flush()
         finally:
-            os._exit(self.hurry)
+            os._exit(self.hurry[0])
 
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
@@ -467,7 +551,7 @@ class Run:
         gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
         dispatch(disp.start(time.monotonic()))
-        while not disp.done and self.hurry is None:
+        while not disp.done and not self.hurry:
             wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:
@@ -498,76 +582,6 @@ class Run:
             if server.name == getattr(prompt, "server", None):
                 return server.client.view_url(item)
         return self.client.view_url(item)
-
-    # ---- signals ------------------------------------------------------------------------
-    def _catch_signals(self):
-        """SIGINT and SIGTERM become events for the supervisor (a second one exits at once).
-        An inherited SIG_IGN is kept: a shell that starts us in the background means it. Only
-        the main thread may set handlers: a run started from another thread (a library user's)
-        leaves the signals to its program."""
-        saved = {}
-        for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
-            if threading.current_thread() is not threading.main_thread():
-                break
-            if signal.getsignal(signum) is signal.SIG_IGN:
-                continue
-            saved[signum] = signal.signal(signum, self._on_signal(code))
-
-        def restore():
-            for signum, handler in saved.items():
-                signal.signal(signum, handler)
-
-        return restore
-
-    def _on_signal(self, code):
-        def handler(signum, frame):
-            if self.hurry is not None:
-                os._exit(code)  # a third time: not even a last draw
-            if self.signalled:
-                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
-                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
-                # and leaves a clean screen; the timer ends the process should it not get there.
-                self.hurry = code
-                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
-                timer.daemon = True
-                timer.start()
-                self.events.put((None, None))
-                return
-            self.signalled = True
-            self.events.put((None, ev.Signal(time.monotonic(), code)))
-
-        return handler
-
-    # ---- I/O commands: each becomes a job on one of the server's workers -------------------
-    def _submit(self, server, c):
-        prompt = server.sup.prompt(c.prompt_id)
-        record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
-        server.workers["submitter"].put(jobs.submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
-                                        record and (lambda: record(prompt)))
-
-    def _read_queue(self, server, c):
-        server.workers["reader"].put(jobs.read_queue, server.client, c.gen)
-
-    def _read_history(self, server, c):
-        server.workers["reader"].put(jobs.read_history, server.client, c.gen, c.prompt_id)
-
-    def _download(self, server, c):
-        resumed = c.prompt_id in self.resumed
-        server.workers["downloader"].put(jobs.download, server.client, self.folder, c, self.over.is_set,
-                                         self.opts.output_dir, resumed)
-
-    def _cancel(self, server, c):
-        server.workers["reader"].put(jobs.cancel, server.client, c.prompt_ids)
-
-    def _withdraw(self, server, c):
-        server.workers["reader"].put(jobs.withdraw, server.client, c.prompt_ids)
-
-    def _check_server(self, server, c):
-        server.workers["reader"].put(jobs.check_server, server.client)
-
-    def _reconnect(self, server, c):
-        if server.listener is not None:
-            server.listener.reconnect()
 
     # ---- view commands --------------------------------------------------------------------
     def _added(self, server, c):
