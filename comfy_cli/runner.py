@@ -78,6 +78,13 @@ class Options:
     journal_options: Optional[dict] = None  # the options that make the batch this batch
 
 
+def htmlreport_fields(doc):
+    """What the report shows of a manifest line (a long batch keeps one per prompt)."""
+    from comfy_cli.htmlreport import FIELDS
+
+    return {k: doc.get(k) for k in FIELDS}
+
+
 def _one_cpu():
     """Keep this thread, and the threads it starts from now on, on the CPU it runs on now;
     return the CPUs it was allowed before (to restore), or None if nothing was changed.
@@ -303,7 +310,7 @@ class Run:
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
+        self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
         self.report_problem = None
         if opts.report:
             from comfy_cli.htmlreport import Pace
@@ -546,7 +553,8 @@ class Run:
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp))
-        self.records.append(doc)
+        if self.opts.report:
+            self.records.append(htmlreport_fields(doc))
         # (A killed run may have written a line it did not journal: not twice.)
         if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
@@ -561,8 +569,8 @@ class Run:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self._record(prompt)
-                else:
-                    self.records.append(doc)
+                elif self.opts.report:
+                    self.records.append(htmlreport_fields(doc))
 
     def _loop(self):
         import gc
