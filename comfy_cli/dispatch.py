@@ -125,6 +125,12 @@ class Dispatcher:
                 self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
                 for sup in self.sups:
                     sup.recheck_at = None
+        if self.waiting and self.stopped is None and all(sup.fatal for sup in self.sups):
+            # Every server broke off (e.g. `submit`'s only server cannot be reached): nobody
+            # will ever take the rest. As in the supervisor, the run's one error line says it
+            # (nothing is shown per prompt).
+            reasons = dict.fromkeys(sup.fatal for sup in self.sups)
+            self._stop(tr.ERROR, "not submitted: " + "; ".join(reasons), now, [])
         if self.waiting and self.stopped is None and self.plan.deadline is not None \
                 and now - self.started >= self.plan.deadline:
             self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.plan.deadline:g} s passed", now, groups)

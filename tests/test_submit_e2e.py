@@ -3,6 +3,7 @@
 import base64
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from test_run_e2e import cli, no_traceback, start, workflow
+from test_run_e2e import EXAMPLES, cli, no_traceback, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -336,3 +337,43 @@ def test_wait_refuses_what_it_cannot_follow(args, stdin, message):
     assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: {message}: give each server's handles to a "
                                                 "separate command" if "servers" in message
                                                 else f"comfy-cli: error: {message}"]
+
+
+def _closed_port():
+    with socket.socket() as s:  # a loopback port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_to_an_unreachable_server_ends_at_once_as_run_does(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    path = workflow(tmp_path, "steps")
+    started = time.monotonic()
+    cli("submit", "--help")
+    startup = time.monotonic() - started  # what the machine takes to start the command at all
+    started = time.monotonic()
+    proc = cli("submit", path, "--url", url, timeout=10)
+    took = time.monotonic() - started
+    ran = cli("run", path, "--url", url)
+    assert proc.returncode == 4 and ran.returncode == 4, proc.stderr
+    assert proc.stderr == ran.stderr == f"comfy-cli: error: cannot connect to {url}\n"
+    assert proc.stdout == ""  # no handle: nothing was sent
+    assert took < startup + 1.0
+
+
+def test_sigterm_during_submit_exits_143():
+    # A server that takes the connection and never answers: `submit` is stuck checking it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(25)  # a starved machine may take long to start the command
+        proc = start("submit", str(EXAMPLES / "steps.json"), "--url", f"http://127.0.0.1:{server.getsockname()[1]}")
+        try:
+            conn, _ = server.accept()  # it is talking to the server now
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert out == "" and "Traceback" not in err
