@@ -1,17 +1,20 @@
 """`submit`, `wait`, `cancel` and `queue`: real processes against the real simulator."""
 
+import asyncio
 import base64
 import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from comfy_cli.sim import Faults, SimServer
 from test_run_e2e import EXAMPLES, cli, no_traceback, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,7 +160,61 @@ def test_cancel_a_running_prompt_leaves_another_clients_prompt_to_run(sim, tmp_p
     assert json.loads(out)["prompts"][0]["status"] == "success"
     assert history_status(sim, mine["prompt_id"]) == "error"  # interrupted
     told = cli("cancel", mine["handle"])
-    assert told.returncode == 0 and "nothing to cancel: it had already ended (interrupted)" in told.stdout
+    assert told.returncode == 1 and "nothing to cancel: it had already ended (interrupted)" in told.stdout
+
+
+class HeldAtTheEnd(Faults):
+    """A prompt that has run its last node (execution_success is sent) stays `running` in
+    /queue until the test lets it write its history: the window in which an interrupt comes
+    too late to stop it."""
+
+    def __init__(self):
+        self.at_end = threading.Event()
+        self.interrupted = threading.Event()
+        self.release = threading.Event()
+
+    def after_http(self, request, response):
+        if request.method == "POST" and request.path.endswith("/interrupt"):
+            self.interrupted.set()
+        return None
+
+    async def history_delay(self, prompt_id):
+        self.at_end.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        return 0
+
+
+def _cancel_at_the_end(tmp_path, *args, release_after_interrupt=True):
+    faults = HeldAtTheEnd()
+    with SimServer(faults=faults) as sim:
+        p, = submit(sim, workflow(tmp_path, "steps"))
+        try:
+            assert faults.at_end.wait(20)  # its last node is done; /queue still shows it running
+            proc = start("cancel", p["handle"], *args)
+            assert faults.interrupted.wait(20)  # the interrupt was sent: too late to take effect
+            if release_after_interrupt:
+                faults.release.set()
+            out, err = proc.communicate(timeout=20)
+        finally:
+            faults.release.set()
+            proc.kill()
+        assert sim.wait_for(lambda s: history_status(s, p["prompt_id"]) == "success", 10)  # it was not cancelled
+        return p, sim.url, proc, out, err
+
+
+def test_cancel_of_a_prompt_that_ends_first_reports_its_real_end(tmp_path):
+    p, url, proc, out, err = _cancel_at_the_end(tmp_path)
+    assert proc.returncode == 1, err
+    said = f"steps ({p['prompt_id']}): not cancelled: it ended before the interrupt took effect (success); outputs: "
+    assert out.startswith(said + f"{url}/view?filename=steps_00001_.png") and out.count("\n") == 1, out
+    assert "interrupted" not in out
+
+
+def test_cancel_says_interrupt_sent_until_the_server_confirms(tmp_path):
+    p, url, proc, out, err = _cancel_at_the_end(tmp_path, "--timeout", "0.3", release_after_interrupt=False)
+    assert proc.returncode == 3, err
+    assert out == (f"steps ({p['prompt_id']}): interrupt sent, not confirmed within 0.3 s (it is still in the "
+                   "server's queue)\n")
 
 
 def test_cancel_an_unknown_prompt(sim):
