@@ -45,4 +45,11 @@ PROBE = Backoff(first=0.25, cap=2.0, budget=45.0)  # looking for a POST whose an
 HISTORY = Backoff(first=0.05, cap=1.5, tries=6)  # the /history entry can lag the end (#11540)
 GET = Backoff(first=0.25, cap=2.0, tries=4)  # an idempotent GET outside the run loop (`status`)
 DOWNLOAD = Backoff(first=0.5, cap=2.0, tries=2)  # a /view download that failed
+RECHECK = Backoff(first=5.0, factor=1.0, cap=5.0)  # a server not reached at the start, when others work
+CANCEL = Backoff(first=0.0, factor=1.0, cap=0.0, tries=1)  # cancelling: a second pass at once (see Client.cancel)
 RECONNECT = Backoff(first=0.5, cap=10.0, jitter=0.25)  # the websocket, for as long as the run lasts
+
+
+def retries(n, wait=0.0):
+    """--retry N: at most `n` new attempts, each `wait` seconds after the one before failed."""
+    return Backoff(first=wait, factor=1.0, cap=wait, tries=n)

@@ -232,7 +232,9 @@ class Client:
         between the read and the delete. `deleted` and `interrupted` (sets) collect what was
         done, also when a ServerError ends it part way."""
         mine = set(prompt_ids)
-        for _ in range(2):
+        for wait in (0.0,) + tuple(backoff.CANCEL.waits()):
+            if wait:
+                time.sleep(wait)
             running, pending = self.queue(retry=False)
             waiting = [pid for pid in pending if pid in mine and pid not in deleted]
             run_now = [pid for pid in running if pid in mine and pid not in interrupted]

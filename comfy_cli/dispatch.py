@@ -25,11 +25,14 @@ it would feed a supervisor, and it answers with (server index, commands) groups.
 
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
+from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
+from comfy_cli.commands import Added, Changed, Report
+from comfy_cli.limits import Limits
 
 RETRIED = (tr.FAILED, tr.LOST, tr.ERROR)
 
@@ -37,9 +40,18 @@ RETRIED = (tr.FAILED, tr.LOST, tr.ERROR)
 @dataclass
 class Plan:
     per_server: Optional[int] = None  # None: no limit (a single server takes the batch at once)
-    retry: int = 0
-    failover_after: float = 20.0
-    deadline: Optional[float] = None
+    retry: backoff.Backoff = backoff.retries(0)  # --retry: new attempts for a prompt that failed
+    limits: Limits = field(default_factory=Limits)
+
+
+class _Attempt:
+    """What the dispatcher knows of one attempt beyond the prompt itself."""
+
+    __slots__ = ("moved", "tried")
+
+    def __init__(self, tried=()):
+        self.moved = False  # taken from a server that stopped answering, before it ran
+        self.tried = tried  # servers earlier attempts of its item went to
 
 
 class Dispatcher:
@@ -48,10 +60,13 @@ class Dispatcher:
         `node_types`: per server, the set of node types it has (None: unknown, anything goes)."""
         self.sups = sups
         self.plan = plan
+        self.limits = plan.limits
         self.started = now
         self.names = names or [str(i) for i in range(len(sups))]
         self.node_types = node_types or [None] * len(sups)
         self.waiting = deque()
+        self.later = []  # (due, prompt): retries waiting out their backoff
+        self.attempts = {}  # prompt id -> _Attempt
         self.prompts = []  # every attempt, in the order they were made
         self.final = {}  # item -> its latest attempt
         self.moved = set()  # servers whose prompts were moved away (until they answer again)
@@ -65,13 +80,18 @@ class Dispatcher:
 
     def known(self, prompt):
         """A prompt of the batch that is not dispatched here (taken up from a journal)."""
+        self.attempts[prompt.prompt_id] = _Attempt()
         self.prompts.append(prompt)
         self.final[prompt.item] = prompt
 
-    def _add(self, prompt, front=False):
+    def _add(self, prompt, front=False, tried=(), due=None):
+        """A new attempt: it waits in line (first, for a retry), or until `due`."""
+        self.attempts[prompt.prompt_id] = _Attempt(tried)
         self.prompts.append(prompt)
         self.final[prompt.item] = prompt
-        if front:
+        if due is not None:
+            self.later.append((due, prompt))
+        elif front:
             self.waiting.appendleft(prompt)
         else:
             self.waiting.append(prompt)
@@ -93,15 +113,20 @@ class Dispatcher:
 
     @property
     def done(self):
-        return not self.waiting and all(sup.done for sup in self.sups)
+        return not self.waiting and not self.later and all(sup.done for sup in self.sups)
 
     def next_wakeup(self):
         times = [t for t in (sup.next_wakeup() for sup in self.sups) if t is not None]
-        if self.waiting and self.plan.deadline is not None and self.stopped is None:
-            times.append(self.started + self.plan.deadline)
+        if self.stopped is None:
+            times += [due for due, _ in self.later]
+            if self.waiting or self.later:
+                deadline = self.limits.deadline_at(self.started)
+                if deadline is not None:
+                    times.append(deadline)
         for i, sup in enumerate(self.sups):
-            if sup.unreachable_since is not None and i not in self.moved and self._followed_on(i):
-                times.append(sup.unreachable_since[0] + self.plan.failover_after)
+            silent = sup.silent_since()
+            if silent is not None and i not in self.moved and self._followed_on(i):
+                times.append(silent[0] + self.limits.failover_after)
         return min(times) if times else None
 
     # ---- decisions ------------------------------------------------------------------------
@@ -109,31 +134,29 @@ class Dispatcher:
         """After anything: retries, failover, deadline, then hand out waiting prompts."""
         groups = []
         for i, sup in enumerate(self.sups):
-            if sup.ran_twice:
-                self._ran_twice(i, sup)
-            if sup.reported:
-                reported, sup.reported = sup.reported, []
-                for prompt in reported:
-                    self._maybe_retry(prompt, i, now)
+            for pid in sup.take_ran_twice():
+                self._ran_twice(i, pid)
+            for prompt in sup.take_reported():
+                self._maybe_retry(prompt, i, now)
         self._failover(now, groups)
         if not self.ever_usable:
             if any(sup.usable for sup in self.sups):
                 self.ever_usable = True
-            elif all(sup.checking and sup.unreachable_since is not None for sup in self.sups):
+            elif all(sup.never_reached() for sup in self.sups):
                 self.fatal = "none of the servers answers: " + "; ".join(
-                    f"{name} (since {sup.unreachable_since[1]})" for name, sup in zip(self.names, self.sups))
+                    f"{name} (since {sup.silent_since()[1]})" for name, sup in zip(self.names, self.sups))
                 self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
                 for sup in self.sups:
-                    sup.recheck_at = None
-        if self.waiting and self.stopped is None and all(sup.fatal for sup in self.sups):
+                    sup.stop_rechecking()
+        self._due_retries(now)
+        if (self.waiting or self.later) and self.stopped is None and all(sup.fatal for sup in self.sups):
             # Every server broke off (e.g. `submit`'s only server cannot be reached): nobody
             # will ever take the rest. As in the supervisor, the run's one error line says it
             # (nothing is shown per prompt).
             reasons = dict.fromkeys(sup.fatal for sup in self.sups)
             self._stop(tr.ERROR, "not submitted: " + "; ".join(reasons), now, [])
-        if self.waiting and self.stopped is None and self.plan.deadline is not None \
-                and now - self.started >= self.plan.deadline:
-            self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.plan.deadline:g} s passed", now, groups)
+        if (self.waiting or self.later) and self.stopped is None and self.limits.past_deadline(self.started, now):
+            self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.limits.deadline:g} s passed", now, groups)
         if self.waiting and self.stopped is None:
             self._hand_out(now, groups)
         return groups
@@ -151,7 +174,7 @@ class Dispatcher:
                 prompt.settle()
                 groups.append((None, _shown(prompt)))
                 continue
-            tried = prompt.tried
+            tried = self.attempts[prompt.prompt_id].tried
             free = [i for i in fits if self.sups[i].usable and self._room(i)]
             if not free:
                 break
@@ -173,76 +196,77 @@ class Dispatcher:
         return k is None or self.sups[i].ours_waiting() < k
 
     def _load(self, i):
-        sup = self.sups[i]
-        return (sup.board.queue_remaining or 0) + sup.posting + len(sup.queue)
+        return self.sups[i].load()
 
     def _maybe_retry(self, prompt, i, now):
         if self.stopped is not None or prompt.status not in RETRIED or self.final.get(prompt.item) is not prompt:
             return
-        if prompt.moved:
-            again = self._again(prompt)  # moved before it ran: not a retry
-        elif prompt.attempt <= self.plan.retry:
-            again = self._again(prompt)
-        else:
+        moved = self.attempts[prompt.prompt_id].moved
+        if not moved and not self.plan.retry.allows(prompt.attempt):
             return
-        self._add(again, front=True)
-
-    def _again(self, prompt):
         again = tr.Prompt(str(uuid.uuid4()), prompt.workflow, None, status=tr.WAITING)
         again.item = prompt.item
-        again.attempt = prompt.attempt + (0 if prompt.moved else 1)
-        again.tried = tuple(prompt.tried) + (prompt.server,)
-        again.previous = prompt.prompt_id
-        return again
+        again.attempt = prompt.attempt + (0 if moved else 1)  # moved before it ran: not a retry
+        tried = self.attempts[prompt.prompt_id].tried + (prompt.server,)
+        wait = 0.0 if moved else self.plan.retry.delay(prompt.attempt)
+        self._add(again, front=True, tried=tried, due=now + wait if wait > 0 else None)
+
+    def _due_retries(self, now):
+        """Retries whose wait is over go first in line, in the order they were made."""
+        due = [(t, p) for t, p in self.later if t <= now]
+        if not due:
+            return
+        self.later = [(t, p) for t, p in self.later if t > now]
+        for _, prompt in reversed(due):
+            self.waiting.appendleft(prompt)
 
     def _followed_on(self, i):
         """Has server `i` any of ours that failover would move or end?"""
-        return any(p.on_server for p in self.sups[i].board.open_prompts)
+        return any(p.on_server for p in self.sups[i].ours_open())
 
     def _failover(self, now, groups):
         if len(self.sups) < 2:
             return
         for i, sup in enumerate(self.sups):
-            if sup.unreachable_since is None:
+            silent = sup.silent_since()
+            if silent is None:
                 self.moved.discard(i)
                 continue
-            if i in self.moved or now - sup.unreachable_since[0] < self.plan.failover_after:
+            if i in self.moved or now - silent[0] < self.limits.failover_after:
                 continue
             self.moved.add(i)
-            since = sup.unreachable_since[1]
+            since = silent[1]
             commands = []
-            for prompt in list(sup.board.open_prompts):
+            for prompt in sup.ours_open():
                 if prompt.status == tr.RUNNING:
                     commands += sup.abandon(prompt, tr.LOST, f"lost: {self.names[i]} stopped answering (since "
                                             f"{since}) while it ran", now)
                 else:
-                    prompt.moved = True
+                    self.attempts[prompt.prompt_id].moved = True
                     commands += sup.abandon(prompt, tr.ERROR, f"moved: {self.names[i]} has not answered since "
                                             f"{since}; sent to another server", now)
             if commands:
                 groups.append((i, commands))
-            for prompt in sup.reported:  # abandoned prompts are reported at once
+            for prompt in sup.take_reported():  # abandoned prompts are reported at once
                 self._maybe_retry(prompt, i, now)
-            sup.reported = []
 
-    def _ran_twice(self, i, sup):
-        ids, sup.ran_twice = sup.ran_twice, []
-        by_id = {p.prompt_id: p for p in self.prompts}
-        for pid in ids:
-            moved = by_id.get(pid)
-            if moved is None:
-                continue
-            latest = self.final[moved.item]
-            warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
-                                                        "been moved away from that server"}
-            for prompt in {id(latest): latest, id(moved): moved}.values():
-                prompt.warnings.append(warning)
+    def _ran_twice(self, i, pid):
+        moved = next((p for p in self.prompts if p.prompt_id == pid), None)
+        if moved is None:
+            return
+        latest = self.final[moved.item]
+        warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
+                                                    "been moved away from that server"}
+        for prompt in {id(latest): latest, id(moved): moved}.values():
+            prompt.warnings.append(warning)
 
     def _stop(self, status, message, now, groups):
         if self.stopped is not None:
             return
         self.stopped = (status, message)
         ended = []
+        self.waiting.extend(p for _, p in self.later)
+        self.later = []
         while self.waiting:
             prompt = self.waiting.popleft()
             prompt.give_up(status, now, message)
@@ -258,6 +282,4 @@ def _types(prompt):
 
 def _shown(prompt):
     """The view commands for a prompt that ended here, never having reached a server."""
-    from comfy_cli.supervisor import Added, Changed, Report
-
     return [Added(prompt), Changed(prompt), Report(prompt)]

@@ -190,6 +190,7 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
             "executed": len((p.ran - p.cached) & graph.keys()),
             "cached": len(p.cached & graph.keys()),
         },
+        "node_timings": node_timings(p),
         "outputs": [
             {"node": node, "filename": item.get("filename"), "subfolder": item.get("subfolder", ""),
              "type": item.get("type", "output"), "url": view_url(p, item),
@@ -200,6 +201,31 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
         "error": p.error,
         "warnings": p.warnings,
     }
+
+
+def node_timings(p):
+    """Every node the prompt ran or took from the cache, in the order they started:
+    {"node", "class_type", "title", "seconds", "cached"}. The seconds are the client's view
+    (between the messages' receive times, see tracker.py); None where no message was seen."""
+    graph = p.workflow.graph
+    out = []
+    for node, (start, end) in p.spans.items():
+        out.append(_node_timing(p.workflow, graph, node, round(end - start, 4) if end is not None else None,
+                                node in p.cached))
+    for node in sorted(p.ran - p.spans.keys(), key=_node_order):
+        out.append(_node_timing(p.workflow, graph, node, None, False))
+    return out
+
+
+def _node_timing(workflow, graph, node, seconds, cached):
+    info = graph.get(node)
+    kind = info.get("class_type") if isinstance(info, dict) else None
+    return {"node": node, "class_type": kind if isinstance(kind, str) else None, "title": workflow.title(node),
+            "seconds": 0.0 if cached else seconds, "cached": cached}
+
+
+def _node_order(node):
+    return (0, int(node), "") if node.isdigit() else (1, 0, node)
 
 
 def _span(a, b):

@@ -23,18 +23,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import batch, errors
+from comfy_cli import backoff, batch, errors, jobs
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import supervisor as sv
 from comfy_cli import tracker as tr
 from comfy_cli import view as views
-from comfy_cli.client import RETRY_STATUS, Client, Rejected, TlsError, Unsendable, worth_retrying
+from comfy_cli.client import Client
 from comfy_cli.errors import ServerError
+from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
-MAX_DOWNLOAD = 16 << 30  # no real output is bigger; a server sending more is broken or hostile
 
 
 @dataclass
@@ -142,14 +142,15 @@ class Server:
     """One ComfyUI server of the run: its HTTP client, websocket listener, workers, supervisor."""
 
     def __init__(self, index, url, opts, client_id, events, policy, started, prompts):
+        limits = policy.limits
         self.index = index
         self.client = Client(url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
                              insecure=opts.insecure)
         self.name = self.client.base
         tagged = _Tagged(events, index)
         header, sslopt = self.client.ws_options()
-        self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt) \
-            if opts.socket else None
+        self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt,
+                                 connect_timeout=limits.connect_try()) if opts.socket else None
         self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
@@ -180,6 +181,8 @@ class Run:
         urls = list(opts.urls) or [opts.url]
         self.journal = None
         self.earlier = {}  # prompt id -> {output key: path}: files of prompts that ended in an earlier run
+        self.resumed = set()  # ids of prompts taken up from the journal (their files may be there already)
+        self.junit_failed = False
         if opts.journal:
             from comfy_cli.journal import Journal, fingerprint
 
@@ -210,8 +213,9 @@ class Run:
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
         self.signalled = False
         several = len(urls) > 1
-        policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check,
-                           connect_timeout=opts.connect_timeout, timeout=opts.timeout, deadline=opts.deadline,
+        limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
+                        failover_after=opts.failover_after)
+        policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check, limits=limits,
                            no_cancel=opts.no_cancel, download=self.folder is not None,
                            include_temp=opts.include_temp, submit_only=opts.submit_only,
                            detach_on_signal=opts.detach_on_signal, alone=not several)
@@ -225,7 +229,7 @@ class Run:
             if prompt.status != tr.WAITING and prompt.server is None:
                 prompt.server = self.client.base
         plan = Plan(per_server=opts.per_server if opts.per_server is not None else (2 if several else None),
-                    retry=opts.retry, failover_after=opts.failover_after, deadline=opts.deadline)
+                    retry=backoff.retries(opts.retry), limits=limits)
         self.disp = Dispatcher([p for p in self.prompts if p.status == tr.WAITING], [s.sup for s in self.servers],
                                plan, self.started, names=[s.name for s in self.servers],
                                node_types=opts.node_types)
@@ -233,9 +237,8 @@ class Run:
             if prompt.item is not None:  # from the journal
                 self.disp.known(prompt)
                 if prompt.status == tr.SUBMITTING:
-                    sup = self._server_named(prompt.server).sup
-                    sup.saved[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
-                    sup.resume(prompt, self.started)
+                    self._server_named(prompt.server).sup.resume(prompt, self.started,
+                                                                 self.journal.outputs.get(prompt.prompt_id))
             else:
                 self.disp.prompts.append(prompt)
         self._do = {
@@ -261,7 +264,7 @@ class Run:
             prompt.settle()
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
-            prompt.resumed = True
+            self.resumed.add(prompt.prompt_id)
         prompt.item = item
         if record is not None:
             prompt.server = record.get("server")
@@ -314,14 +317,15 @@ class Run:
             self.view.close()
         prompts = self.disp.prompts
         for server in self.servers:
-            if server.sup.to_delete:  # it never answered again: say what may still be queued there
+            left = server.sup.not_withdrawn()
+            if left:  # it never answered again: say what may still be queued there
                 self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
-                               f"in its queue: {' '.join(sorted(server.sup.to_delete))}")
+                               f"in its queue: {' '.join(left)}")
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.saved for s in self.servers] + [self.earlier]
+            every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
             files = sum(1 for one in every for saved in one.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
@@ -329,7 +333,7 @@ class Run:
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
             for server in self.servers:
-                saved.update(server.sup.saved)
+                saved.update(server.sup.saved_files())
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -353,7 +357,7 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        if any(s.sup.files_missing for s in self.servers) or fatal is not None:
+        if any(s.sup.files_missing for s in self.servers) or self.junit_failed or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
@@ -456,29 +460,28 @@ class Run:
     def _submit(self, server, c):
         prompt = server.sup.board.prompts[c.prompt_id]
         record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
-        server.workers["submitter"].put(_submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
+        server.workers["submitter"].put(jobs.submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
                                         record and (lambda: record(prompt)))
 
     def _read_queue(self, server, c):
-        server.workers["reader"].put(_read_queue, server.client, c.gen)
+        server.workers["reader"].put(jobs.read_queue, server.client, c.gen)
 
     def _read_history(self, server, c):
-        server.workers["reader"].put(_read_history, server.client, c.gen, c.prompt_id)
+        server.workers["reader"].put(jobs.read_history, server.client, c.gen, c.prompt_id)
 
     def _download(self, server, c):
-        until = self.started + self.opts.deadline if self.opts.deadline is not None else None
-        resumed = server.sup.board.prompts[c.prompt_id].resumed
-        server.workers["downloader"].put(_download, server.client, self.folder, c, until, self.over.is_set,
+        resumed = c.prompt_id in self.resumed
+        server.workers["downloader"].put(jobs.download, server.client, self.folder, c, self.over.is_set,
                                          self.opts.output_dir, resumed)
 
     def _cancel(self, server, c):
-        server.workers["reader"].put(_cancel, server.client, c.prompt_ids)
+        server.workers["reader"].put(jobs.cancel, server.client, c.prompt_ids)
 
     def _withdraw(self, server, c):
-        server.workers["reader"].put(_withdraw, server.client, c.prompt_ids)
+        server.workers["reader"].put(jobs.withdraw, server.client, c.prompt_ids)
 
     def _check_server(self, server, c):
-        server.workers["reader"].put(_check_server, server.client)
+        server.workers["reader"].put(jobs.check_server, server.client)
 
     def _reconnect(self, server, c):
         if server.listener is not None:
@@ -536,97 +539,4 @@ class Run:
             write_new(self.opts.junit, lambda fh: fh.write(text), self.opts.overwrite)
         except OSError as exc:
             self.view.note(f"--junit {self.opts.junit}: cannot write: {exc.strerror or exc}")
-            self.servers[0].sup.files_missing = True  # a report that was asked for is missing: not a success
-
-
-# ---- jobs: run on workers; each does its I/O and returns one result event ---------------
-def _submit(client, workflow, client_id, prompt_id, journal=None):
-    if journal is not None:
-        journal()  # the `submit` line, before the POST leaves: a crash after sending still knows it
-    try:
-        reply = client.submit(workflow.graph, client_id, prompt_id)
-    except Rejected as exc:
-        return ev.SubmitFailed(time.monotonic(), prompt_id, ev.REFUSED, str(exc), exc.body)
-    except Unsendable as exc:
-        from comfy_cli.workflow import unsafe_input
-
-        where = unsafe_input(workflow.graph)
-        text = f"node {where[0]!r}: input {where[1]!r} holds NaN or Infinity, which JSON does not allow" \
-            if where else str(exc)
-        return ev.SubmitFailed(time.monotonic(), prompt_id, ev.LOCAL, f"{workflow.path}: {text}", None)
-    except ServerError as exc:
-        if isinstance(exc, TlsError) or (exc.status is not None and exc.status not in RETRY_STATUS):
-            kind = ev.FATAL
-        else:
-            kind = ev.SENT if exc.sent else ev.NOT_SENT
-        return ev.SubmitFailed(time.monotonic(), prompt_id, kind, str(exc), None)
-    node_errors = reply.get("node_errors")
-    number = reply.get("number")
-    return ev.Accepted(time.monotonic(), prompt_id, number if isinstance(number, int) else None,
-                       node_errors if isinstance(node_errors, dict) and node_errors else None)
-
-
-def _check_server(client):
-    try:
-        client.system_stats(retry=False)
-    except ServerError as exc:
-        return ev.ServerChecked(time.monotonic(), str(exc))
-    return ev.ServerChecked(time.monotonic(), None)
-
-
-def _withdraw(client, ids):
-    """Delete or interrupt prompts moved away from this server; which of them ran here anyway."""
-    done = _cancel(client, ids)
-    if done.problem:
-        return ev.Withdrawn(time.monotonic(), (), (), (), done.problem)
-    ran = []
-    try:
-        for pid in ids:
-            if pid not in done.deleted and pid not in done.interrupted and client.history(pid, retry=False):
-                ran.append(pid)
-    except ServerError as exc:
-        return ev.Withdrawn(time.monotonic(), done.deleted, done.interrupted, tuple(ran), str(exc))
-    return ev.Withdrawn(time.monotonic(), done.deleted, done.interrupted, tuple(ran), None)
-
-
-def _read_queue(client, gen):
-    try:
-        running, pending = client.queue(retry=False)
-    except ServerError as exc:
-        return ev.ReadFailed(time.monotonic(), gen, None, str(exc))
-    return ev.QueueRead(time.monotonic(), gen, tuple(running), tuple(pending))
-
-
-def _read_history(client, gen, prompt_id):
-    try:
-        entry = client.history(prompt_id, retry=False)
-    except ServerError as exc:
-        return ev.ReadFailed(time.monotonic(), gen, prompt_id, str(exc))
-    return ev.HistoryRead(time.monotonic(), gen, prompt_id, entry)
-
-
-def _download(client, folder, c, until, stop, folder_name, reuse_same=False):
-    """One try; whether and when to try again is the supervisor's rule."""
-    from comfy_cli.outputs import UnsafeName
-
-    try:
-        path = folder.save(c.item, lambda fh: client.download(c.item, fh, MAX_DOWNLOAD, until, stop), reuse_same)
-        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, path, None)
-    except UnsafeName as exc:
-        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"not saved: {exc}")
-    except OSError as exc:
-        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None,
-                             f"cannot write into {folder_name}: {exc.strerror or exc}")
-    except ServerError as exc:
-        return ev.Downloaded(time.monotonic(), c.prompt_id, c.key, None, f"download failed: {exc}",
-                             retry=worth_retrying(exc))
-
-
-def _cancel(client, ids):
-    """Client.cancel as a job: what it deleted and interrupted, even when it stopped part way."""
-    deleted, interrupted, problem = set(), set(), None
-    try:
-        client.cancel(ids, deleted, interrupted)
-    except ServerError as exc:
-        problem = str(exc)
-    return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), problem)
+            self.junit_failed = True  # a report that was asked for is missing: not a success

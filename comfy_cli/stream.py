@@ -8,6 +8,7 @@ import json
 import time
 
 from comfy_cli import tracker as tr
+from comfy_cli.report import node_timings
 
 PROGRESS_GAP = 0.1
 
@@ -57,7 +58,7 @@ class EventStream:
                   type=item.get("type", "output"), url=url, path=path)
 
     def finished(self, prompt):
-        self.emit("finished", prompt, status=prompt.status, error=prompt.error)
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error, node_timings=node_timings(prompt))
 
     def transport(self, text, polling):
         self.emit("transport", message=text, polling=polling)

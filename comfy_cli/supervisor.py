@@ -47,11 +47,13 @@ worker (a bug) breaks the run off the same way, and nothing waits for the answer
 import time as _time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
 
 from comfy_cli import backoff, report
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
+from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer, Download,  # noqa: F401
+                                Mode, Note, Output, ReadHistory, ReadQueue, Reconnect, Report, Submit, Withdraw)
+from comfy_cli.limits import Limits
 from comfy_cli.poller import history_events
 
 SETTLE = 3.0  # a POST whose answer was lost must stay absent this long before it is sent again
@@ -61,75 +63,6 @@ CANCEL_WAIT = 10.0  # the longest we wait for POSTs in flight and for the cancel
 MISSES_FOR_LOST = 2
 
 
-# ---- commands: what the runner must do ------------------------------------------------
-class Submit(NamedTuple):
-    prompt_id: str
-
-
-class ReadQueue(NamedTuple):
-    gen: int
-
-
-class ReadHistory(NamedTuple):
-    gen: Optional[int]  # the round, or None for a read after the end
-    prompt_id: str
-
-
-class Download(NamedTuple):
-    prompt_id: str
-    key: tuple
-    item: dict
-
-
-class Cancel(NamedTuple):
-    prompt_ids: tuple
-
-
-class Reconnect(NamedTuple):
-    pass
-
-
-class CheckServer(NamedTuple):
-    pass
-
-
-class Withdraw(NamedTuple):
-    """Delete (or interrupt) prompts that were moved to another server while this one was not
-    answering, and say which of them ran here anyway."""
-
-    prompt_ids: tuple
-
-
-# ---- commands: what the view must show (the runner hands them to it) -----------------
-class Added(NamedTuple):
-    prompt: object
-
-
-class Changed(NamedTuple):
-    prompt: object
-
-
-class Output(NamedTuple):
-    prompt: object
-    node: str
-    item: dict
-    path: Optional[str]
-
-
-class Report(NamedTuple):
-    prompt: object
-
-
-class Note(NamedTuple):
-    text: str
-
-
-class Mode(NamedTuple):
-    text: str
-    polling: bool
-
-
-IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Cancel, Reconnect, CheckServer, Withdraw)
 
 OPENING, UP, DOWN = "opening", "up", "down"
 RESUMED = "resumed from the journal"
@@ -141,9 +74,7 @@ QUIET, CATCHUP, POLL = "quiet", "catchup", "poll"
 class Policy:
     poll_interval: float = 1.0
     silence_check: float = 15.0
-    connect_timeout: float = 10.0
-    timeout: Optional[float] = None
-    deadline: Optional[float] = None
+    limits: Limits = Limits()
     no_cancel: bool = False
     download: bool = False  # --output-dir given
     include_temp: bool = False
@@ -151,7 +82,11 @@ class Policy:
     detach_on_signal: bool = False  # `wait`: a signal stops following, never cancels
     submit_only: bool = False  # `submit`: a prompt is done once the server has it
     alone: bool = True  # the run's only server: unreachable at the start ends the run
-    recheck: float = 5.0  # with other servers: how often to look again at one that could not be reached
+    recheck: backoff.Backoff = backoff.RECHECK  # with other servers: looking again at one not reached
+
+    def round_retry(self):
+        """The wait after a round that failed: the polling pace."""
+        return backoff.Backoff(first=self.poll_interval, factor=1.0, cap=self.poll_interval)
 
 
 class _Job:
@@ -251,6 +186,8 @@ class Supervisor:
         # Before anything is sent, when there is no socket to tell: is the server there at all?
         self.checking = False if socket_open else "no websocket"
         self.recheck_at = None
+        self.rechecks = 0  # server checks that failed in a row
+        self.failed_rounds = 0  # rounds that failed in a row
         self.to_delete = set()  # prompts moved elsewhere: delete them here when this server is back
         self.withdrawing = False  # a Withdraw is with the worker: the run waits for it
         self.reported = []  # prompts settled since the dispatcher last looked
@@ -297,7 +234,7 @@ class Supervisor:
         times = []
         p = self.policy
         if self.socket == OPENING:
-            times.append(self.started + p.connect_timeout)
+            times.append(self.started + p.limits.connect_timeout)
         if self.held is not None:
             times.append(self.held_until)
         if self.round is None and self.round_due is not None:
@@ -312,10 +249,11 @@ class Supervisor:
         for pid, key in self.refetch:
             times.append(self.downloads[pid][key].due)
         if self.stop is None:
-            if p.deadline is not None:
-                times.append(self.started + p.deadline)
-            if p.timeout is not None and self.board.open_prompts:
-                times.append(self.last_heard + p.timeout)
+            lim = p.limits
+            if lim.deadline is not None:
+                times.append(lim.deadline_at(self.started))
+            if lim.timeout is not None and self.board.open_prompts:
+                times.append(self.last_heard + lim.timeout)
         if self.cancel_until is not None:
             times.append(self.cancel_until)
         if self.recheck_at is not None:
@@ -330,10 +268,13 @@ class Supervisor:
         self.queue.append(prompt.prompt_id)
         self.unsettled += 1
 
-    def resume(self, prompt, now):
+    def resume(self, prompt, now, saved=None):
         """A prompt an earlier run submitted here (from --journal), status `submitting`: look
-        for it; follow it if the server has it, send it again, same id, if it never arrived."""
+        for it; follow it if the server has it, send it again, same id, if it never arrived.
+        `saved`: its files that run saved already ({output key: path})."""
         pid = prompt.prompt_id
+        if saved:
+            self.saved[pid] = dict(saved)
         self.board.add(prompt)
         job = self.jobs[pid] = _Job()
         self.unsettled += 1
@@ -349,6 +290,44 @@ class Supervisor:
     def ours_waiting(self):
         """Our prompts here that have not started (the --per-server count)."""
         return sum(1 for p in self.board.open_prompts if p.status in tr.BEFORE_RUN)
+
+    def load(self):
+        """Outstanding work here: the server's queue as its last `status` said, our POSTs in
+        flight and ours still to send."""
+        return (self.board.queue_remaining or 0) + self.posting + len(self.queue)
+
+    def silent_since(self):
+        """(monotonic time, wall-clock text) since when the server has not answered, or None."""
+        return self.unreachable_since
+
+    def never_reached(self):
+        """Not reached at the start (nothing sent here), and not answering now."""
+        return bool(self.checking) and self.unreachable_since is not None
+
+    def stop_rechecking(self):
+        self.recheck_at = None
+
+    def ours_open(self):
+        """Our prompts here that have not ended (a copy)."""
+        return list(self.board.open_prompts)
+
+    def take_reported(self):
+        """The prompts reported since the last call (the dispatcher decides on retries)."""
+        reported, self.reported = self.reported, []
+        return reported
+
+    def take_ran_twice(self):
+        """Ids of moved prompts found to have run here anyway, since the last call."""
+        ran, self.ran_twice = self.ran_twice, []
+        return ran
+
+    def saved_files(self):
+        """prompt id -> {output key: local path or None}."""
+        return self.saved
+
+    def not_withdrawn(self):
+        """Ids of prompts moved away from here that were not deleted here (yet)."""
+        return sorted(self.to_delete)
 
     def abandon(self, prompt, status, message, now):
         """The dispatcher takes a prompt away (this server stopped answering): end it here,
@@ -475,7 +454,8 @@ class Supervisor:
         if e.problem is not None and not self.policy.alone:
             # Other servers can do the work: note it, and look again later.
             self._not_answering(e.problem, now, out)
-            self.recheck_at = now + self.policy.recheck
+            self.rechecks += 1
+            self.recheck_at = now + self.policy.recheck.delay(self.rechecks)
             return
         reason, self.checking = self.checking, False
         if e.problem is not None:
@@ -537,7 +517,7 @@ class Supervisor:
             if prompt.ended:
                 continue
             if self._past_deadline(now):
-                prompt.give_up(tr.TIMEOUT, now, f"not submitted: the deadline of {p.deadline:g} s passed")
+                prompt.give_up(tr.TIMEOUT, now, f"not submitted: the deadline of {p.limits.deadline:g} s passed")
                 out.append(Added(prompt))
                 self._ended(prompt, now, out)
                 continue
@@ -776,12 +756,15 @@ class Supervisor:
         else:
             r.history.discard(e.prompt_id)
         if not r.history:
-            self.not_before = now + self.policy.poll_interval
+            self.failed_rounds += 1
+            self.not_before = now + self.policy.round_retry().delay(self.failed_rounds)
             self._end_round(now, out, failed=True)
 
     def _end_round(self, now, out, failed=False):
         r = self.round
         self.round = None
+        if not failed:
+            self.failed_rounds = 0
         if QUIET in r.why and r.changed and self.socket == UP:
             self._mode("connection: the websocket went quiet while the server moved on; reconnecting", False, out)
             out.append(Reconnect())
@@ -848,7 +831,7 @@ class Supervisor:
             done[key] = None
             if self.policy.download:
                 self.downloads.setdefault(prompt.prompt_id, {})[key] = _Fetch(node, item)
-                out.append(Download(prompt.prompt_id, key, item))
+                out.append(Download(prompt.prompt_id, key, item, self._until()))
             else:
                 out.append(Output(prompt, node, item, None))
 
@@ -908,17 +891,20 @@ class Supervisor:
         out.append(Report(prompt))
 
     # ---- limits, giving up, cancelling ----------------------------------------------------
+    def _until(self):
+        return self.policy.limits.deadline_at(self.started)
+
     def _past_deadline(self, when):
-        d = self.policy.deadline
-        return d is not None and when - self.started >= d
+        return self.policy.limits.past_deadline(self.started, when)
 
     def _check_limits(self, now, out):
         p = self.policy
+        lim = p.limits
         reason = None
         if self._past_deadline(now):
-            reason = f"deadline of {p.deadline:g} s passed"
-        elif p.timeout is not None and self.board.open_prompts and now - self.last_heard >= p.timeout:
-            reason = f"nothing new from the server for {p.timeout:g} s"
+            reason = f"deadline of {lim.deadline:g} s passed"
+        elif lim.timeout is not None and self.board.open_prompts and now - self.last_heard >= lim.timeout:
+            reason = f"nothing new from the server for {lim.timeout:g} s"
         if reason is None:
             return
         if self.unreachable_since is not None:
@@ -1023,8 +1009,8 @@ class Supervisor:
         if self.recheck_at is not None and now >= self.recheck_at:
             self.recheck_at = None
             out.append(CheckServer())
-        if self.socket == OPENING and now >= self.started + p.connect_timeout:
-            self._disconnected(ev.Disconnected(now, f"no answer within {p.connect_timeout:g} s"), now, out)
+        if self.socket == OPENING and now >= self.started + p.limits.connect_timeout:
+            self._disconnected(ev.Disconnected(now, f"no answer within {p.limits.connect_timeout:g} s"), now, out)
         if self.held is not None and now >= self.held_until:
             self._release(out)
         for pid in [pid for pid in self.timed if self.jobs[pid].due <= now]:
@@ -1060,7 +1046,7 @@ class Supervisor:
             elif fetch.due <= now:
                 self.refetch.discard((pid, key))
                 fetch.due = None
-                out.append(Download(pid, key, fetch.item))
+                out.append(Download(pid, key, fetch.item, self._until()))
         if self.cancel_ids is not None:
             self._maybe_cancel(now, out)
         elif self.cancelling and now >= self.cancel_until:

@@ -38,6 +38,11 @@ The real server is not tidy, and the rules below come from its recordings:
   gives it to the prompt that is running;
 - `execution_error` with exception_type ExecutionBlocked is a warning: execution goes on;
 - cached nodes never get `executing`; they count as done, so a bar can reach 100%.
+
+Per-node timings (`spans`) are the client's view: a node starts when its `executing` (or its
+first `progress`) is received and is done when the next node's is, its `executed` or a
+`progress_state` saying it finished, or the prompt's end, whichever comes first. A cached node
+takes no time. Nodes known only from /history (no messages seen) have no span.
 """
 
 from comfy_cli import events as ev
@@ -76,6 +81,9 @@ class Prompt:
         self.cached = set()
         self.ran = set()  # nodes the server really executed
         self.done = set()  # nodes finished, cached ones included
+        # node id -> [first seen running, seen done or None], in the order they started; the
+        # times are events' `at` (when the client received them): the client's view of the run.
+        self.spans = {}
         self.node = None  # node running now
         self.step = None  # (value, max) of that node's progress
         self.outputs = {}  # node id -> UI output dict, in arrival order
@@ -88,9 +96,6 @@ class Prompt:
         self.attempt = 1  # which try this is (--retry)
         self.item = None  # its place in the batch (the dispatcher's); attempts of one item share it
         self.server = None  # the server it was sent to
-        self.moved = False  # taken from a server that stopped answering, before it ran
-        self.tried = ()  # servers earlier attempts of its item ran on
-        self.resumed = False  # taken up from a --journal
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
@@ -123,11 +128,6 @@ class Prompt:
         if self.status == WAITING:
             self.status = SUBMITTING
             self.submitted_at = at
-
-    def answer_lost(self):
-        """The POST's answer was lost: whether the server has the prompt is open again."""
-        if self.status == SUBMITTED:
-            self.status = SUBMITTING
 
     def accepted(self, number, node_errors=None):
         if self.status in (WAITING, SUBMITTING):
@@ -191,7 +191,28 @@ class Prompt:
         new = set(e.nodes) - self.cached
         self.cached |= new
         self.done |= new
+        for node in e.nodes:
+            if node in new:
+                self.spans.setdefault(node, [e.at, e.at])
         return bool(new)
+
+    def _switch(self, node, at):
+        """`node` runs now: the one before it is done."""
+        if self.node is not None:
+            self.done.add(self.node)
+            self._close(self.node, at)
+        self.node = node
+        self.ran.add(node)
+        span = self.spans.get(node)
+        if span is None:
+            self.spans[node] = [at, None]
+        else:
+            span[1] = None  # (runs again: its span reaches to its last end)
+
+    def _close(self, node, at):
+        span = self.spans.get(node)
+        if span is not None and span[1] is None:
+            span[1] = at
 
     def _start_silently(self, at):
         # execution_cached comes right after execution_start: seeing it means the prompt
@@ -211,21 +232,15 @@ class Prompt:
         node = e.display_node or e.node
         if node == self.node:
             return False
-        if self.node is not None:
-            self.done.add(self.node)
-        self.node = node
+        self._switch(node, e.at)
         self.step = None
-        self.ran.add(node)
         return True
 
     def _progress(self, e):
         self._running(e.at)
         node = e.node or self.node
         if node != self.node and node is not None:
-            if self.node is not None:
-                self.done.add(self.node)
-            self.node = node
-            self.ran.add(node)
+            self._switch(node, e.at)
         step = (e.value, e.max)
         if step == self.step:
             return False
@@ -237,6 +252,7 @@ class Prompt:
         before = len(self.done)
         for node in e.finished:
             self.done.add(node)
+            self._close(node, e.at)
             if node not in self.cached:
                 self.ran.add(node)
         return len(self.done) != before
@@ -245,6 +261,7 @@ class Prompt:
         node = e.display_node or e.node
         if not self.ended:
             self.done.add(node)
+            self._close(node, e.at)
             if node not in self.cached:
                 self.ran.add(node)
         if e.output is not None and self.outputs.get(node) != e.output:
@@ -305,6 +322,8 @@ class Prompt:
     def _end(self, status, at, error):
         if self.node is not None and status == SUCCESS:
             self.done.add(self.node)
+        if self.node is not None and status in SERVER_ENDS:
+            self._close(self.node, at)  # (given up on: when it ended is not known)
         self.status = status
         self.ended_at = at
         self.error = error

@@ -178,6 +178,9 @@ def test_events_stream(sim, tmp_path):
         assert kind in kinds, kind
     finished = {line["name"]: line["status"] for line in lines if line["event"] == "finished"}
     assert finished == {"steps": "success", "fail": "failed"}
+    timed = {line["name"]: [(t["node"], t["title"]) for t in line["node_timings"]]
+             for line in lines if line["event"] == "finished"}
+    assert timed == {"steps": [("1", "Sampler"), ("2", "Save")], "fail": [("1", "TestFail")]}
     first = [line["event"] for line in lines if line.get("name") == "steps"]
     assert first.index("output") < first.index("finished")
     times = [line["t"] for line in lines]

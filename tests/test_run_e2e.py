@@ -80,6 +80,12 @@ def test_json_summary(sim, tmp_path):
     assert ok["status"] == "success" and ok["nodes"] == {"total": 3, "executed": 3, "cached": 0}
     assert ok["outputs"][0]["filename"] == "two_samplers_00001_.png"
     assert ok["timings"]["run_s"] > 0 and ok["error"] is None
+    # Per-node timings, the client's view: every node ran, none longer than the whole run.
+    assert [(t["node"], t["class_type"], t["title"], t["cached"]) for t in ok["node_timings"]] == [
+        ("1", "TestSteps", "First pass", False), ("2", "TestSteps", "Refiner", False),
+        ("3", "SaveImage", "SaveImage", False)]
+    assert all(0 <= t["seconds"] <= ok["timings"]["run_s"] for t in ok["node_timings"])
+    assert [t["node"] for t in bad["node_timings"]] == ["1"]
     assert bad["status"] == "failed" and bad["error"]["node_id"] == "1"
     assert bad["error"]["message"] == "TestFail: deliberate failure (at step 3 of 10)"
     assert sim.submissions == [ok["prompt_id"], bad["prompt_id"]]

@@ -5,6 +5,7 @@ import pytest
 from comfy_cli import events as ev
 from comfy_cli import supervisor as sv
 from comfy_cli import tracker as tr
+from comfy_cli.limits import Limits
 from comfy_cli.workflow import Workflow
 
 GRAPH = {"1": {"class_type": "TestSteps", "inputs": {}}, "2": {"class_type": "SaveImage", "inputs": {}}}
@@ -16,12 +17,18 @@ def prompts(n=1):
             for i in range(n)]
 
 
+def policy_of(**kw):
+    """A Policy from flat keywords (the limits among them go into its Limits)."""
+    lim = {k: kw.pop(k) for k in ("deadline", "timeout", "connect_timeout", "failover_after") if k in kw}
+    return sv.Policy(limits=Limits(**lim), **kw)
+
+
 class Harness:
     """A supervisor and a fake clock; remembers every command it gave."""
 
     def __init__(self, n=1, now=100.0, connect=True, socket_open=True, **policy):
         self.now = now
-        self.sup = sv.Supervisor(prompts(n), sv.Policy(**policy), now, wall=0.0, socket_open=socket_open)
+        self.sup = sv.Supervisor(prompts(n), policy_of(**policy), now, wall=0.0, socket_open=socket_open)
         self.log = []
         self._take(self.sup.start(now))
         if connect:
@@ -526,7 +533,7 @@ def attached(socket_open=True, **policy):
     given = [tr.Prompt("p0", Workflow("p0", "p0", {}), None, status=tr.SUBMITTED)]
     h = Harness.__new__(Harness)
     h.now, h.log = 100.0, []
-    h.sup = sv.Supervisor(given, sv.Policy(**policy), h.now, wall=0.0, socket_open=socket_open)
+    h.sup = sv.Supervisor(given, policy_of(**policy), h.now, wall=0.0, socket_open=socket_open)
     h._take(h.sup.start(h.now))
     return h
 

@@ -312,3 +312,96 @@ def test_outputs_after_the_end_are_taken_until_the_prompt_is_settled():
     later = {"images": [{"filename": "b.png", "subfolder": "", "type": "output"}]}
     assert not p.handle(ev.Executed(3.0, "p", "1", None, later))  # reported: it stays as reported
     assert p.outputs == {"1": image}
+
+
+# ---- per-node timings: the client's view, from the events' receive times ----------------
+def _frame_time(r, kind, **match):
+    return next(x["t_rel"] for x in r.lines if x.get("ws", {}).get("type") == kind
+                and all(x["ws"]["data"].get(k) == v for k, v in match.items()))
+
+
+def test_node_timings_of_a_real_trace_follow_the_executing_messages():
+    r = Replay("two_samplers")
+    p = r.only
+    timings = report.node_timings(p)
+    assert [t["node"] for t in timings] == ["1", "2", "3"]
+    start1 = _frame_time(r, "executing", node="1")
+    # Node 1 is done at the first of: a progress_state saying so, node 2's executing.
+    done1 = min(_frame_time(r, "executing", node="2"), next(
+        x["t_rel"] for x in r.lines if x.get("ws", {}).get("type") == "progress_state"
+        and x["ws"]["data"]["nodes"].get("1", {}).get("state") == "finished"))
+    assert timings[0]["seconds"] == round(done1 - start1, 4) > 0
+    assert timings[0]["class_type"] == p.workflow.graph["1"]["class_type"]
+    assert timings[0]["title"] == p.workflow.title("1")
+    assert not any(t["cached"] for t in timings)
+    # The output node ends with its `executed`, before the prompt's end.
+    assert timings[2]["seconds"] == round(_frame_time(r, "executed", node="3") - _frame_time(r, "executing", node="3"), 4)
+
+
+def test_node_timings_of_a_cached_rerun_are_cached_and_take_no_time():
+    p = Replay("steps_ok_cached").only
+    assert report.node_timings(p) == [
+        {"node": n, "class_type": p.workflow.graph[n]["class_type"], "title": p.workflow.title(n), "seconds": 0.0,
+         "cached": True} for n in ("1", "2")]
+
+
+def test_the_failing_node_runs_until_the_error():
+    r = Replay("fail")
+    p = r.only
+    (t,) = report.node_timings(p)
+    assert t["node"] == "1" and t["seconds"] == round(_frame_time(r, "execution_error") -
+                                                       _frame_time(r, "executing", node="1"), 4)
+
+
+def _timed_prompt():
+    graph = {"1": {"class_type": "Load", "inputs": {}}, "2": {"class_type": "Sample", "inputs": {}, "_meta": {"title": "S"}},
+             "3": {"class_type": "Save", "inputs": {}}, "4": {"class_type": "Other", "inputs": {}}}
+    return tr.Prompt("p", Workflow("w.json", "w", graph))
+
+
+def test_node_timings_from_hand_made_events():
+    p = _timed_prompt()
+    for e in [ev.Started(10.0, "p", 1000), ev.Cached(10.0, "p", ("1",)), ev.Executing(10.5, "p", "2", None),
+              ev.Progress(11.0, "p", "2", 1, 2), ev.Executing(12.25, "p", "3", None),
+              ev.Executed(12.75, "p", "3", None, {"images": []}), ev.Succeeded(13.0, "p", 3000)]:
+        p.handle(e)
+    assert report.node_timings(p) == [
+        {"node": "1", "class_type": "Load", "title": "Load", "seconds": 0.0, "cached": True},
+        {"node": "2", "class_type": "Sample", "title": "S", "seconds": 1.75, "cached": False},
+        {"node": "3", "class_type": "Save", "title": "Save", "seconds": 0.5, "cached": False},
+    ]
+
+
+def test_a_node_first_seen_by_its_progress_and_one_closed_by_progress_state():
+    p = _timed_prompt()
+    for e in [ev.Started(0.0, "p", None), ev.Progress(1.0, "p", "2", 1, 5), ev.ProgressState(1.5, "p", ("2",)),
+              ev.Executing(4.0, "p", "3", None), ev.Succeeded(5.0, "p", None)]:
+        p.handle(e)
+    assert [(t["node"], t["seconds"]) for t in report.node_timings(p)] == [("2", 0.5), ("3", 1.0)]
+
+
+def test_a_prompt_given_up_on_leaves_its_running_node_open_and_history_only_nodes_have_no_time():
+    p = _timed_prompt()
+    p.handle(ev.Executing(1.0, "p", "2", None))
+    p.give_up(tr.LOST, 9.0, "lost")
+    assert [(t["node"], t["seconds"]) for t in report.node_timings(p)] == [("2", None)]
+    q = _timed_prompt()  # only /history: the end, with no node seen running
+    q.handle(ev.Succeeded(3.0, "p", None))
+    assert [(t["node"], t["seconds"], t["cached"]) for t in report.node_timings(q)] == \
+        [(n, None, False) for n in ("1", "2", "3", "4")]
+
+
+def test_node_timings_are_in_the_json_summary_and_the_finished_event():
+    import io
+
+    from comfy_cli.stream import EventStream
+
+    p = _timed_prompt()
+    for e in [ev.Started(0.0, "p", None), ev.Executing(1.0, "p", "2", None), ev.Succeeded(3.0, "p", None)]:
+        p.handle(e)
+    doc = report.prompt_summary(p, lambda prompt, item: "u")
+    assert doc["node_timings"][0] == {"node": "2", "class_type": "Sample", "title": "S", "seconds": 2.0,
+                                      "cached": False}
+    out = io.StringIO()
+    EventStream(out, 0.0).finished(p)
+    assert json.loads(out.getvalue())["node_timings"] == doc["node_timings"]
