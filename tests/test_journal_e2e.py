@@ -87,3 +87,29 @@ def test_a_finished_batch_run_again_with_its_journal_sends_nothing(sim, tmp_path
         assert after["outputs"][0]["path"] and os.path.exists(after["outputs"][0]["path"])
     assert again.stderr.strip().splitlines()[-1].startswith("3 prompts: 3 succeeded, 3 files")
     assert sorted(os.listdir(tmp_path / "out")) == ["steps_00001_.png", "steps_00002_.png", "steps_00003_.png"]
+
+
+def test_the_journal_never_holds_a_token_the_server_echoes(tmp_path):
+    from aiohttp import web
+
+    from comfy_cli.sim import Faults
+
+    token = "s3cret-token-for-the-journal"
+
+    class Echo(Faults):
+        # A hostile server that echoes the Authorization header back in its error message.
+        def on_http(self, request):
+            if request.path == "/prompt" and request.method == "POST":
+                return web.json_response({"error": {"type": "x", "message": "bad " + request.headers.get(
+                    "Authorization", ""), "details": request.headers.get("Authorization", ""), "extra_info": {}},
+                    "node_errors": {}}, status=400)
+            return None
+
+    journal = tmp_path / "batch.journal"
+    with SimServer(token=token, faults=Echo()) as sim:
+        proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--token", token, "--journal", str(journal))
+    assert proc.returncode == 2 and "rejected by the server: bad ***" in proc.stderr
+    text = journal.read_text()
+    assert token not in text
+    end = [json.loads(line) for line in text.splitlines() if '"end"' in line]
+    assert end[0]["status"] == "rejected" and end[0]["error"]["message"] == "bad ***"
