@@ -192,7 +192,16 @@ class Client:
             data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
         except (ValueError, TypeError, RecursionError) as exc:
             raise Unsendable(f"the workflow cannot be sent as JSON: {exc}") from None
-        resp = self._request("POST", "/prompt", body=data)
+        try:
+            resp = self._request("POST", "/prompt", body=data)
+        except ServerError as exc:
+            if exc.status != 409:
+                raise
+            # Newer servers answer 409 to a prompt_id they already hold. Ours are fresh, one per
+            # prompt: the server has this very prompt (an earlier copy of this POST, whose answer
+            # was lost, got there). So it is accepted, never refused; were it not there after
+            # all, the run's rounds would find it missing and call it lost.
+            return {"prompt_id": prompt_id, "number": None, "node_errors": {}}
         if resp.status_code == 400:
             raise Rejected(self._json(resp, "/prompt", allow_error=True))
         data = self._json(resp, "/prompt")

@@ -218,6 +218,11 @@ class Routes:
         if not isinstance(prompt, dict):
             raise TypeError("prompt must be an object")
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        if self.sim.conflict and engine.holds(prompt_id):
+            self.sim.conflicts.append(prompt_id)
+            error = {"type": "duplicate_prompt_id", "message": f"Prompt ID {prompt_id} already exists",
+                     "details": "", "extra_info": {}}
+            return _json({"error": error, "node_errors": {}}, 409)
         ok, error, outputs, node_errors = validate_prompt(prompt, body.get("partial_execution_targets"),
                                                           self.sim.lacks)
         extra = body.get("extra_data", {})
