@@ -356,7 +356,10 @@ class Client:
             prep.headers.pop("Content-Length", None)
             adapter = self.session.get_adapter(url)
             proxies = self.session.proxies
-            pool = adapter.get_connection_with_tls_context(prep, self.verify, proxies=proxies)
+            if hasattr(adapter, "get_connection_with_tls_context"):
+                pool = adapter.get_connection_with_tls_context(prep, self.verify, proxies=proxies)
+            else:  # requests < 2.32.2 (setup.cfg allows 2.28): what its own send() calls
+                pool = adapter.get_connection(url, proxies)
             adapter.cert_verify(pool, url, self.verify, None)
             route = self._routes[url] = (pool, adapter.request_url(prep, proxies), dict(prep.headers),
                                          adapter.max_retries)
