@@ -237,7 +237,7 @@ def convert(
                 info = _read_object_info(object_info_file)
             else:
                 info = _fetch_object_info(url or DEFAULT_URL, token, header, ca_bundle, _insecure(insecure))
-            wf = workflow.convert(wf, info)
+            wf = workflow.convert(wf, info, strict=False)  # what the page would send, with a warning
         from comfy_cli.errors import ascii_only
 
         text = json.dumps(wf.graph, indent=2, ensure_ascii=output is None and ascii_only(sys.stdout)) + "\n"

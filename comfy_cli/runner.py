@@ -207,10 +207,16 @@ class Run:
 
             self.stream = EventStream(self.out, self.started)
         self.folder = None
+        self.manifest = None
         if opts.output_dir:
+            from comfy_cli.manifest import Manifest
             from comfy_cli.outputs import OutputDir
 
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
+            self.manifest = Manifest(opts.output_dir)
+            self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
+        self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
+        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
@@ -290,6 +296,9 @@ class Run:
                 server.start()
             if self.journal is not None:
                 self.journal_worker.start()
+            if self.manifest is not None:
+                self.manifest_worker.start()
+            self._earlier_records()
             try:
                 self._prepare()
             except ServerError as exc:
@@ -309,6 +318,10 @@ class Run:
                 self.journal_worker.stop()
                 self.journal_worker.join(10)  # every line written before the file is closed
                 self.journal.close()
+            if self.manifest is not None:
+                self.manifest_worker.stop()
+                self.manifest_worker.join(10)
+                self.manifest.close()
             for server in self.servers:
                 if server.listener is not None:
                     server.listener.stop()
@@ -321,6 +334,8 @@ class Run:
             if left:  # it never answered again: say what may still be queued there
                 self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
                                f"in its queue: {' '.join(left)}")
+        if self.manifest is not None and self.manifest.problem:
+            self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
@@ -357,7 +372,8 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        if any(s.sup.files_missing for s in self.servers) or self.junit_failed or fatal is not None:
+        incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
+        if any(s.sup.files_missing for s in self.servers) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
@@ -382,8 +398,38 @@ class Run:
         now = time.monotonic()
         for prompt in self.prompts:
             prompt.give_up(tr.ERROR, now, f"not submitted: {reason}")
+            self._record(prompt)
             if self.stream:
                 self.stream.finished(prompt)
+
+    # ---- the manifest's lines (written by its worker) -----------------------------------------
+    def _record(self, prompt):
+        """A prompt ended: its manifest line, kept for the report and handed to the writer."""
+        if self.manifest is None:
+            return
+        from comfy_cli.manifest import record
+
+        saved = next((s.sup.saved_files()[prompt.prompt_id] for s in self.servers
+                      if prompt.prompt_id in s.sup.saved_files()), self.earlier.get(prompt.prompt_id, {}))
+        index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
+                                       self.opts.include_temp))
+        self.records.append(doc)
+        if prompt.prompt_id not in self.manifest.earlier:  # (a killed run may have written it, not journaled it)
+            self.manifest_worker.put(self.manifest.write, doc)
+
+    def _earlier_records(self):
+        """A run taken up from its journal: the prompts that ended before keep their lines (a
+        line the killed run had no time to write is written now)."""
+        if self.manifest is None:
+            return
+        for prompt in self.prompts:
+            if prompt.item is not None and prompt.settled:
+                doc = self.manifest.earlier.get(prompt.prompt_id)
+                if doc is None:
+                    self._record(prompt)
+                else:
+                    self.records.append(doc)
 
     def _loop(self):
         import gc
@@ -513,6 +559,7 @@ class Run:
 
     def _report(self, server, c):
         prompt = c.prompt
+        self._record(prompt)
         if self.journal is not None and prompt.item is not None:
             self.journal_worker.put(self.journal.ended, self.journal.end_record(prompt))
         self.view.update(prompt)

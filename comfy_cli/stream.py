@@ -1,7 +1,9 @@
 """--events: one JSON object per line on stdout, as things happen; the last line is the summary.
 
 Each line has `event`, `t` (seconds since the run started) and, for prompt events,
-`prompt_id` and `name`. Progress is throttled to about 10 lines a second per prompt.
+`prompt_id` and `name`; `started`, `cached`, `node`, `progress` and `finished` also carry `fill`,
+how far the whole prompt is (0..1, the bars' figure). Progress is throttled to about 10 lines a
+second per prompt, and a step already said is never said again.
 """
 
 import json
@@ -19,6 +21,7 @@ class EventStream:
         self.started = started
         self._seen = {}  # prompt_id -> (status, node, cached count)
         self._progress_at = {}  # prompt_id -> time of the last progress line
+        self._said = {}  # prompt_id -> (node, value, max) of its last progress line
 
     def emit(self, kind, prompt=None, **fields):
         line = {"event": kind, "t": round(time.monotonic() - self.started, 4)}
@@ -38,27 +41,33 @@ class EventStream:
         """Everything but the end, which `finished` reports once its outputs are known."""
         if prompt.ended:
             return
-        status, node, cached = self._seen.get(prompt.prompt_id, (None, None, 0))
+        pid = prompt.prompt_id
+        status, node, cached = self._seen.get(pid, (None, None, 0))
+        fill = round(prompt.fill, 4)
         if status in tr.BEFORE_RUN and prompt.status == tr.RUNNING:
-            self.emit("started", prompt)
+            self.emit("started", prompt, fill=fill)
         if len(prompt.cached) > cached:
-            self.emit("cached", prompt, nodes=sorted(prompt.cached))
+            self.emit("cached", prompt, nodes=sorted(prompt.cached), fill=fill)
         if prompt.node is not None and prompt.node != node:
-            self.emit("node", prompt, node=prompt.node, title=prompt.workflow.title(prompt.node))
+            self.emit("node", prompt, node=prompt.node, title=prompt.workflow.title(prompt.node), fill=fill)
         elif prompt.step is not None:
             now = time.monotonic()
             value, top = prompt.step
-            if now - self._progress_at.get(prompt.prompt_id, 0.0) >= PROGRESS_GAP or value >= top:
-                self._progress_at[prompt.prompt_id] = now
-                self.emit("progress", prompt, node=prompt.node, value=value, max=top)
-        self._seen[prompt.prompt_id] = (prompt.status, prompt.node, len(prompt.cached))
+            said = (prompt.node, value, top)
+            if said != self._said.get(pid) and (now - self._progress_at.get(pid, 0.0) >= PROGRESS_GAP
+                                                or value >= top):
+                self._progress_at[pid] = now
+                self._said[pid] = said
+                self.emit("progress", prompt, node=prompt.node, value=value, max=top, fill=fill)
+        self._seen[pid] = (prompt.status, prompt.node, len(prompt.cached))
 
     def output(self, prompt, node, item, url, path=None):
         self.emit("output", prompt, node=node, filename=item.get("filename"), subfolder=item.get("subfolder", ""),
                   type=item.get("type", "output"), url=url, path=path)
 
     def finished(self, prompt):
-        self.emit("finished", prompt, status=prompt.status, error=prompt.error, node_timings=node_timings(prompt))
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.fill, 4),
+                  node_timings=node_timings(prompt))
 
     def transport(self, text, polling):
         self.emit("transport", message=text, polling=polling)

@@ -39,11 +39,19 @@ The real server is not tidy, and the rules below come from its recordings:
 - `execution_error` with exception_type ExecutionBlocked is a warning: execution goes on;
 - cached nodes never get `executing`; they count as done, so a bar can reach 100%.
 
+How far a prompt is (`fill`, 0..1) is the one figure bars, lines and --events show: nodes done
+(cached ones included) plus the running node's step fraction, over the prompt's nodes (`share`).
+It only moves forward (a node that starts its steps again, a `progress_state` that marks the
+running node finished before its last step, never pull it back), is 1 only on success, and stays
+where it was on any other end.
+
 Per-node timings (`spans`) are the client's view: a node starts when its `executing` (or its
 first `progress`) is received and is done when the next node's is, its `executed` or a
 `progress_state` saying it finished, or the prompt's end, whichever comes first. A cached node
 takes no time. Nodes known only from /history (no messages seen) have no span.
 """
+
+import math
 
 from comfy_cli import events as ev
 
@@ -66,6 +74,28 @@ SEEN_ON_SERVER = frozenset({SUBMITTED, RUNNING, SUCCESS, FAILED, INTERRUPTED})  
 ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED})
 SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
+ALMOST = 0.99  # the most an unfinished prompt's fill reaches: 100% means it succeeded
+
+
+def step_share(step):
+    """(value, max) of a node's steps as a fraction 0..1, or None when it cannot be one (max <= 0,
+    not a number, infinite)."""
+    try:
+        value, top = float(step[0]), float(step[1])
+    except (OverflowError, TypeError, ValueError, IndexError):
+        return None
+    if not (top > 0 and math.isfinite(top) and math.isfinite(value)):
+        return None
+    return min(max(value / top, 0.0), 1.0)
+
+
+def share(done, total, running_share=None):
+    """How far a prompt is: `done` of its `total` nodes, plus the running node's step fraction
+    (None: no steps known), below 1 (ALMOST at most) until it has ended."""
+    if total <= 0:
+        return 0.0
+    return min(ALMOST, (done + (running_share or 0.0)) / total)
+
 
 class Prompt:
     def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED):
@@ -85,7 +115,9 @@ class Prompt:
         # times are events' `at` (when the client received them): the client's view of the run.
         self.spans = {}
         self.node = None  # node running now
+        self.node_at = None  # when it started (the `executing` event's time)
         self.step = None  # (value, max) of that node's progress
+        self.fill = 0.0  # how far the whole prompt is, 0..1: only moves forward (see the module doc)
         self.outputs = {}  # node id -> UI output dict, in arrival order
         self.error = None  # dict describing why it did not succeed
         self.warnings = []
@@ -110,6 +142,16 @@ class Prompt:
     @property
     def done_count(self):
         return len(self.done & self.workflow.graph.keys())
+
+    def figure(self):
+        """How far the prompt is now, from its nodes and steps alone (`fill` is this, kept from
+        going back)."""
+        graph = self.workflow.graph
+        node = self.node
+        running = None
+        if node is not None and node in graph and node not in self.done and self.step is not None:
+            running = step_share(self.step)
+        return share(self.done_count, self.total, running)
 
     @property
     def on_server(self):
@@ -169,7 +211,11 @@ class Prompt:
         if self.ended and (self.settled or type(event) is not ev.Executed):
             return False
         method = _HANDLERS.get(type(event))
-        return method(self, event) if method else False
+        if method is None or not method(self, event):
+            return False
+        if not self.ended:
+            self.fill = max(self.fill, self.figure())
+        return True
 
     def _start(self, e):
         if self.status not in BEFORE_RUN:
@@ -202,6 +248,7 @@ class Prompt:
             self.done.add(self.node)
             self._close(self.node, at)
         self.node = node
+        self.node_at = at
         self.ran.add(node)
         span = self.spans.get(node)
         if span is None:
@@ -327,7 +374,10 @@ class Prompt:
         self.status = status
         self.ended_at = at
         self.error = error
+        if status == SUCCESS:
+            self.fill = 1.0  # any other end keeps the fill where it was
         self.node = None
+        self.node_at = None
         self.step = None
         if self.on_end is not None:
             self.on_end(self)

@@ -3,57 +3,51 @@
 A UI file stores a drawing: nodes with positions, numbered links, and each node's widget values
 as a bare list. The server wants `{id: {class_type, inputs, _meta}}`. Only the server's
 `/object_info` says which input each position in `widgets_values` is, so the conversion needs it.
+The target is what ComfyUI's current page (frontend 1.58) sends for the file.
 
-Theory of operation (the rules ComfyUI's own frontend follows, checked against what it built):
+Theory of operation (the rules the page follows, checked against what it built):
 
-* Widget values are matched, in order, to the node type's inputs in `/object_info` order
-  (`input_order`: required, then optional) that are widgets: INT, FLOAT, STRING, BOOLEAN and
-  combos, unless marked `forceInput`. Frontend-only widgets take a slot and are skipped: the
-  `control_after_generate` value ("fixed", "randomize", ...) after an input that declares it, and
-  the upload button ("image", ...) after an `image_upload`-style input. Values the file lacks get
-  the input's default (a combo's first choice); extra values at the end (widgets that extensions
-  add on the page) are ignored. Values go by position whatever their type, as the frontend
-  does (a file saved for an older version of a node gets its values shifted, and the server's
-  validation or `--dry-run` says so); more than two values beyond the node's widget slots mean
-  the file does not match the server's node type, and are refused (unless the type has no widget
-  inputs at all: then nothing can be misassigned).
-* A required input whose only source is a bypassed node with nothing of that type to pass on is
-  refused, naming both nodes (the frontend would send the prompt and the server refuse it).
+* Widget values become inputs by position (uiwidgets.py). Values beyond the node's widgets are
+  dropped, with a note when there are more than the page's own extras.
 * An input fed by a link becomes `["source id", slot]`, whether or not it was once a widget.
   The source is followed through `Reroute` nodes, through bypassed nodes (mode 4: the bypassed
   node's first input of the same type, or nothing) and through subgraph borders. A `PrimitiveNode`
   source writes its value in. A muted (mode 2) source, or a path that ends nowhere, leaves the
-  input out.
+  input out. A *required* input left out that way because a bypassed node had nothing to pass
+  on is a gap: the page sends the prompt anyway and the server refuses it. `Conversion.gaps`
+  names each; `to_api` refuses the file.
 * Muted and bypassed nodes are not sent; nor are frontend-only nodes (notes, reroutes,
   primitives).
-* Subgraphs (`definitions.subgraphs`) are flattened: the instance is not sent; an inner node's id
-  is `"<instance id>:<inner id>"` (nested: `"a:b:c"`), so one subgraph used twice gives distinct
-  nodes. A subgraph input that the instance leaves unlinked takes the instance's widget value for
-  it, else the inner node keeps its own. Legacy group nodes (`extra.groupNodes`, type
-  `workflow>NAME`) are expanded the same way, inner ids `"<instance id>:<index>"`.
-* `_meta.title` is the node's own title, else the type's display name (a title equal to the type
-  counts as none: old files saved the type there). When the server gives no display name the
-  page shows an English name of its own, which we cannot know; the type is used.
+* Subgraphs (`definitions.subgraphs`, read as uisubgraph.py says) are flattened: the instance is
+  not sent; an inner node's id is `"<instance id>:<inner id>"` (nested: `"a:b:c"`), so one
+  subgraph used twice gives distinct nodes. A subgraph input that the instance leaves unlinked
+  takes the instance's widget value for it, else the inner node keeps its own. Legacy group
+  nodes (`extra.groupNodes`, type `workflow>NAME`) are expanded the same way, inner ids
+  `"<instance id>:<index>"`.
+* `_meta` is the title the page shows and the node pack's `cnr_id`/`aux_id`/`ver` (uilabels.py).
 
-Everything here is pure: a document and an /object_info in, a graph out, or a UsageError whose
-one line names the file and the node.
+Everything here is pure: a document and an /object_info in, a graph and notes out, or a
+UsageError whose one line names the file and the node.
 """
 
+from dataclasses import dataclass, field
+
+from comfy_cli import uilabels, uisubgraph, uiwidgets
+from comfy_cli.uisubgraph import INPUT_NODE, OUTPUT_NODE
 from comfy_cli.errors import UsageError
 
 # Nodes that live only in the page: never sent, never looked up in /object_info.
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Label (rgthree)",
                            "Note Plus (mtb)", "Fast Groups Bypasser (rgthree)", "Fast Groups Muter (rgthree)"})
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
-UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "file_upload", "animated_image_upload")
-# Widgets the page adds beyond the declared inputs (a 3D viewer, a result text, a refresh
-# button...) leave a value or two at the end; more than that means the file is not this type.
-EXTRA_WIDGETS = 2
-UPLOAD_VALUES = frozenset({"image", "video", "audio", "file", "refresh"})
 MUTED, BYPASSED = 2, 4
 KEEP = ("keep",)  # a subgraph input left open: the inner node keeps its own widget value
-INPUT_NODE, OUTPUT_NODE = -10, -20  # a subgraph's border nodes
+
+
+@dataclass
+class Conversion:
+    graph: dict  # the API-format prompt, as the page would send it
+    notes: list = field(default_factory=list)  # what was dropped on the way, one line each
+    gaps: list = field(default_factory=list)  # required inputs left out (the server will refuse them)
 
 
 def is_ui_format(doc):
@@ -61,14 +55,22 @@ def is_ui_format(doc):
 
 
 def to_api(doc, object_info, label):
-    """Convert one UI-format document; raise UsageError on anything it cannot do faithfully."""
+    """The graph of one UI-format document; raise UsageError on anything the server would refuse."""
+    result = convert(doc, object_info, label)
+    if result.gaps:
+        raise UsageError(f"{label}: {result.gaps[0]}")
+    return result.graph
+
+
+def convert(doc, object_info, label):
+    """Convert one UI-format document as the page would: a Conversion, or UsageError when it cannot."""
     if not is_ui_format(doc):
         raise UsageError(f"{label}: not a UI-format workflow (no 'nodes' and 'links')")
     if not isinstance(object_info, dict):
         raise UsageError(f"{label}: the server's /object_info is not an object")
     converter = _Converter(doc, object_info, label)
     try:
-        return converter.run()
+        return Conversion(converter.run(), converter.notes, converter.gaps)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as exc:
         # A shape the checks above did not foresee: still one line, never a traceback.
         where = f" near node {converter.where}" if converter.where is not None else ""
@@ -93,14 +95,8 @@ class _Scope:
 class _Converter:
     def __init__(self, doc, object_info, label):
         self.doc, self.info, self.label = doc, object_info, label
-        self.subgraphs = {}
-        definitions = doc.get("definitions")
-        if definitions is not None and not isinstance(definitions, dict):
-            self._fail("'definitions' is not an object")
-        for sg in (definitions or {}).get("subgraphs") or []:
-            if not isinstance(sg, dict) or not isinstance(sg.get("id"), str):
-                self._fail("a subgraph definition without an id")
-            self.subgraphs[sg["id"]] = sg
+        self.notes, self.gaps = [], []
+        self.subgraphs = uisubgraph.definitions(doc, self._fail)
         extra = doc.get("extra") if isinstance(doc.get("extra"), dict) else {}
         groups = extra.get("groupNodes")
         self.groups = groups if isinstance(groups, dict) else {}
@@ -194,46 +190,9 @@ class _Converter:
     def _group_scope(self, scope, node, api_id):
         """A legacy group node as a scope: inner nodes by index, border links made explicit."""
         name = node["type"] if node["type"] in self.groups else _group_name(node["type"])
-        group = self.groups[name]
-        if not isinstance(group, dict) or not isinstance(group.get("nodes"), list):
-            self._fail(f"node {api_id}: group node {name!r} has no node list")
-        inner = {}
-        for i, n in enumerate(group["nodes"]):
-            if not isinstance(n, dict) or not isinstance(n.get("type"), str):
-                self._fail(f"node {api_id}: group node {name!r} has a node without a type")
-            inner[n.get("index", i)] = dict(n, id=n.get("index", i), inputs=[dict(x) for x in n.get("inputs") or []],
-                                            title=n.get("title"))
-        for n in inner.values():
-            for entry in n["inputs"]:
-                entry["link"] = None  # ids from the graph the group was made in: meaningless here
-        links, linked_to = {}, set()
-        for k, link in enumerate(group.get("links") or []):
-            if not isinstance(link, list) or len(link) < 4 or link[2] not in inner:
-                self._fail(f"node {api_id}: group node {name!r} has a malformed link")
-            key = f"group-link-{k}"  # never clashes with the numeric ids of a file
-            links[key] = (link[0], link[1], link[2], link[3], link[5] if len(link) > 5 else None)
-            linked_to.add((link[2], link[3]))
-            if 0 <= link[3] < len(inner[link[2]]["inputs"]):
-                inner[link[2]]["inputs"][link[3]]["link"] = key
-        # The instance's inputs are the inner inputs not linked inside, in node order; its
-        # outputs the inner outputs in node order. Route them through the border nodes.
-        border_in = [(idx, slot) for idx, n in inner.items() for slot, _x in enumerate(n["inputs"])
-                     if (idx, slot) not in linked_to]
-        border_out = [(idx, slot) for idx, n in inner.items() for slot, _x in enumerate(n.get("outputs") or [])]
-        for k, (idx, slot) in enumerate(border_in):
-            links[f"group-in-{k}"] = (INPUT_NODE, k, idx, slot, None)
-            inner[idx]["inputs"][slot]["link"] = f"group-in-{k}"
+        inner, links, border_out = uisubgraph.group_scope(self.groups[name], node, api_id, name, self._fail)
         group_scope = _Scope(api_id + ":", inner, links, parent=scope, instance=node)
         group_scope.group_outputs = border_out
-        # Widget values: the instance holds every inner node's, in order, when it has them all.
-        values = node.get("widgets_values")
-        if isinstance(values, list) and values:
-            counts = [len(n.get("widgets_values") or []) for n in inner.values()]
-            if sum(counts) == len(values):
-                pos = 0
-                for n, c in zip(inner.values(), counts):
-                    n["widgets_values"] = values[pos:pos + c]
-                    pos += c
         return group_scope
 
     # -- one node ----------------------------------------------------------------------------
@@ -256,57 +215,28 @@ class _Converter:
             source = self._source_of_link(scope, entry["link"], api_id, name)
             if source is None and self.gap is not None and name in required and name not in inputs:
                 gap_id, gap_kind, gap_type = self.gap
-                self._fail(f"node {api_id} ({kind}): required input {name!r} is left empty: its source, node "
-                           f"{gap_id} ({gap_kind}), is bypassed and has no {gap_type} input to pass on")
+                self.gaps.append(f"node {api_id} ({kind}): required input {name!r} is left empty: its source, "
+                                 f"node {gap_id} ({gap_kind}), is bypassed and has no {gap_type} input to pass on")
             if source is None or source == KEEP:
                 if source is None or entry.get("widget") is None:
                     inputs.pop(name, None)  # a link that leads nowhere: left out, like the frontend
                 continue
             inputs[name] = source[1] if source[0] == "value" else [source[1], source[2]]
-        title = node.get("title")
-        if not isinstance(title, str) or not title or title == kind:
-            title = info.get("display_name") or kind  # a title equal to the type is the old default
-        return {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
+        return {"inputs": inputs, "class_type": kind, "_meta": uilabels.meta(node, info)}
 
     def _widget_values(self, node, info, api_id):
         kind = node["type"]
         values = node.get("widgets_values")
-        widgets = _widget_inputs(info)
-        if values is None:
-            values = []
         if isinstance(values, dict):  # some nodes save values by name
-            out = {}
-            for name, (_type, opts) in widgets:
-                if name in values:
-                    out[name] = values[name]
-                elif _has_default(_type, opts):
-                    out[name] = _default(_type, opts)
-            return out
-        if not isinstance(values, list):
+            return uiwidgets.by_name(values, info, kind).inputs
+        if values is not None and not isinstance(values, list):
             self._fail(f"node {api_id} ({kind}): 'widgets_values' is neither a list nor an object")
-        slots = sum(1 + bool(o.get("control_after_generate")) + any(o.get(f) for f in UPLOAD_FLAGS)
-                    for _n, (_t, o) in widgets)
-        # With no widget inputs nothing can be misassigned: extra values are the page's own
-        # (a preview text, say) and are ignored.
-        if widgets and len(values) > slots + EXTRA_WIDGETS:
-            self._fail(f"node {api_id} ({kind}): {len(values)} widget values, but the type has {len(widgets)} "
-                       f"widget inputs ({slots} with their frontend-only buttons); the file does not match "
-                       "the server's node")
-        out, pos = {}, 0
-        for name, (typ, opts) in widgets:
-            if pos >= len(values):
-                if _has_default(typ, opts):
-                    out[name] = _default(typ, opts)
-                continue
-            value = values[pos]
-            pos += 1
-            out[name] = value
-            if opts.get("control_after_generate") and pos < len(values) and _is_control(values[pos]):
-                pos += 1
-            if any(opts.get(flag) for flag in UPLOAD_FLAGS):
-                while pos < len(values) and _is_upload_extra(values[pos], opts):
-                    pos += 1
-        return out
+        got = uiwidgets.by_position(values or [], info, kind)
+        if got.dropped:
+            self.notes.append(f"node {api_id} ({kind}): {len(values)} widget values for {got.slots} widget slots; "
+                              f"kept the first {got.slots} and dropped the rest, as the page does (the file was "
+                              "saved for another version of the node?)")
+        return got.inputs
 
     # -- following links ---------------------------------------------------------------------
 
@@ -398,9 +328,9 @@ class _Converter:
             entry = entries[slot]  # group nodes: inputs by position
         if entry is not None and entry.get("link") is not None:
             return self._follow(parent, entry["link"], api_id, name, seen)
-        if sg is not None and sg_input.get("type") in WIDGET_TYPES:
+        if sg is not None and sg_input.get("type") in uiwidgets.WIDGET_TYPES:
             values = instance.get("widgets_values")
-            widget_inputs = [i for i in border if isinstance(i, dict) and i.get("type") in WIDGET_TYPES]
+            widget_inputs = [i for i in border if isinstance(i, dict) and i.get("type") in uiwidgets.WIDGET_TYPES]
             if isinstance(values, list) and len(values) == len(widget_inputs) and sg_input in widget_inputs:
                 return ("value", values[widget_inputs.index(sg_input)])
         return KEEP
@@ -430,54 +360,6 @@ class _Converter:
     def _deps(self, nid):
         return [v[0] for v in self.out[nid]["inputs"].values()
                 if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in self.out]
-
-
-def _widget_inputs(info):
-    """[(name, (type, opts))] of a node type's widget inputs, in the order values are saved."""
-    spec = info.get("input") if isinstance(info.get("input"), dict) else {}
-    order = info.get("input_order") if isinstance(info.get("input_order"), dict) else {}
-    out = []
-    for section in ("required", "optional"):
-        declared = spec.get(section) if isinstance(spec.get(section), dict) else {}
-        names = order.get(section) if isinstance(order.get(section), list) else list(declared)
-        for name in names:
-            entry = declared.get(name)
-            if not isinstance(entry, list) or not entry:
-                continue
-            typ = entry[0]
-            opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            if (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput"):
-                out.append((name, (typ, opts)))
-    return out
-
-
-def _choices(typ, opts):
-    if isinstance(typ, list):
-        return typ
-    options = opts.get("options")
-    return options if typ == "COMBO" and isinstance(options, list) else None
-
-
-def _has_default(typ, opts):
-    return "default" in opts or bool(_choices(typ, opts))
-
-
-def _default(typ, opts):
-    if "default" in opts:
-        return opts["default"]
-    return _choices(typ, opts)[0]
-
-
-def _is_control(value):
-    # Older files saved the control as a boolean ("randomize" on or off).
-    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
-
-
-def _is_upload_extra(value, opts):
-    # The upload button's name, and for a server-listed combo its refresh button and switch.
-    if isinstance(value, str):
-        return value in UPLOAD_VALUES
-    return isinstance(value, bool) and bool(opts.get("remote"))
 
 
 def _is_id(value):

@@ -118,11 +118,17 @@ class QuietView:
 
 
 class LinesView(QuietView):
-    """One line when a prompt starts, changes node, passes each 25% of a node's steps, ends."""
+    """One line when a prompt starts, changes node, passes each 25% of a node's steps, ends; each
+    with how far the whole prompt is (its `fill`). A node that runs long without steps (a model
+    loading) gets a line every `quiet` seconds, so a log shows it is busy, not hung."""
 
-    def __init__(self, stream, out):
+    def __init__(self, stream, out, quiet=30.0, clock=time.monotonic):
         super().__init__(stream, out)
+        self.quiet = quiet
+        self.clock = clock
         self._seen = {}  # prompt_id -> (status, node, quarter)
+        self._running = {}  # prompt_id -> (prompt, time of its last line): those with a node running
+        self._last = 0.0
 
     def added(self, prompt):
         self._seen[prompt.prompt_id] = (prompt.status, None, -1)
@@ -131,6 +137,7 @@ class LinesView(QuietView):
         status, node, quarter = self._seen.get(prompt.prompt_id, (None, None, -1))
         name = prompt.workflow.name
         if prompt.ended:
+            self._running.pop(prompt.prompt_id, None)
             # A rejection is said once, with its reasons, when the prompt is reported.
             if status not in tr.ENDED and prompt.status != tr.REJECTED:
                 self.note(f"{name}: {END_WORDS[prompt.status]}{_end_detail(prompt)}")
@@ -140,14 +147,35 @@ class LinesView(QuietView):
             self.note(f"{name}: started")
         if prompt.node is not None and prompt.node != node:
             node, quarter = prompt.node, -1
-            self.note(f"{name}: node {node} {prompt.workflow.title(node)}")
+            self._said(prompt, f"node {node} {prompt.workflow.title(node)}")
         step = _steps(prompt.step) if prompt.step is not None else None
         if step is not None:
             q = min(4, int(4 * step[0] / step[1]))
             if q > quarter and q > 0:
-                self.note(f"{name}: {step_text(prompt)} ({25 * q}%)")
+                self._said(prompt, step_text(prompt))
                 quarter = q
         self._seen[prompt.prompt_id] = (prompt.status, node, quarter)
+
+    def _said(self, prompt, text):
+        self.note(f"{prompt.workflow.name}: {text} ({percent(prompt)}%)")
+        self._running[prompt.prompt_id] = (prompt, self.clock())
+
+    def tick(self):
+        now = self.clock()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        for pid, (prompt, said) in list(self._running.items()):
+            if prompt.ended or prompt.node is None or prompt.node_at is None or now - said < self.quiet:
+                continue
+            self.note(f"{prompt.workflow.name}: node {prompt.node} {prompt.workflow.title(prompt.node)} still "
+                      f"running ({_clock_text(now - prompt.node_at)}, {percent(prompt)}%)")
+            self._running[pid] = (prompt, now)
+
+
+def percent(prompt):
+    """How far the whole prompt is, in whole percent: 100 only once it succeeded."""
+    return int(prompt.fill * 100 + 1e-9)
 
 
 def _end_detail(prompt):
@@ -232,6 +260,7 @@ class _Line:
         self.title = None  # the running node's title
         self.step = None  # (value, max)
         self.speed = None  # (rate text, time left text), once known
+        self.busy = None  # seconds the running node has run without steps, once worth showing
         self.state = "queued"  # shown when no node runs: queued, running, or the end word
         self.detail = ""  # the end's details: " (in 1.05s, 2 executed, 0 cached)"
         self.polling = False
@@ -250,6 +279,8 @@ class _Line:
         if self.title is not None:
             what = mark + self.title
             steps = f" {_num(self.step[0])}/{_num(self.step[1])}" if self.step else ""
+            if not self.step and self.busy is not None:
+                steps = f", busy {_clock_text(self.busy)}"  # a model loading: the server works
             clock = f"[{_clock_text(elapsed)}]"
             variants = []
             if self.speed:
@@ -288,6 +319,8 @@ def _bar_class(tqdm, erase):
             width = max(20, (d.get("ncols") or 100) - SPARE)
             d["ncols"] = width
             d["left"], d["right"] = self.line.layout(width, d.get("elapsed") or 0.0)
+            # Whole percent rounded down, as lines say it (tqdm rounds): 100% means done.
+            d["pct"] = math.floor(100 * d["n"] / d["total"] + 1e-9) if d.get("total") else 0
             return d
 
         def clear(self, nolock=False):
@@ -311,12 +344,16 @@ def _bar_class(tqdm, erase):
     return Bar
 
 
-class BarsView(QuietView):
-    """One tqdm bar per prompt. The bar fills with the running node's steps (with the nodes done
-    when a node has no steps, or none runs); the text says nodes done/total, the node's title, its
-    steps, their rate and the time left; an ended bar keeps its final state."""
+BUSY = 1.0  # a node running this long without steps shows how long, redrawn every second
 
-    FORMAT = "{left}{percentage:3.0f}%|{bar}{right}"
+
+class BarsView(QuietView):
+    """One tqdm bar per prompt. The bar fills with the whole prompt's advance (its `fill`: nodes
+    done and the running node's steps, only forward, 100% only on success); the text says nodes
+    done/total, the node's title, its steps, their rate and the time left, or how long a node
+    without steps has been busy; an ended bar keeps its final state and fill."""
+
+    FORMAT = "{left}{pct:3d}%|{bar}{right}"
 
     def __init__(self, stream, out, name_width=0, interval=0.1, columns=None, clock=time.monotonic):
         super().__init__(stream, out)
@@ -379,30 +416,26 @@ class BarsView(QuietView):
         """Put the prompt's state into the bar (no drawing)."""
         line = bar.line
         line.nodes = (prompt.done_count, prompt.total)
-        line.speed = None
+        line.speed = line.busy = None
+        self._set(bar, prompt.fill, 1)  # on any end but success it stays where it was
         if prompt.ended:
             line.title = line.step = None
             line.state = END_WORDS.get(prompt.status, prompt.status)
             line.detail = _end_detail(prompt)
             line.polling = False
-            total = max(prompt.total, 1)
-            self._set(bar, total if prompt.status == tr.SUCCESS else prompt.done_count, total)
             return
         line.polling = self.polling
         line.detail = ""
         line.state = "running" if prompt.status == tr.RUNNING else "queued"
         line.title = prompt.workflow.title(prompt.node) if prompt.node is not None else None
         step = _steps(prompt.step) if prompt.step is not None and prompt.node is not None else None
+        line.step = prompt.step if step is not None else None
         if step is not None:
             value, top = step
-            line.step = prompt.step
-            self._set(bar, value, top)
             if speed is not None and speed.rate and speed.node == prompt.node:
                 line.speed = (_rate_text(speed.rate), _clock_text((top - value) / speed.rate))
-        else:
-            # No steps (a loader, a saver, cached nodes): the prompt's advance in nodes.
-            line.step = None
-            self._set(bar, prompt.done_count, max(prompt.total, 1))
+        elif prompt.node is not None and prompt.node_at is not None and self.clock() - prompt.node_at >= BUSY:
+            line.busy = self.clock() - prompt.node_at
 
     @staticmethod
     def _set(bar, n, total):
@@ -429,6 +462,9 @@ class BarsView(QuietView):
         for pid in list(self._dirty):
             if now - self._drawn[pid] >= self.interval and not self.prompts[pid].ended:
                 self._draw(pid)
+        for pid, prompt in self.prompts.items():
+            if _busy(prompt, now) and now - self._drawn[pid] >= BUSY:
+                self._draw(pid)  # no message comes while a model loads: the busy time still moves
 
     def note(self, text):
         self._tqdm.write(text, file=self.stream)
@@ -446,6 +482,12 @@ class BarsView(QuietView):
                 self._fill(bar, prompt, self.speeds.get(pid))
             bar.close()
         self.bars.clear()
+
+
+def _busy(prompt, now):
+    """A node runs without steps (yet) and has for a while: its bar shows for how long."""
+    return (not prompt.ended and prompt.node is not None and prompt.step is None and prompt.node_at is not None
+            and now - prompt.node_at >= BUSY)
 
 
 class ManyBarsView(BarsView):
@@ -517,7 +559,9 @@ class ManyBarsView(BarsView):
         self._redraw(force=True)
 
     def tick(self):
-        if self._dirty:
+        now = self.clock()
+        if self._dirty or (now - self._last >= BUSY
+                           and any(_busy(self.prompts[pid], now) for pid in self.shown.values() if pid)):
             self._redraw()
 
     def close(self):

@@ -71,16 +71,33 @@ def is_ui_format(data):
     return isinstance(data, dict) and "nodes" in data and "links" in data
 
 
-def convert(wf, object_info):
-    """The workflow with its graph built from its UI document (unchanged if it is API format)."""
+def convert(wf, object_info, strict=True, say=None):
+    """The workflow with its graph built from its UI document (unchanged if it is API format).
+
+    What the conversion dropped is said on stderr (or to `say(line)`). A required input left
+    empty by a bypassed node is refused when `strict` (the server would refuse the prompt);
+    otherwise the graph is what the page would send, with a warning."""
     if wf.ui is None:
         return wf
     from comfy_cli import uiformat
 
     label = "<stdin>" if wf.path == "-" else wf.path
-    graph = uiformat.to_api(wf.ui, object_info, label)
-    check_graph(graph, label)
-    return Workflow(path=wf.path, name=wf.name, graph=graph)
+    result = uiformat.convert(wf.ui, object_info, label)
+    if result.gaps and strict:
+        raise UsageError(f"{label}: {result.gaps[0]}; un-bypass that node or link the input, then run it again")
+    check_graph(result.graph, label)
+    say = say or _to_stderr
+    for note in result.notes:
+        say(f"note: {label}: {note}")
+    for gap in result.gaps:
+        say(f"warning: {label}: {gap}; this is what the page would send, and the server will refuse it")
+    return Workflow(path=wf.path, name=wf.name, graph=result.graph)
+
+
+def _to_stderr(line):
+    import sys
+
+    sys.stderr.write(f"comfy-cli: {line}\n")
 
 
 def _read(path, label, stdin):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+from comfy_cli import manifest
 from comfy_cli.sim import SimServer
 from test_run_e2e import cli, workflow
 
@@ -47,10 +48,17 @@ def test_killed_at_random_points_then_resumed_runs_every_prompt_exactly_once(tmp
         seeds = seeds_run(a, b)
         assert len(seeds) == 50 and len(set(seeds)) == 50, "a prompt ran twice, or not at all"
         # One file per prompt, and no temporary file a killed run left behind mid-download.
-        assert len(os.listdir(out)) == 50, sorted(os.listdir(out))
+        files = set(os.listdir(out)) - {"manifest.jsonl"}
+        assert len(files) == 50, sorted(files)
         # The last run's summary lists every prompt's file, those saved by the killed runs too.
         paths = {os.path.basename(o["path"]) for p in doc["prompts"] for o in p["outputs"]}
-        assert paths == set(os.listdir(out))
+        assert paths == files
+        # The manifest: one line per prompt over the four runs (each appended only what it
+        # added), every file in it by its path in the folder.
+        lines = manifest.read(out / "manifest.jsonl")
+        assert sorted(line["index"] for line in lines) == list(range(50))
+        assert {o["path"] for line in lines for o in line["outputs"]} == files
+        assert all(line["status"] == "success" for line in lines)
 
 
 def test_a_journal_of_another_batch_is_refused(sim, tmp_path):
@@ -86,7 +94,29 @@ def test_a_finished_batch_run_again_with_its_journal_sends_nothing(sim, tmp_path
         assert after["outputs"] == before["outputs"] and after["ui"] == before["ui"]
         assert after["outputs"][0]["path"] and os.path.exists(after["outputs"][0]["path"])
     assert again.stderr.strip().splitlines()[-1].startswith("3 prompts: 3 succeeded, 3 files")
-    assert sorted(os.listdir(tmp_path / "out")) == ["steps_00001_.png", "steps_00002_.png", "steps_00003_.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["manifest.jsonl", "steps_00001_.png", "steps_00002_.png",
+                                                    "steps_00003_.png"]
+    # The manifest got its three lines from the first run; the second added nothing.
+    assert [line["index"] for line in manifest.read(tmp_path / "out" / "manifest.jsonl")] == [0, 1, 2]
+
+
+def test_a_manifest_line_the_killed_run_did_not_write_is_written_by_the_resumed_run(sim, tmp_path):
+    journal, out = tmp_path / "j", tmp_path / "out"
+    args = ["run", workflow(tmp_path, "steps", **{"1__steps": 1}), "--count", "3", "--url", sim.url, "--journal",
+            str(journal), "--output-dir", str(out)]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    path = out / "manifest.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[2][:40])  # killed: line 2 never written, line 3 cut short
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert len(sim.submissions) == 3
+    after = manifest.read(path)
+    assert sorted(line["index"] for line in after) == [0, 1, 2]
+    assert path.read_bytes().startswith(lines[0]) and path.read_bytes().endswith(b"\n")
+    assert all(line["status"] == "success" and line["outputs"][0]["path"] for line in after)
+
 
 
 def test_the_journal_never_holds_a_token_the_server_echoes(tmp_path):

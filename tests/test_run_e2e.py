@@ -66,7 +66,7 @@ def test_success_prints_output_urls(sim, tmp_path):
     assert body.startswith(b"\x89PNG\r\n\x1a\n")
     # Progress went to stderr as lines (stderr is not a terminal here).
     assert "steps: started" in proc.stderr
-    assert "steps: Sampler 20/20 (100%)" in proc.stderr
+    assert "steps: Sampler 20/20 (50%)" in proc.stderr  # the whole prompt: 1 node of 2 done
     assert "steps: done" in proc.stderr
     no_traceback(proc)
 

@@ -79,7 +79,7 @@ def test_submit_then_wait_in_another_process_with_live_progress(sim, tmp_path):
     waited = subprocess.CompletedProcess(waiting.args, waiting.returncode, out, err)
     assert waited.returncode == 0, waited.stderr
     assert "step progress is not available" not in waited.stderr
-    assert "steps: Sampler 500/500 (100%)" in waited.stderr  # live step messages, on the handle's client id
+    assert "steps: Sampler 500/500 (50%)" in waited.stderr  # live step messages, on the handle's client id
     assert "steps: done" in waited.stderr
     assert waited.stdout.strip().startswith(sim.url + "/view?filename=steps_")
     no_traceback(waited)

@@ -7,6 +7,7 @@ import os
 import pytest
 from aiohttp import web
 
+from comfy_cli import manifest
 from comfy_cli.sim import Faults, SimServer
 from test_faults_e2e import FAST, LostFirstAnswer, check_outputs, check_submitted_once, run_json
 from test_run_e2e import cli, workflow
@@ -60,7 +61,7 @@ def test_slow_downloads_do_not_make_a_timeout_while_progress_arrives(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert [p["status"] for p in doc["prompts"]] == ["success", "success"]
         assert all(o["path"] for p in doc["prompts"] for o in p["outputs"])
-        assert len(list(out.iterdir())) == 2
+        assert len(saved_files(out)) == 2
 
 
 class FailingView(Faults):
@@ -99,6 +100,11 @@ class MissingView(FailingView):
     status = 404
 
 
+def saved_files(out):
+    """What --output-dir holds besides its manifest."""
+    return sorted(set(os.listdir(out)) - {"manifest.jsonl"})
+
+
 def download_run(sim, tmp_path):
     """One short prompt with --output-dir: (the folder, the process, its --json document)."""
     out = tmp_path / "out"
@@ -114,7 +120,7 @@ def test_a_failed_download_is_tried_again_and_saved(tmp_path, faults):
         assert proc.returncode == 0, proc.stderr
         assert sim.faults.views == 3
         (output,) = doc["prompts"][0]["outputs"]
-        assert output["path"] and os.listdir(out) == [os.path.basename(output["path"])]
+        assert output["path"] and saved_files(out) == [os.path.basename(output["path"])]
         assert os.path.getsize(output["path"]) != 1000  # the whole file, not the part before the cut
         assert "download failed" not in proc.stderr
 
@@ -124,7 +130,7 @@ def test_a_missing_file_is_not_downloaded_again(tmp_path):
         out, proc, doc = download_run(sim, tmp_path)
         assert proc.returncode == 4, proc.stderr
         assert sim.faults.views == 1  # a 404 will not change a moment later
-        assert "HTTP 404" in proc.stderr and os.listdir(out) == []
+        assert "HTTP 404" in proc.stderr and saved_files(out) == []
 
 
 def test_a_download_that_keeps_failing_is_exit_4_with_the_reason(tmp_path):
@@ -134,7 +140,10 @@ def test_a_download_that_keeps_failing_is_exit_4_with_the_reason(tmp_path):
         assert sim.faults.views == 3  # the first try and backoff.DOWNLOAD's two retries
         assert "steps: download failed: " in proc.stderr and "HTTP 502 Bad Gateway" in proc.stderr
         assert "0 files" in proc.stderr.splitlines()[-1]
-        assert doc["prompts"][0]["outputs"][0]["path"] is None and os.listdir(out) == []
+        assert doc["prompts"][0]["outputs"][0]["path"] is None and saved_files(out) == []
+        # The manifest says the file is missing.
+        (line,) = manifest.read(out / "manifest.jsonl")
+        assert line["outputs"][0]["path"] is None and line["status"] == "success"
 
 
 def test_nan_in_a_workflow_file_is_refused_before_anything_is_sent(tmp_path, sim):

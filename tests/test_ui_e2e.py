@@ -197,3 +197,39 @@ def test_dry_run_with_simulate():
     assert proc.returncode == 0, proc.stderr
     bad = cli("run", "--simulate", "--dry-run", str(EXAMPLES / "txt2img.json"))
     assert bad.returncode == 2 and "would be rejected: node types not on the server" in bad.stderr
+
+
+# -- what the current page sends ---------------------------------------------------------------------
+
+DATA_2026 = Path(__file__).resolve().parent / "data" / "ui-2026"
+
+
+def test_convert_keeps_the_first_widget_values_with_a_note(tmp_path):
+    src = DATA_2026 / "workflows" / "api_tripo_text_to_model.json"
+    proc = cli("convert", str(src), "--object-info", str(DATA_2026 / "object_info.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads((DATA_2026 / "expected" / "api_tripo_text_to_model.api.json").read_text())
+    assert proc.stderr.splitlines() == [
+        f"comfy-cli: note: {src}: node 3 (TripoTextToModelNode): 15 widget values for 12 widget slots; kept the "
+        "first 12 and dropped the rest, as the page does (the file was saved for another version of the node?)"]
+
+
+def test_a_required_input_left_empty_by_a_bypass_converts_with_a_warning_and_never_runs(sim, tmp_path):
+    doc = json.loads((EXAMPLES / "ui_steps.json").read_text())
+    next(n for n in doc["nodes"] if n["type"] == "TestSteps")["mode"] = 4  # bypassed, no IMAGE input to pass on
+    path = tmp_path / "gap.json"
+    path.write_text(json.dumps(doc))
+    gap = ("node 2 (SaveImage): required input 'images' is left empty: its source, node 1 (TestSteps), is bypassed "
+           "and has no IMAGE input to pass on")
+    proc = cli("convert", str(path), "--url", sim.url)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"2": {"inputs": {"filename_prefix": "ui_steps"}, "class_type": "SaveImage",
+                                             "_meta": {"title": "Save Image"}}}
+    assert proc.stderr.splitlines() == [f"comfy-cli: warning: {path}: {gap}; this is what the page would send, and "
+                                        "the server will refuse it"]
+    run = cli("run", str(path), "--url", sim.url)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [f"comfy-cli: error: {path}: {gap}; un-bypass that node or link the input, "
+                                       "then run it again"]
+    assert sim.submissions == []
+    no_traceback(run)

@@ -24,9 +24,10 @@ def test_lines_mode_prints_start_node_quarters_and_end():
     err = io.StringIO()
     v = view.make("lines", err, io.StringIO())
     drive(v, tr.Prompt("p", WF))
+    # Each 25% of a node's steps, with how far the whole prompt is (1 node of 2 done at 8/8).
     assert err.getvalue().splitlines() == [
-        "w: started", "w: node 1 Sampler", "w: Sampler 2/8 (25%)", "w: Sampler 4/8 (50%)",
-        "w: Sampler 6/8 (75%)", "w: Sampler 8/8 (100%)", "w: node 2 SaveImage",
+        "w: started", "w: node 1 Sampler (0%)", "w: Sampler 2/8 (12%)", "w: Sampler 4/8 (25%)",
+        "w: Sampler 6/8 (37%)", "w: Sampler 8/8 (50%)", "w: node 2 SaveImage (50%)",
         "w: done (in 0.30s, 2 executed, 0 cached)"]
 
 
@@ -147,13 +148,13 @@ def test_bar_fills_with_the_nodes_steps_with_rate_and_time_left():
         clock.now += 0.5
         feed(v, p, ev.Progress(1.0, "p", "1", i, 8))
     line = shown(v)
-    assert " 50%|" in line  # 4/8 steps, though no node is done yet
+    assert " 25%|" in line  # 4/8 steps of the first of two nodes: a quarter of the prompt
     assert "| 0/2 nodes, Sampler 4/8, 2.00it/s, 00:02 left" in line
     for i in range(5, 9):
         clock.now += 2.0  # slower now: the rate follows (smoothed, as tqdm's)
         feed(v, p, ev.Progress(1.0, "p", "1", i, 8))
     line = shown(v)
-    assert "100%|" in line and "Sampler 8/8" in line and "s/it" in line
+    assert " 50%|" in line and "Sampler 8/8" in line and "s/it" in line  # 100% only at the end
 
 
 def test_a_node_without_steps_shows_the_prompts_advance_in_nodes():
@@ -189,7 +190,7 @@ def test_ended_bars_keep_their_final_state():
          ev.Failed(2.5, "q", "2", "SaveImage", "disk full", "OSError", (), None))
     final = {"p": shown(v, "p"), "q": shown(v, "q")}
     assert "100%|" in final["p"] and "| 2/2 nodes, done (in 1.00s, 1 executed, 0 cached)" in final["p"]
-    assert " 50%|" in final["q"] and "| 1/2 nodes, FAILED (in 0.50s)" in final["q"]
+    assert " 50%|" in final["q"] and "| 1/2 nodes, FAILED (in 0.50s)" in final["q"]  # kept where it was
     clock.now += 10
     v.tick()
     v.transport("connection: websocket lost", polling=True)

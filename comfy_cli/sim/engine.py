@@ -143,6 +143,7 @@ class Engine:
         self.last_node_id: Optional[str] = None  # node running now (for reconnects)
         self.success = True  # like the real executor, never reset between prompts
         self.current = None  # (prompt_id, node_id|None) snapshot for other threads
+        self.script = None  # a replay.Script: every prompt plays that recording instead of running
         self._free_pending = False
         self._wake = asyncio.Event()
 
@@ -268,6 +269,40 @@ class Engine:
         pid, messages = run.prompt_id, []
         self.interrupted = False
         self.client_id = run.sid
+        if self.script is not None:
+            outputs, meta = await self.script.play(self, run, messages)
+        else:
+            outputs, meta = await self._run_nodes(run, messages)
+        self.last_node_id = None
+
+        # The gap in which /history still answers {} after the terminal event.
+        delay = self.faults.history_delay(pid)
+        if inspect.isawaitable(delay):
+            delay = await delay
+        if delay and delay > 0:
+            await asyncio.sleep(delay)
+
+        extra = {k: v for k, v in run.extra_data.items() if k not in SECRET_KEYS}
+        entry = {"prompt": [run.number, pid, run.prompt, extra, run.outputs], "outputs": outputs,
+                 "status": {"status_str": "success" if self.success else "error",
+                            "completed": self.success, "messages": messages},
+                 "meta": meta}
+        with self.history_lock:
+            if len(self.history) > MAX_HISTORY:
+                self.history.pop(next(iter(self.history)))
+            self.history[pid] = entry
+            self.running, self.current = None, None
+        self.broadcast_status()
+        if run.sid is not None:
+            self.bus.send("executing", {"node": None, "prompt_id": pid}, run.sid)
+        if self._free_pending:
+            self._free_pending = False
+            self.cache.clear()
+        self.notify()
+
+    async def _run_nodes(self, run: Run, messages):
+        """Run the prompt's test nodes; return (outputs, meta) for its history entry."""
+        pid = run.prompt_id
         self._message(run, messages, "execution_start", {"prompt_id": pid})
         run.sigs = signatures(run.prompt)
         keep = set(run.sigs.values())
@@ -300,32 +335,7 @@ class Engine:
             entry = self.cache.get(run.sigs[nid])
             if entry is not None and entry.ui is not None:
                 outputs[nid], meta[nid] = entry.ui, entry.meta
-        self.last_node_id = None
-
-        # The gap in which /history still answers {} after the terminal event.
-        delay = self.faults.history_delay(pid)
-        if inspect.isawaitable(delay):
-            delay = await delay
-        if delay and delay > 0:
-            await asyncio.sleep(delay)
-
-        extra = {k: v for k, v in run.extra_data.items() if k not in SECRET_KEYS}
-        entry = {"prompt": [run.number, pid, run.prompt, extra, run.outputs], "outputs": outputs,
-                 "status": {"status_str": "success" if self.success else "error",
-                            "completed": self.success, "messages": messages},
-                 "meta": meta}
-        with self.history_lock:
-            if len(self.history) > MAX_HISTORY:
-                self.history.pop(next(iter(self.history)))
-            self.history[pid] = entry
-            self.running, self.current = None, None
-        self.broadcast_status()
-        if run.sid is not None:
-            self.bus.send("executing", {"node": None, "prompt_id": pid}, run.sid)
-        if self._free_pending:
-            self._free_pending = False
-            self.cache.clear()
-        self.notify()
+        return outputs, meta
 
     def _report_error(self, run, messages, error, current_outputs):
         nid = error["node_id"]

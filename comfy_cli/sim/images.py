@@ -1,5 +1,8 @@
 """Image data for the simulated nodes: seeded RGB pixels, PNG and JPEG bytes.
 
+Every picture depends only on its inputs (a seed, a size), so equal inputs give equal
+pixels and equal files on every run: tests can keep expected files (--expect).
+
 Only the stdlib is used (no Pillow): PNGs are written by hand with zlib and
 struct, and the preview JPEG is a fixed tiny picture, since a preview only has
 to be a valid JPEG, not a faithful thumbnail.
@@ -45,6 +48,20 @@ def seeded_image(seed: int) -> Image:
     """Noise that depends only on the seed, so equal seeds give equal files."""
     rgb = random.Random(seed).randbytes(WIDTH * HEIGHT * 3)
     return Image(WIDTH, HEIGHT, rgb)
+
+
+def sized_image(seed: int, width: int, height: int, noise: int = 0, noise_seed: int = 0) -> Image:
+    """Seeded noise of any size; `noise` > 0 moves each channel by up to that many levels
+    (seeded by `noise_seed`): the same picture as another GPU or encoder might give it."""
+    rgb = random.Random(seed).randbytes(width * height * 3)
+    if noise > 0:
+        rng = random.Random(noise_seed)
+        shifts = rng.choices(range(-noise, noise + 1), k=len(rgb))
+        rgb = bytes(_CLAMP[v + d + 255] for v, d in zip(rgb, shifts))
+    return Image(width, height, rgb)
+
+
+_CLAMP = bytes(min(255, max(0, i - 255)) for i in range(255 * 3 + 1))  # index v + 255 -> v clamped to 0..255
 
 
 def blend(a: Image, b: Image) -> Image:

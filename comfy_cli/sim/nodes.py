@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Dict, Optional, Tuple
 
-from .images import Image, blend, seeded_image
+from .images import Image, blend, seeded_image, sized_image
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -80,6 +80,7 @@ def _image(value, name="image") -> Image:
 
 
 STEPS = ["INT", {"default": 10, "min": 0, "max": 100000}]
+SIDE = ["INT", {"default": 64, "min": 1, "max": 2048}]
 SECONDS = ["FLOAT", {"default": 0.1, "min": 0.0, "max": 3600.0, "step": 0.01}]
 # Like the real samplers' seeds: the page adds a "control after generate" widget after it.
 SEED = ["INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}]
@@ -123,6 +124,15 @@ async def run_test_flaky(ctx, steps, seconds_per_step, seed):
     if first:
         raise RuntimeError(f"TestFlaky: fails the first time it runs with seed {seed}")
     return result
+
+
+async def run_test_image(ctx, seed, width, height, noise, noise_seed):
+    return (sized_image(seed, width, height, noise, noise_seed),), None
+
+
+async def run_test_save_text(ctx, text, filename_prefix):
+    filename, subfolder = ctx.storage.save_bytes(text.encode("utf-8"), filename_prefix, "output", ".txt")
+    return (), {"files": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}
 
 
 async def run_test_log(ctx, image, text):
@@ -182,6 +192,15 @@ NODES: Dict[str, NodeDef] = {n.name: n for n in [
     NodeDef("TestFlaky", {"steps": STEPS, "seconds_per_step": SECONDS, "seed": SEED},
             run_test_flaky, returns=("IMAGE",),
             description="Like TestSteps, but fails the first time a server runs it with a given seed."),
+    NodeDef("TestImage", {"seed": SEED, "width": SIDE, "height": SIDE,
+                          "noise": ["INT", {"default": 0, "min": 0, "max": 255}],
+                          "noise_seed": ["INT", {"default": 0, "min": 0, "max": SEED_MAX}]},
+            run_test_image, returns=("IMAGE",),
+            description="A seeded picture of any size; `noise` moves each channel by up to that many levels."),
+    NodeDef("TestSaveText", {"text": ["STRING", {"default": "", "multiline": True}],
+                             "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
+            run_test_save_text, output_node=True,
+            description="Saves the text as PREFIX_NNNNN_.txt in the output folder (a file that is not an image)."),
     NodeDef("TestLog", {"image": ["IMAGE", {}], "text": ["STRING", {"default": "", "multiline": True}]},
             run_test_log, returns=("IMAGE",), output_node=True,
             description="Sends a progress-text frame and shows the text and the image mean."),

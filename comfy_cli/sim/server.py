@@ -48,18 +48,20 @@ class SimServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, output_dir=None,
                  faults: Optional[Faults] = None, token: Optional[str] = None, basic=None, tls=None,
-                 slow: float = 1.0, prompt_cost: float = 0.0, lacks=(), conflict: bool = False):
+                 slow: float = 1.0, prompt_cost: float = 0.0, lacks=(), script=None, conflict: bool = False):
         """token: require 'Authorization: Bearer TOKEN' (like a reverse proxy in front of
         ComfyUI); basic: (user, password) to require basic auth instead; tls: (certfile,
         keyfile) to serve https/wss. For several-server tests: `slow` multiplies every node's
         sleep (a slower GPU), `prompt_cost` adds seconds to each prompt, `lacks` names node
-        types this server does not have. `conflict`: answer 409 to a POST /prompt whose
-        prompt_id the server already holds (queued, running or in history), as newer ComfyUI
-        servers do; 0.3.64 queues it again."""
+        types this server does not have. script: a replay.Script every prompt plays back
+        (a real model's run) instead of running nodes; any graph is then accepted. `conflict`:
+        answer 409 to a POST /prompt whose prompt_id the server already holds (queued, running
+        or in history), as newer ComfyUI servers do; 0.3.64 queues it again."""
         self.host, self.port = host, port
         self.conflict = conflict
         self.conflicts = []  # prompt ids answered 409, for tests
         self.slow, self.prompt_cost, self.lacks = slow, prompt_cost, frozenset(lacks)
+        self.script = script
         self.token, self.basic = token, basic
         self.ssl_context = None
         if tls is not None:
@@ -134,6 +136,7 @@ class SimServer:
         self.bus = Bus(self.faults, self._notify)
         self.engine = Engine(self.bus, self.storage, self.faults, self._notify)
         self.engine.slow, self.engine.prompt_cost = self.slow, self.prompt_cost
+        self.engine.script = self.script
         routes = Routes(self)
         app = web.Application(client_max_size=MAX_UPLOAD,
                               middlewares=[routes.auth_check, routes.faults_middleware, origin_check,
@@ -235,14 +238,15 @@ def _stderr(line: str):
     print(line, file=sys.stderr, flush=True)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8188, output_dir=None, log=_stderr, token=None, tls=None):
+def serve(host: str = "127.0.0.1", port: int = 8188, output_dir=None, log=_stderr, token=None, tls=None,
+          script=None):
     """Run the simulator in the foreground until Ctrl-C or SIGTERM."""
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
-    sim = SimServer(host=host, port=port, output_dir=output_dir, token=token, tls=tls)
+    sim = SimServer(host=host, port=port, output_dir=output_dir, token=token, tls=tls, script=script)
     try:
         sim.start()
         log(f"ComfyUI simulator listening on {sim.url}")

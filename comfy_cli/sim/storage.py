@@ -38,6 +38,10 @@ class Storage:
     # --- SaveImage / PreviewImage -------------------------------------------------
     def save_png(self, image: Image, prefix: str, kind: str, text=()) -> Tuple[str, str]:
         """Write the next ``PREFIX_NNNNN_.png``; returns (filename, subfolder)."""
+        return self.save_bytes(png_bytes(image, text), prefix, kind, ".png")
+
+    def save_bytes(self, data: bytes, prefix: str, kind: str, ext: str) -> Tuple[str, str]:
+        """Write the next ``PREFIX_NNNNN_EXT``; returns (filename, subfolder)."""
         base = self.dirs[kind]
         subfolder, name = os.path.split(os.path.normpath(prefix))
         folder = os.path.abspath(os.path.join(base, subfolder))
@@ -48,9 +52,9 @@ class Storage:
         os.makedirs(folder, exist_ok=True)
         pattern = re.compile(re.escape(name) + r"_(\d+)_")
         used = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.match(f))]
-        filename = f"{name}_{max(used, default=0) + 1:05}_.png"
+        filename = f"{name}_{max(used, default=0) + 1:05}_{ext}"
         with open(os.path.join(folder, filename), "wb") as fh:
-            fh.write(png_bytes(image, text))
+            fh.write(data)
         return filename, subfolder
 
     # --- GET /view ----------------------------------------------------------------
