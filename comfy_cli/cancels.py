@@ -33,10 +33,11 @@ class Verdict(NamedTuple):
     files: tuple = ()  # the outputs' /view URLs, for a prompt that ended on its own
 
 
-def verdict(pid, asked, queued, entry, final, within, view_url):
+def verdict(pid, asked, queued, entry, final, within, view_url, earlier=None):
     """What can be said of prompt `pid`, or None while waiting may tell more. `asked`: what was
     sent for it ("delete", "interrupt" or None); `queued`: it is in /queue now; `entry`: its
-    /history entry or None; `final`: the time is up; `view_url(item)`: an output's URL."""
+    /history entry or None; `final`: the time is up; `view_url(item)`: an output's URL;
+    `earlier`: what an earlier `cancel` did to it, as the local record says (or None)."""
     if entry is not None:
         status, files = _end(pid, entry, view_url)
         if asked == "interrupt" and status == tr.INTERRUPTED:
@@ -46,6 +47,8 @@ def verdict(pid, asked, queued, entry, final, within, view_url):
         return Verdict(ENDED, f"not cancelled: it ended before the {asked} took effect ({status})", files)
     if asked == "delete" and not queued:
         return Verdict(CANCELLED, "removed from the queue")
+    if asked is None and not queued and earlier:
+        return Verdict(CANCELLED, f"already cancelled ({earlier} by an earlier cancel)")
     if asked is None and not queued:
         return Verdict(UNKNOWN, "not known to the server (never submitted there, deleted, or the server restarted)")
     if not final:
@@ -63,10 +66,12 @@ def _end(pid, entry, view_url):
     return status, tuple(view_url(item) for _, item in report.output_files(prompt))
 
 
-def cancel(client, prompt_ids, within, clock=time.monotonic, sleep=time.sleep):
+def cancel(client, prompt_ids, within, deleted, interrupted, earlier=None, clock=time.monotonic, sleep=time.sleep):
     """Cancel `prompt_ids` (delete if pending, interrupt if running, by id) and watch for at
-    most `within` seconds; return {prompt id: Verdict}. A ServerError is raised as it comes."""
-    deleted, interrupted = set(), set()
+    most `within` seconds; return {prompt id: Verdict}. `deleted` and `interrupted` (sets)
+    collect what was sent, also when a ServerError (raised as it comes) ends it part way;
+    `earlier`: {prompt id: what an earlier `cancel` did}."""
+    earlier = earlier or {}
     client.cancel(prompt_ids, deleted, interrupted)
     asked = {pid: "interrupt" if pid in interrupted else "delete" if pid in deleted else None for pid in prompt_ids}
     until = clock() + within
@@ -79,7 +84,8 @@ def cancel(client, prompt_ids, within, clock=time.monotonic, sleep=time.sleep):
         for pid in asked:
             if pid not in said:
                 entry = None if pid in queued else client.history(pid, retry=False)
-                found = verdict(pid, asked[pid], pid in queued, entry, final, within, client.view_url)
+                found = verdict(pid, asked[pid], pid in queued, entry, final, within, client.view_url,
+                                earlier.get(pid))
                 if found is not None:
                     said[pid] = found
         if len(said) == len(asked):

@@ -56,7 +56,8 @@ def _root(
 
 
 URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
-                          help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://.")
+                          help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means http://HOST:8188, "
+                               "ComfyUI's port; a scheme without a port keeps the scheme's (https://HOST is 443).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks for errors.")
 TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True,
                             help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
@@ -67,9 +68,15 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
+                            help="Run only slice K of N of the batch (files x --count), for N jobs of a CI matrix "
+                                 "or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
+                                 "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
-                           help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://. Repeat it "
-                                "(or separate with commas) to spread the batch over several servers.")
+                           help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
+                                "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
+                                "(https://HOST is 443). Repeat it (or separate with commas) to spread the batch over "
+                                "several servers.")
 
 
 @app.command(epilog=EXIT_CODES)
@@ -121,9 +128,7 @@ def run(
     failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S",
                                          help="With several servers: move the prompts that had not started off "
                                               "a server that has not answered for S seconds."),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="K/N",
-                                        help="Run only slice K of N of the batch (files x --count), for a CI "
-                                             "matrix of N jobs: no overlap, no gap."),
+    shard: Optional[str] = SHARD_OPTION,
     journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE",
                                           help="Record what was submitted where and how it ended (append-only, "
                                                "fsynced). Run the same command again with it after a crash to "
@@ -174,8 +179,7 @@ def run(
             if dry_run:
                 raise typer.Exit(_dry_run(loaded, info))
             if slice_:
-                k, n = slice_
-                loaded = [wf for i, wf in enumerate(loaded) if i % n == k - 1]  # names keep the global index
+                loaded = _take_shard(loaded, slice_)
             node_types = None
             if len(servers) > 1:
                 # Which server can run what: a server without a workflow's node types is not given it.
@@ -185,15 +189,16 @@ def run(
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
                            failover_after=failover_after, node_types=node_types, workflows=loaded,
                            journal=journal, journal_options={"count": count, "same_seed": same_seed,
-                                                             "shard": shard, "inputs": inputs},
+                                                             "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit,
                            uploads=tuple(uploads), token=token, headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=insecure)
-            code = Run(opts).execute()
-            if sim and not output_dir and not json_out and not events:
+            runner = Run(opts)
+            code = runner.execute()
+            if sim and runner.urls_printed:
                 sys.stderr.write("comfy-cli: note: the simulator stops with this command, so its /view URLs above "
                                  "no longer answer; add --output-dir DIR to keep the files\n")
         finally:
@@ -282,8 +287,6 @@ def status(
             except ServerError as exc:
                 docs.append({"server": client.base, "reachable": False, "error": str(exc)})
                 problems.append(exc)
-                if not json_out:
-                    _say(f"{client.base}: not reachable: {exc}")
                 continue
             finally:
                 client.close()
@@ -296,8 +299,12 @@ def status(
                 _say(f"queue: {info['running']} running, {info['pending']} pending")
         if json_out:
             _say(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
+        # Each problem once, on stderr (--json has it too); an error only if no server answers.
+        kind = "error" if len(problems) == len(docs) else "warning"
+        for exc in problems:
+            sys.stderr.write(f"comfy-cli: {kind}: {exc}\n")
         if len(problems) == len(docs):
-            raise problems[0]  # none answers: the error line, exit 4
+            raise typer.Exit(problems[0].exit_code)  # none answers: exit 4
 
 
 @app.command()
@@ -341,6 +348,7 @@ def submit(
     count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
                               help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
     same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
+    shard: Optional[str] = SHARD_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -357,6 +365,7 @@ def submit(
 
         if workflows.count("-") > 1:
             raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+        slice_ = _shard(shard)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
         uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
@@ -366,6 +375,8 @@ def submit(
             info = _fetch_object_info(target, token, header, ca_bundle, insecure)
             loaded = [workflow.convert(wf, info) for wf in loaded]
         loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+        if slice_:
+            loaded = _take_shard(loaded, slice_)
         from comfy_cli.runner import Options, Run
 
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
@@ -469,6 +480,11 @@ def wait(
         client.close()
         prompts = [tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
                              status=tr.SUBMITTED) for h in given]
+        from comfy_cli import handles
+
+        earlier = handles.cancelled()
+        for prompt in prompts:  # one `cancel` removed: gone from the server, yet not lost
+            prompt.cancelled_earlier = earlier.get(prompt.prompt_id)
         if not live:
             why = "prompt ids carry no client id" if None in client_ids else \
                 "the handles come from different submissions"
@@ -511,12 +527,21 @@ def cancel(
 ):
     """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
     with _guard(debug):
-        from comfy_cli import cancels, errors
+        from comfy_cli import cancels, errors, handles
 
         given = _targets(targets)
         _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
+        deleted, interrupted = set(), set()
+        earlier = handles.cancelled()
         try:
-            said = cancels.cancel(client, [h.prompt_id for h in given], timeout)
+            try:
+                said = cancels.cancel(client, [h.prompt_id for h in given], timeout, deleted, interrupted, earlier)
+            finally:
+                problem = handles.remember_cancelled(
+                    {**{pid: "removed from the queue" for pid in deleted},
+                     **{pid: "interrupted on the server" for pid in interrupted}})
+                if problem:
+                    sys.stderr.write(f"comfy-cli: warning: {problem}\n")
         finally:
             client.close()
         codes = []
@@ -697,16 +722,23 @@ def _servers(urls):
 
 
 def _shard(spec):
-    if spec is None:
+    """--shard K/N or auto -> (K, N) or None; auto says once on stderr where it found K and N."""
+    import os
+
+    from comfy_cli import shard
+
+    found = shard.parse(spec, os.environ)
+    if found is None:
         return None
-    k, slash, n = spec.partition("/")
-    try:
-        k, n = int(k), int(n)
-    except ValueError:
-        k = n = None
-    if not slash or k is None or n < 1 or not 1 <= k <= n:
-        raise _usage(f"--shard {spec}: expected K/N with 1 <= K <= N, e.g. 2/4")
-    return k, n
+    if found.source:
+        sys.stderr.write(f"comfy-cli: shard {found.text()} (from {found.source})\n")
+    return found.k, found.n
+
+
+def _take_shard(loaded, slice_):
+    from comfy_cli import shard
+
+    return shard.take(loaded, *slice_)  # names and seeds keep the global index
 
 
 def _node_types(url, token, header, ca_bundle, insecure):

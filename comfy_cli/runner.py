@@ -218,6 +218,7 @@ class Run:
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.signalled = False
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -306,7 +307,8 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
-                problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
+                problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
+                                                   if s.sup.outcome().fatal), None)
                 if problem:
                     fatal = ServerError(problem)
         finally:
@@ -330,17 +332,18 @@ class Run:
             self.view.close()
         prompts = self.disp.prompts
         for server in self.servers:
-            left = server.sup.not_withdrawn()
-            if left:  # it never answered again: say what may still be queued there
-                self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
-                               f"in its queue: {' '.join(left)}")
+            left = server.sup.outcome().not_withdrawn
+            if left:  # it never answered again, or would not delete them: say what may still be queued there
+                why = "did not answer again" if server.sup.silent_since() else "could not delete them there"
+                self.view.note(f"{server.name}: {why}; these prompts moved away from it may still be in its queue: "
+                               f"{' '.join(left)}")
         if self.manifest is not None and self.manifest.problem:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
+            every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
             files = sum(1 for one in every for saved in one.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
@@ -348,7 +351,7 @@ class Run:
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
             for server in self.servers:
-                saved.update(server.sup.saved_files())
+                saved.update(server.sup.outcome().saved)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -368,12 +371,13 @@ class Run:
         return finals + [p for p in self.prompts if p.item is None]
 
     def _exit_code(self, fatal):
-        cancel_code = next((s.sup.signal_code for s in self.servers if s.sup.signal_code), errors.SIGINT)
+        outcomes = [s.sup.outcome() for s in self.servers]
+        cancel_code = next((o.signal_code for o in outcomes if o.signal_code), errors.SIGINT)
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
         incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
-        if any(s.sup.files_missing for s in self.servers) or incomplete or fatal is not None:
+        if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
@@ -409,8 +413,8 @@ class Run:
             return
         from comfy_cli.manifest import record
 
-        saved = next((s.sup.saved_files()[prompt.prompt_id] for s in self.servers
-                      if prompt.prompt_id in s.sup.saved_files()), self.earlier.get(prompt.prompt_id, {}))
+        saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
+                     self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp))
@@ -504,7 +508,7 @@ class Run:
 
     # ---- I/O commands: each becomes a job on one of the server's workers -------------------
     def _submit(self, server, c):
-        prompt = server.sup.board.prompts[c.prompt_id]
+        prompt = server.sup.prompt(c.prompt_id)
         record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
         server.workers["submitter"].put(jobs.submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
                                         record and (lambda: record(prompt)))
@@ -556,6 +560,7 @@ class Run:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
             self.view.result(c.path or server.client.view_url(c.item))
+            self.urls_printed += c.path is None
 
     def _report(self, server, c):
         prompt = c.prompt

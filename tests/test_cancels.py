@@ -38,6 +38,8 @@ def test_what_the_time_limit_leaves_unconfirmed():
     assert got.kind == cancels.UNCONFIRMED and got.text.startswith("delete sent")
     assert cancels.verdict("a", "delete", False, None, False, 2, view).text == "removed from the queue"
     assert cancels.verdict("a", None, False, None, False, 2, view).kind == cancels.UNKNOWN
+    got = cancels.verdict("a", None, False, None, False, 2, view, earlier="removed from the queue")
+    assert got == cancels.Verdict(cancels.CANCELLED, "already cancelled (removed from the queue by an earlier cancel)")
 
 
 class Server:
@@ -80,7 +82,7 @@ class Clock:
 def test_the_watch_ends_when_the_server_shows_the_end():
     clock = Clock()
     server = Server(clock, 1.0, "success")
-    said = cancels.cancel(server, ["a"], 10, clock, clock.sleep)
+    said = cancels.cancel(server, ["a"], 10, set(), set(), clock=clock, sleep=clock.sleep)
     assert said["a"].kind == cancels.ENDED and said["a"].files == ("http://s/view?x.png",)
     assert 1.0 <= clock.now < 1.6  # looked again soon after the end, not at the limit
 
@@ -88,6 +90,6 @@ def test_the_watch_ends_when_the_server_shows_the_end():
 def test_the_watch_gives_up_at_the_limit():
     clock = Clock()
     server = Server(clock, None, "success")
-    said = cancels.cancel(server, ["a"], 3, clock, clock.sleep)
+    said = cancels.cancel(server, ["a"], 3, set(), set(), clock=clock, sleep=clock.sleep)
     assert said["a"].kind == cancels.UNCONFIRMED and clock.now == 3
     assert server.reads < 20  # waits between looks grow (a Backoff), up to half a second
