@@ -104,3 +104,8 @@ def cancel(client, ids):
     except ServerError as exc:
         problem = str(exc)
     return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), problem)
+
+
+def reconnect(listener):
+    """Drop the listener's socket (it went deaf); its loop opens a fresh one. Answers nothing."""
+    listener.reconnect()
