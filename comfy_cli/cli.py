@@ -533,14 +533,23 @@ def wait(
         raise typer.Exit(Run(opts).execute())
 
 
-@app.command(epilog="Exit codes: 0 each prompt was cancelled or had already ended; 2 a malformed handle or "
-                   "prompt id; 4 a prompt the server does not know, or the server could not be reached.")
+CANCEL_EXIT = """Each prompt's line says only what the server confirmed. Exit codes (the most serious wins):
+0 every prompt was removed from the queue or interrupted; 1 a prompt was not cancelled: it had ended on its own
+(before, or before the interrupt took effect; its end and outputs are printed); 2 a malformed handle or prompt id;
+3 a delete or interrupt was sent but not confirmed within --timeout; 4 a prompt the server does not know, or the
+server could not be reached."""
+
+
+@app.command(epilog=CANCEL_EXIT)
 def cancel(
     targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
                                         help="Handles printed by `submit`, or prompt ids; '-' reads them from "
                                              "stdin."),
     url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
                                       help=f"The server of bare prompt ids (default {DEFAULT_URL})."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.0, metavar="S",
+                                  help="Wait at most S seconds for the server to confirm (an interrupt takes "
+                                       "effect at the prompt's next check)."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -549,50 +558,31 @@ def cancel(
 ):
     """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
     with _guard(debug):
-        from comfy_cli import errors, handles
+        from comfy_cli import cancels, errors, handles
 
         given = _targets(targets)
         _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
-        mine = {h.prompt_id for h in given}
         deleted, interrupted = set(), set()
         earlier = handles.cancelled()
         try:
             try:
-                client.cancel(mine, deleted, interrupted)
+                said = cancels.cancel(client, [h.prompt_id for h in given], timeout, deleted, interrupted, earlier)
             finally:
                 problem = handles.remember_cancelled(
                     {**{pid: "removed from the queue" for pid in deleted},
                      **{pid: "interrupted on the server" for pid in interrupted}})
                 if problem:
                     sys.stderr.write(f"comfy-cli: warning: {problem}\n")
-            code = errors.OK
-            for h in given:
-                pid = h.prompt_id
-                if pid in interrupted:
-                    said = "interrupted on the server"
-                elif pid in deleted:
-                    said = "removed from the queue"
-                else:
-                    entry = client.history(pid, retry=False)
-                    if entry is None and pid in earlier:
-                        said = f"already cancelled ({earlier[pid]} by an earlier cancel)"
-                    elif entry is None:
-                        said = "not known to the server (never submitted there, deleted, or the server restarted)"
-                        code = errors.UNREACHABLE
-                    else:
-                        state = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-                        outcome = state.get("status_str") if isinstance(state.get("status_str"), str) else "ended"
-                        kinds = [m[0] for m in state.get("messages") or () if isinstance(m, list) and m]
-                        if "execution_interrupted" in kinds:
-                            outcome = "interrupted"  # ComfyUI files it as an error
-                        elif outcome == "error":
-                            outcome = "failed"
-                        said = f"nothing to cancel: it had already ended ({outcome})"
-                label = pid if h.name == pid else f"{h.name} ({pid})"
-                _say(f"{label}: {said}")
         finally:
             client.close()
-        raise typer.Exit(code)
+        codes = []
+        for h in given:
+            verdict = said[h.prompt_id]
+            codes.append(cancels.EXIT[verdict.kind])
+            label = h.prompt_id if h.name == h.prompt_id else f"{h.name} ({h.prompt_id})"
+            files = f"; outputs: {' '.join(verdict.files)}" if verdict.files else ""
+            _say(f"{label}: {verdict.text}{files}")
+        raise typer.Exit(errors.worst(codes))
 
 
 @app.command(name="queue")
