@@ -9,8 +9,9 @@
 The main thread runs one loop: take one item from the queue (or wake up when the supervisor
 asks), feed it to the supervisor, carry out the commands it answers with. Nothing here
 decides anything; no handler does I/O. Workers run one job at a time each: the submitter
-(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling) and the
-downloader (/view), so a slow download never holds up a submission or a round.
+(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling), the
+downloader (/view) and, with --expect, the comparer (decoding and comparing images), so a
+slow download or comparison never holds up a submission or a round.
 """
 
 import os
@@ -36,6 +37,7 @@ from comfy_cli.listener import Listener
 from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
+HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
 
 @dataclass
@@ -53,6 +55,9 @@ class Options:
     poll_interval: float = 1.0
     silence_check: float = 15.0
     output_dir: Optional[str] = None  # download outputs here
+    expect: Optional[str] = None  # --expect DIR: compare every output with its expected file there
+    tolerance: object = None  # --tolerance (compare.Tolerance; None: the default)
+    update_expected: bool = False  # --update-expected: write DIR's missing and differing files
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
@@ -138,18 +143,29 @@ class Worker(threading.Thread):
                 self.results.put(result)
 
 
-def _catch_signals(events):
-    """SIGINT and SIGTERM become events for the supervisor (a second one exits at once);
-    returns what restores the handlers before. An inherited SIG_IGN is kept: a shell that
-    starts us in the background means it. Only the main thread may set handlers: a run
-    started from another thread (a library user's) leaves the signals to its program."""
+def _catch_signals(events, hurry):
+    """SIGINT and SIGTERM become events for the supervisor; a second one asks to stop at once
+    (its exit code goes into `hurry`, a list the main loop watches); returns what restores the
+    handlers before. An inherited SIG_IGN is kept: a shell that starts us in the background
+    means it. Only the main thread may set handlers: a run started from another thread (a
+    library user's) leaves the signals to its program."""
     saved = {}
     signalled = []
 
     def on(code):
         def handler(signum, frame):
+            if hurry:
+                os._exit(code)  # a third time: not even a last draw
             if signalled:
-                os._exit(code)  # asked twice: do not wait for the cancel
+                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
+                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
+                # and leaves a clean screen; the timer ends the process should it not get there.
+                hurry.append(code)
+                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
+                timer.daemon = True
+                timer.start()
+                events.put((None, None))
+                return
             signalled.append(code)
             events.put((None, ev.Signal(time.monotonic(), code)))
 
@@ -198,14 +214,16 @@ class Server:
         header, sslopt = self.client.ws_options()
         self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt,
                                  connect_timeout=limits.connect_try()) if opts.socket else None
-        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
+        names = ("submitter", "reader", "downloader") + (("comparer",) if opts.expect else ())
+        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in names}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
         self.files = Uploads(self.client, opts.uploads, tagged.put)
         self.client_id = client_id
         self.carry_out = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
-            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
+            sv.Download: self._download, sv.Compare: self._compare, sv.Cancel: self._cancel,
+            sv.Reconnect: self._reconnect,
             sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
         }
 
@@ -240,6 +258,11 @@ class Server:
         run = self.run
         self.workers["downloader"].put(jobs.download, self.client, run.folder, c, run.over.is_set,
                                        run.opts.output_dir, c.prompt_id in run.resumed)
+
+    def _compare(self, c):
+        prompt = self.sup.prompt(c.prompt_id)
+        job = self.run.expecting.job(prompt, self.sup.saved(c.prompt_id) or {})
+        self.workers["comparer"].put(jobs.compare, *job)
 
     def _cancel(self, c):
         self.workers["reader"].put(jobs.cancel, self.client, c.prompt_ids)
@@ -296,13 +319,20 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
-        self.folder = None
+        self.folder = self.expecting = None
         self.manifest = None
-        if opts.output_dir:
-            from comfy_cli.manifest import Manifest
+        if opts.expect:
+            from comfy_cli.expect import ForRun
+
+            self.expecting = ForRun(opts.expect, opts.tolerance, opts.update_expected, opts.output_dir,
+                                    opts.overwrite, opts.include_temp)
+        if opts.output_dir or self.expecting:
             from comfy_cli.outputs import OutputDir
 
-            self.folder = OutputDir(opts.output_dir, opts.overwrite)
+            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
+        if opts.output_dir:
+            from comfy_cli.manifest import Manifest
+
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
@@ -318,11 +348,12 @@ class Run:
         self.wall_started = time.time()
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self.hurry = []  # the exit code, once a second signal asked to stop at once
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check, limits=limits,
-                           no_cancel=opts.no_cancel, download=self.folder is not None,
+                           no_cancel=opts.no_cancel, download=self.folder is not None, expect=bool(opts.expect),
                            include_temp=opts.include_temp, submit_only=opts.submit_only,
                            detach_on_signal=opts.detach_on_signal, alone=not several)
         # Prompts given to follow (`wait`) stay with the first server; a batch goes through the
@@ -388,7 +419,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = _catch_signals(self.events)
+        restore = _catch_signals(self.events, self.hurry)
         cpus = _one_cpu()
         try:
             for server in self.servers:
@@ -397,10 +428,14 @@ class Run:
                 self.journal_worker.start()
             if self.manifest is not None:
                 self.manifest_worker.start()
+            for line in self.expecting.start_notes() if self.expecting else ():
+                self.view.note(line)
             if self.opts.report:
                 self.report_worker.start()
             self._earlier_records()
             self._loop()
+            if self.hurry:
+                self._stop_at_once()
             problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
                                                if s.sup.outcome().fatal), None)
             if problem:
@@ -443,16 +478,17 @@ class Run:
             if self.report_problem:
                 self.view.note(self.report_problem)
         code = self._exit_code(fatal)
+        for line in self.expecting.finish(self._finals()) if self.expecting else ():
+            self.view.note(line)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
-            files = sum(1 for one in every for saved in one.values() for path in saved.values()
-                        if path is not None or self.folder is None)
-            self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
+            self.err.write(self._summary_line() + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
             for server in self.servers:
                 saved.update(server.sup.outcome().saved)
+            if self.expecting and self.expecting.scratch and not self.expecting.kept:
+                saved = {}  # (the temporary folder is gone: no paths into it)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -465,6 +501,29 @@ class Run:
         if fatal is not None:
             raise fatal
         return code
+
+    def _summary_line(self):
+        every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
+        files = sum(1 for one in every for saved in one.values() for path in saved.values()
+                    if path is not None or self.folder is None)
+        return report.summary_line(self._finals(), files, time.monotonic() - self.started)
+
+    def _stop_at_once(self):
+        """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
+        (the loop has stopped between two draws, so none is half-drawn), one line says what may
+        still run, and the process ends now: no report or file is written."""
+        self.view.close()
+        left = [pid for server in self.servers for pid in server.sup.may_still_run()]
+        if left:
+            line = "comfy-cli: stopped at once: prompts may still run on the server: " + " ".join(left)
+        else:
+            line = self._summary_line()
+        try:
+            self.out.flush()
+            self.err.write(line + "\n")
+            self.err.flush()
+        finally:
+            os._exit(self.hurry[0])
 
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
@@ -523,7 +582,7 @@ class Run:
         if self.opts.report:
             tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
-        while not disp.done:
+        while not disp.done and not self.hurry:
             wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:
@@ -580,9 +639,10 @@ class Run:
             self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
-        elif not self.opts.json and (c.path or not self.folder):
-            self.view.result(c.path or server.client.view_url(c.item))
-            self.urls_printed += c.path is None
+        elif not self.opts.json and (c.path or not self.opts.output_dir):
+            shown = c.path if self.opts.output_dir else None  # (--expect's temporary folder: URLs, as without)
+            self.view.result(shown or server.client.view_url(c.item))
+            self.urls_printed += shown is None
 
     def _report(self, server, c):
         prompt = c.prompt
@@ -592,6 +652,9 @@ class Run:
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
+        if prompt.checked:
+            for line in self.expecting.changes(prompt) + self.expecting.diffs(prompt):
+                self.view.note(line)
         if self.stream:
             self.stream.finished(prompt)
 
