@@ -68,6 +68,16 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+EXPECT_OPTION = typer.Option(None, "--expect", metavar="DIR",
+                             help="Compare every output with its expected file, DIR/NAME/NODE_INDEX.EXT: images "
+                                  "pixel by pixel within --tolerance, other files byte for byte. A prompt whose "
+                                  "outputs differ, or have no expected file, ends 'mismatch' (exit 1).")
+TOLERANCE_OPTION = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]",
+                                help="With --expect: the largest mean difference of an image (levels of 0..255) "
+                                     "and share of its pixels off by more than 32 levels (default 2.0,1%).")
+UPDATE_EXPECTED_OPTION = typer.Option(False, "--update-expected",
+                                      help="With --expect: write this run's outputs into DIR where they are "
+                                           "missing or differ, and remove expected files no output has.")
 REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
                              help="Write an HTML report (self-contained: a summary, the outputs, a grid of what "
                                   "varies, every prompt), rewritten every few seconds during the run.")
@@ -112,6 +122,9 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    expect: Optional[str] = EXPECT_OPTION,
+    tolerance: Optional[str] = TOLERANCE_OPTION,
+    update_expected: bool = UPDATE_EXPECTED_OPTION,
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
@@ -168,6 +181,7 @@ def run(
         servers = _servers(urls)
         slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
+        tolerance = _expect_options(expect, tolerance, update_expected)
         _check_html_report(html_report, overwrite)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
@@ -202,8 +216,9 @@ def run(
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
-                           overwrite=overwrite, events=events, junit=junit, report=html_report,
-                           uploads=tuple(uploads), token=token, headers=tuple(header),
+                           overwrite=overwrite, events=events, junit=junit, report=html_report, expect=expect,
+                           tolerance=tolerance, update_expected=update_expected, uploads=tuple(uploads), token=token,
+                           headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=insecure)
             runner = Run(opts)
             code = runner.execute()
@@ -455,6 +470,9 @@ def wait(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    expect: Optional[str] = EXPECT_OPTION,
+    tolerance: Optional[str] = TOLERANCE_OPTION,
+    update_expected: bool = UPDATE_EXPECTED_OPTION,
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
@@ -482,6 +500,7 @@ def wait(
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         _check_report_file(junit, overwrite)
+        tolerance = _expect_options(expect, tolerance, update_expected)
         _check_html_report(html_report, overwrite)
         given = _targets(targets)
         target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
@@ -507,7 +526,7 @@ def wait(
                        timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
                        no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
                        output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, report=html_report,
-                       token=token,
+                       token=token, expect=expect, tolerance=tolerance, update_expected=update_expected,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
                        client_id=next(iter(client_ids)) if live else None, socket=live,
                        detach_on_signal=not cancel)
@@ -697,6 +716,28 @@ def _insecure(flag):
         sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # warned once, here
     return flag
+
+
+def _expect_options(expect, tolerance, update):
+    """Check --expect, --tolerance and --update-expected; the tolerance (None: the default)."""
+    import os
+
+    if expect is None:
+        if tolerance is not None or update:
+            raise _usage(f"{'--tolerance' if tolerance is not None else '--update-expected'} needs --expect DIR")
+        return None
+    if os.path.exists(expect) and not os.path.isdir(expect):
+        raise _usage(f"--expect {expect}: not a folder")
+    if not os.path.exists(expect) and not update:
+        raise _usage(f"--expect {expect}: no such folder; add --update-expected to make it from this run's outputs")
+    if tolerance is None:
+        return None
+    from comfy_cli.compare import parse_tolerance
+
+    try:
+        return parse_tolerance(tolerance)
+    except ValueError as exc:
+        raise _usage(f"--tolerance {exc}") from None
 
 
 def _check_report_file(path, overwrite):
