@@ -688,16 +688,17 @@ class Run:
         def clock(t):
             return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
 
-        files = None
-        if self.opts.output_dir:
-            rel = os.path.relpath(os.path.abspath(self.opts.output_dir),
-                                  os.path.dirname(os.path.abspath(self.opts.report)))
-            files = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        def way_to(folder):  # from the page to a folder, as a relative link prefix
+            rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(os.path.abspath(self.opts.report)))
+            return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+
+        files = way_to(self.opts.output_dir) if self.opts.output_dir else None
         names = sorted({p.workflow.path for p in self.prompts})
         title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
                 "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
-                "updated": clock(time.time()), "files": files, "refresh": 5, "running": running, "queued": queued}
+                "updated": clock(time.time()), "files": files,
+                "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
 
     def _write_report(self, records, meta):
         """Render the page and put it in place atomically (on the report worker, and once at the end)."""
