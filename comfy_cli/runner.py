@@ -246,8 +246,6 @@ class Server:
 
 class Run:
     def __init__(self, opts: Options, out=None, err=None):
-        from comfy_cli.dispatch import Dispatcher, Plan
-
         self.opts = opts
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -293,6 +291,19 @@ class Run:
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self._make_servers(urls)
+        self._do = {  # command type -> what carries it out, given (server, command)
+            **{kind: _io for kind in sv.IO_COMMANDS},
+            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
+            sv.Note: self._note, sv.Mode: self._mode,
+        }
+
+    def _make_servers(self, urls):
+        """Every server of the run (client, listener, workers, supervisor) and the dispatcher
+        over them; the prompts taken up from the journal or given to follow."""
+        from comfy_cli.dispatch import Dispatcher, Plan
+
+        opts = self.opts
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -323,11 +334,6 @@ class Run:
                                                                  self.journal.outputs.get(prompt.prompt_id))
             else:
                 self.disp.prompts.append(prompt)
-        self._do = {  # command type -> what carries it out, given (server, command)
-            **{kind: _io for kind in sv.IO_COMMANDS},
-            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
-            sv.Note: self._note, sv.Mode: self._mode,
-        }
 
     def _prompt(self, item, wf):
         """The batch's item `item`: new, or as the journal last saw it."""
@@ -385,24 +391,33 @@ class Run:
                 if problem:
                     fatal = ServerError(problem)
         finally:
-            restore()
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
-            self.over.set()
-            if self.journal is not None:
-                self.journal_worker.stop()
-                self.journal_worker.join(10)  # every line written before the file is closed
-                self.journal.close()
-            if self.manifest is not None:
-                self.manifest_worker.stop()
-                self.manifest_worker.join(10)
-                self.manifest.close()
-            for server in self.servers:
-                if server.listener is not None:
-                    server.listener.stop()
-                for worker in server.workers.values():
-                    worker.stop()
-            self.view.close()
+            self._shut_down(restore, cpus)
+        return self._summarize(fatal)
+
+    def _shut_down(self, restore, cpus):
+        """Signals and CPUs as they were; every thread told to stop, every file closed."""
+        restore()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        self.over.set()
+        if self.journal is not None:
+            self.journal_worker.stop()
+            self.journal_worker.join(10)  # every line written before the file is closed
+            self.journal.close()
+        if self.manifest is not None:
+            self.manifest_worker.stop()
+            self.manifest_worker.join(10)
+            self.manifest.close()
+        for server in self.servers:
+            if server.listener is not None:
+                server.listener.stop()
+            for worker in server.workers.values():
+                worker.stop()
+        self.view.close()
+
+    def _summarize(self, fatal):
+        """After the loop: the end notes, --junit, the summary line, --json or --events' summary;
+        the exit code (a fatal ServerError is raised again once they are written)."""
         prompts = self.disp.prompts
         for server in self.servers:
             left = server.sup.outcome().not_withdrawn
