@@ -140,14 +140,14 @@ class Dispatcher:
                 self._maybe_retry(prompt, i, now)
         self._failover(now, groups)
         if not self.ever_usable:
-            if any(sup.usable for sup in self.sups):
+            if any(sup.usable and sup.reached() for sup in self.sups):
                 self.ever_usable = True
-            elif all(sup.never_reached() for sup in self.sups):
+            elif all(not sup.reached() and sup.silent_since() is not None for sup in self.sups):
                 self.fatal = "none of the servers answers: " + "; ".join(
                     f"{name} (since {sup.silent_since()[1]})" for name, sup in zip(self.names, self.sups))
                 self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
                 for sup in self.sups:
-                    sup.stop_rechecking()
+                    sup.unreachable(self.fatal, now)
         self._due_retries(now)
         if (self.waiting or self.later) and self.stopped is None and self.limits.past_deadline(self.started, now):
             self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.limits.deadline:g} s passed", now, groups)

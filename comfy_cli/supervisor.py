@@ -189,12 +189,15 @@ class Supervisor:
         """(monotonic time, wall-clock text) since when the server has not answered, or None."""
         return self.conn.silent_since()
 
-    def never_reached(self):
-        """Not reached at the start (nothing sent here), and not answering now."""
-        return self.conn.never_reached()
+    def reached(self):
+        """Heard from at least once (its socket opened, or HTTP answered): until then nothing
+        is sent to it."""
+        return self.conn.reached()
 
-    def stop_rechecking(self):
+    def unreachable(self, problem, now):
+        """No server of the run was ever reached: end everything here unsent, check no more."""
         self.conn.stop_rechecking()
+        self.stop.never_reached(problem, now)
 
     def ours_waiting(self):
         """Our prompts here that have not started (the --per-server count)."""
