@@ -205,11 +205,11 @@ class Server:
             worker.start()
 
     def stop(self):
+        """Its threads are told to stop (the client stays open for the summary's URLs)."""
         if self.listener is not None:
             self.listener.stop()
         for worker in self.workers.values():
             worker.stop()
-        self.client.close()
 
     # ---- I/O commands: each becomes a job on one of its workers ---------------------------
     def _submit(self, c):
@@ -409,10 +409,7 @@ class Run:
             self.manifest_worker.join(10)
             self.manifest.close()
         for server in self.servers:
-            if server.listener is not None:
-                server.listener.stop()
-            for worker in server.workers.values():
-                worker.stop()
+            server.stop()
         self.view.close()
 
     def _summarize(self, fatal):
