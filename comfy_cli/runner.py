@@ -8,9 +8,10 @@
 
 The main thread runs one loop: take one item from the queue (or wake up when the supervisor
 asks), feed it to the supervisor, carry out the commands it answers with. Nothing here
-decides anything; no handler does I/O. Workers run one job at a time each: the submitter
-(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling) and the
-downloader (/view), so a slow download never holds up a submission or a round.
+decides anything; no handler does I/O. Workers run one job at a time each (jobs.py): the
+submitter (POST /prompt, in batch order), the reader (GET /queue, /history, cancelling,
+withdrawing, dropping a deaf socket) and the downloader (/view), so a slow download never
+holds up a submission or a round.
 """
 
 import os
