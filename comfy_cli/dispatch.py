@@ -187,7 +187,8 @@ class Dispatcher:
 
     def _room(self, i):
         k = self.plan.per_server
-        return k is None or self.sups[i].ours_waiting() < k
+        # (ours there that have not started)
+        return k is None or sum(1 for p in self.sups[i].ours_open() if p.status in tr.BEFORE_RUN) < k
 
     def _load(self, i):
         return self.sups[i].load()

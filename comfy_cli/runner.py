@@ -36,6 +36,7 @@ from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
+HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Options:
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
+    report: Optional[str] = None  # --report FILE.html
     uploads: tuple = ()  # --input assignments (batch.Assignment); loader nodes' local files are found too
     token: Optional[str] = None
     headers: tuple = ()  # "Name: value" strings
@@ -75,6 +77,13 @@ class Options:
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
+
+
+def htmlreport_fields(doc):
+    """What the report shows of a manifest line (a long batch keeps one per prompt)."""
+    from comfy_cli.htmlreport import FIELDS
+
+    return {k: doc.get(k) for k in FIELDS}
 
 
 def _one_cpu():
@@ -129,18 +138,29 @@ class Worker(threading.Thread):
                 self.results.put(result)
 
 
-def _catch_signals(events):
-    """SIGINT and SIGTERM become events for the supervisor (a second one exits at once);
-    returns what restores the handlers before. An inherited SIG_IGN is kept: a shell that
-    starts us in the background means it. Only the main thread may set handlers: a run
-    started from another thread (a library user's) leaves the signals to its program."""
+def _catch_signals(events, hurry):
+    """SIGINT and SIGTERM become events for the supervisor; a second one asks to stop at once
+    (its exit code goes into `hurry`, a list the main loop watches); returns what restores the
+    handlers before. An inherited SIG_IGN is kept: a shell that starts us in the background
+    means it. Only the main thread may set handlers: a run started from another thread (a
+    library user's) leaves the signals to its program."""
     saved = {}
     signalled = []
 
     def on(code):
         def handler(signum, frame):
+            if hurry:
+                os._exit(code)  # a third time: not even a last draw
             if signalled:
-                os._exit(code)  # asked twice: do not wait for the cancel
+                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
+                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
+                # and leaves a clean screen; the timer ends the process should it not get there.
+                hurry.append(code)
+                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
+                timer.daemon = True
+                timer.start()
+                events.put((None, None))
+                return
             signalled.append(code)
             events.put((None, ev.Signal(time.monotonic(), code)))
 
@@ -280,6 +300,21 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
+        self._open_outputs()
+        self.wall_started = time.time()
+        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self.hurry = []  # the exit code, once a second signal asked to stop at once
+        self._make_servers(urls)
+        self._do = {  # command type -> what carries it out, given (server, command)
+            **{kind: _io for kind in sv.IO_COMMANDS},
+            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
+            sv.Note: self._note, sv.Mode: self._mode,
+        }
+
+    def _open_outputs(self):
+        """--output-dir (the folder and its manifest) and --report, each with its writer."""
+        opts = self.opts
         self.folder = None
         self.manifest = None
         if opts.output_dir:
@@ -289,15 +324,16 @@ class Run:
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
-        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
-        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
-        self._make_servers(urls)
-        self._do = {  # command type -> what carries it out, given (server, command)
-            **{kind: _io for kind in sv.IO_COMMANDS},
-            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
-            sv.Note: self._note, sv.Mode: self._mode,
-        }
+        self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
+        self.report_problem = None
+        if opts.report:
+            from comfy_cli.htmlreport import Pace
+
+            self.pace = Pace()
+            self.report_worker = Worker("report", _Tagged(self.events, None))
+            self.report_idle = threading.Event()  # no rewrite in progress (set by the report worker)
+            self.report_idle.set()
+            self.report_took = 0.0
 
     def _make_servers(self, urls):
         """Every server of the run (client, listener, workers, supervisor) and the dispatcher
@@ -370,7 +406,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = _catch_signals(self.events)
+        restore = _catch_signals(self.events, self.hurry)
         cpus = _one_cpu()
         try:
             for server in self.servers:
@@ -379,6 +415,8 @@ class Run:
                 self.journal_worker.start()
             if self.manifest is not None:
                 self.manifest_worker.start()
+            if self.opts.report:
+                self.report_worker.start()
             self._earlier_records()
             try:
                 self._prepare()
@@ -387,6 +425,8 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
+                if self.hurry:
+                    self._stop_at_once()
                 problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
                                                    if s.sup.outcome().fatal), None)
                 if problem:
@@ -409,6 +449,9 @@ class Run:
             self.manifest_worker.stop()
             self.manifest_worker.join(10)
             self.manifest.close()
+        if self.opts.report:
+            self.report_worker.stop()
+            self.report_worker.join(30)  # (an older page must not replace the last one)
         for server in self.servers:
             server.stop()
         self.view.close()
@@ -427,12 +470,13 @@ class Run:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
+        if self.opts.report:
+            self._write_report(self.records, self._report_meta(self._exit_code(fatal)))
+            if self.report_problem:
+                self.view.note(self.report_problem)
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
-            files = sum(1 for one in every for saved in one.values() for path in saved.values()
-                        if path is not None or self.folder is None)
-            self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
+            self.err.write(self._summary_line() + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
@@ -451,6 +495,29 @@ class Run:
             raise fatal
         return code
 
+    def _summary_line(self):
+        every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
+        files = sum(1 for one in every for saved in one.values() for path in saved.values()
+                    if path is not None or self.folder is None)
+        return report.summary_line(self._finals(), files, time.monotonic() - self.started)
+
+    def _stop_at_once(self):
+        """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
+        (the loop has stopped between two draws, so none is half-drawn), one line says what may
+        still run, and the process ends now: no report or file is written."""
+        self.view.close()
+        left = [pid for server in self.servers for pid in server.sup.may_still_run()]
+        if left:
+            line = "comfy-cli: stopped at once: prompts may still run on the server: " + " ".join(left)
+        else:
+            line = self._summary_line()
+        try:
+            self.out.flush()
+            self.err.write(line + "\n")
+            self.err.flush()
+        finally:
+            os._exit(self.hurry[0])
+
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
         finals = list(self.disp.final.values())
@@ -462,7 +529,7 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
+        incomplete = self.junit_failed or self.report_problem or (self.manifest and self.manifest.problem)
         if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
@@ -495,7 +562,7 @@ class Run:
     # ---- the manifest's lines (written by its worker) -----------------------------------------
     def _record(self, prompt):
         """A prompt ended: its manifest line, kept for the report and handed to the writer."""
-        if self.manifest is None:
+        if self.manifest is None and not self.opts.report:
             return
         from comfy_cli.manifest import record
 
@@ -504,8 +571,10 @@ class Run:
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp))
-        self.records.append(doc)
-        if prompt.prompt_id not in self.manifest.earlier:  # (a killed run may have written it, not journaled it)
+        if self.opts.report:
+            self.records.append(htmlreport_fields(doc))
+        # (A killed run may have written a line it did not journal: not twice.)
+        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
 
     def _earlier_records(self):
@@ -518,8 +587,8 @@ class Run:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self._record(prompt)
-                else:
-                    self.records.append(doc)
+                elif self.opts.report:
+                    self.records.append(htmlreport_fields(doc))
 
     def _loop(self):
         import gc
@@ -528,8 +597,10 @@ class Run:
         # collector's full passes, which otherwise rescan it again and again in a long batch.
         gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
+        if self.opts.report:
+            tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
-        while not disp.done:
+        while not disp.done and not self.hurry:
             wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:
@@ -606,6 +677,53 @@ class Run:
         self.view.transport(text, c.polling)
         if self.stream:
             self.stream.transport(text, c.polling)
+
+    # ---- --report: rewritten during the run by a worker, at the pace of htmlreport.Pace --------
+    def _tick_and_report(self):
+        self.view.tick()
+        if not self.report_idle.is_set():
+            return  # the last rewrite is still being made
+        now = time.monotonic()
+        if self.pace.at is not None and now < self.pace.at:
+            return
+        open_ = [p for s in self.servers for p in s.sup.ours_open()]
+        running = sum(1 for p in open_ if p.status == tr.RUNNING)
+        if self.pace.due(now, (len(self.records), running, len(open_)), self.report_took):
+            self.report_idle.clear()
+            meta = self._report_meta(None, running=running, queued=len(open_) - running)
+            self.report_worker.put(self._write_report, list(self.records), meta)
+
+    def _report_meta(self, code, running=None, queued=None):
+        """What the page says besides the prompts' lines (made on the main thread)."""
+        def clock(t):
+            return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
+
+        files = None
+        if self.opts.output_dir:
+            rel = os.path.relpath(os.path.abspath(self.opts.output_dir),
+                                  os.path.dirname(os.path.abspath(self.opts.report)))
+            files = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        names = sorted({p.workflow.path for p in self.prompts})
+        title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
+                "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
+                "updated": clock(time.time()), "files": files, "refresh": 5, "running": running, "queued": queued}
+
+    def _write_report(self, records, meta):
+        """Render the page and put it in place atomically (on the report worker, and once at the end)."""
+        from comfy_cli.htmlreport import render
+        from comfy_cli.outputs import write_new
+
+        began = time.monotonic()
+        try:
+            text = render(records, meta).encode("utf-8")
+            write_new(self.opts.report, lambda fh: fh.write(text), overwrite=True)
+            self.report_problem = None
+        except OSError as exc:
+            self.report_problem = f"--report {self.opts.report}: cannot write: {exc.strerror or exc}"
+        finally:
+            self.report_took = time.monotonic() - began
+            self.report_idle.set()
 
     def _write_junit(self):
         from comfy_cli.outputs import write_new

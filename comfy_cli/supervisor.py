@@ -199,10 +199,6 @@ class Supervisor:
         self.conn.stop_rechecking()
         self.stop.never_reached(problem, now)
 
-    def ours_waiting(self):
-        """Our prompts here that have not started (the --per-server count)."""
-        return sum(1 for p in self.board.open_prompts if p.status in tr.BEFORE_RUN)
-
     def ours_open(self):
         """Our prompts here that have not ended (a copy)."""
         return list(self.board.open_prompts)
@@ -214,6 +210,11 @@ class Supervisor:
     def take_ran_twice(self):
         """Ids of moved prompts found to have run here anyway, since the last call."""
         return self.conn.take_ran_twice()
+
+    def may_still_run(self):
+        """Ids of ours the server may still run: open there, or cancelled with no answer yet."""
+        ids = [p.prompt_id for p in self.board.open_prompts if p.on_server]
+        return ids + [i for i in self.stop.unconfirmed() if i not in ids]
 
     def abandon(self, prompt, status, message, now):
         """The dispatcher takes a prompt away (this server stopped answering): end it here,
