@@ -378,8 +378,8 @@ class Run:
         if record is None:
             prompt = tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING)
         elif record.get("event") == "end":
-            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR)
-            prompt.error = record.get("error")
+            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR,
+                               error=record.get("error"))
             if isinstance(record.get("outputs"), dict):
                 prompt.outputs = record["outputs"]
                 self.earlier[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
