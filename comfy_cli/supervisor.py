@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
-from comfy_cli import backoff  # noqa: F401  (the tests read the policies through here)
+from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.aftercare import Aftercare
