@@ -172,3 +172,4 @@ def prompts(merged):
 
 def _unique(items):
     return list(dict.fromkeys(items))
+

@@ -13,6 +13,7 @@ decides anything; no handler does I/O. Workers run one job at a time each: the s
 downloader (/view), so a slow download never holds up a submission or a round.
 """
 
+import datetime
 import os
 import queue
 import signal
@@ -74,6 +75,9 @@ class Options:
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
+    # {"fingerprint", "size", "shard"}: the whole batch and the slice this run takes, in every
+    # manifest line (what `merge` puts shards back together by)
+    plan: Optional[dict] = None
 
 
 def _one_cpu():
@@ -412,8 +416,9 @@ class Run:
         saved = next((s.sup.saved_files()[prompt.prompt_id] for s in self.servers
                       if prompt.prompt_id in s.sup.saved_files()), self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
-                                       self.opts.include_temp))
+                                       self.opts.include_temp, self.opts.plan, ended))
         self.records.append(doc)
         if prompt.prompt_id not in self.manifest.earlier:  # (a killed run may have written it, not journaled it)
             self.manifest_worker.put(self.manifest.write, doc)
