@@ -56,7 +56,8 @@ def _root(
 
 
 URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
-                          help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://.")
+                          help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means http://HOST:8188, "
+                               "ComfyUI's port; a scheme without a port keeps the scheme's (https://HOST is 443).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks for errors.")
 TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True,
                             help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
@@ -72,8 +73,10 @@ SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
                                  "or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
-                           help=f"ComfyUI server address (default {DEFAULT_URL}); https:// means wss://. Repeat it "
-                                "(or separate with commas) to spread the batch over several servers.")
+                           help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
+                                "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
+                                "(https://HOST is 443). Repeat it (or separate with commas) to spread the batch over "
+                                "several servers.")
 
 
 @app.command(epilog=EXIT_CODES)
@@ -194,8 +197,9 @@ def run(
                            overwrite=overwrite, events=events, junit=junit, plan=plan,
                            uploads=tuple(uploads), token=token, headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=insecure)
-            code = Run(opts).execute()
-            if sim and not output_dir and not json_out and not events:
+            runner = Run(opts)
+            code = runner.execute()
+            if sim and runner.urls_printed:
                 sys.stderr.write("comfy-cli: note: the simulator stops with this command, so its /view URLs above "
                                  "no longer answer; add --output-dir DIR to keep the files\n")
         finally:
@@ -284,8 +288,6 @@ def status(
             except ServerError as exc:
                 docs.append({"server": client.base, "reachable": False, "error": str(exc)})
                 problems.append(exc)
-                if not json_out:
-                    _say(f"{client.base}: not reachable: {exc}")
                 continue
             finally:
                 client.close()
@@ -298,8 +300,12 @@ def status(
                 _say(f"queue: {info['running']} running, {info['pending']} pending")
         if json_out:
             _say(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
+        # Each problem once, on stderr (--json has it too); an error only if no server answers.
+        kind = "error" if len(problems) == len(docs) else "warning"
+        for exc in problems:
+            sys.stderr.write(f"comfy-cli: {kind}: {exc}\n")
         if len(problems) == len(docs):
-            raise problems[0]  # none answers: the error line, exit 4
+            raise typer.Exit(problems[0].exit_code)  # none answers: exit 4
 
 
 @app.command()
@@ -475,6 +481,11 @@ def wait(
         client.close()
         prompts = [tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
                              status=tr.SUBMITTED) for h in given]
+        from comfy_cli import handles
+
+        earlier = handles.cancelled()
+        for prompt in prompts:  # one `cancel` removed: gone from the server, yet not lost
+            prompt.cancelled_earlier = earlier.get(prompt.prompt_id)
         if not live:
             why = "prompt ids carry no client id" if None in client_ids else \
                 "the handles come from different submissions"
@@ -508,14 +519,22 @@ def cancel(
 ):
     """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
     with _guard(debug):
-        from comfy_cli import errors
+        from comfy_cli import errors, handles
 
         given = _targets(targets)
         _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
         mine = {h.prompt_id for h in given}
         deleted, interrupted = set(), set()
+        earlier = handles.cancelled()
         try:
-            client.cancel(mine, deleted, interrupted)
+            try:
+                client.cancel(mine, deleted, interrupted)
+            finally:
+                problem = handles.remember_cancelled(
+                    {**{pid: "removed from the queue" for pid in deleted},
+                     **{pid: "interrupted on the server" for pid in interrupted}})
+                if problem:
+                    sys.stderr.write(f"comfy-cli: warning: {problem}\n")
             code = errors.OK
             for h in given:
                 pid = h.prompt_id
@@ -525,7 +544,9 @@ def cancel(
                     said = "removed from the queue"
                 else:
                     entry = client.history(pid, retry=False)
-                    if entry is None:
+                    if entry is None and pid in earlier:
+                        said = f"already cancelled ({earlier[pid]} by an earlier cancel)"
+                    elif entry is None:
                         said = "not known to the server (never submitted there, deleted, or the server restarted)"
                         code = errors.UNREACHABLE
                     else:

@@ -20,6 +20,8 @@ from comfy_cli import errors
 from comfy_cli.errors import ServerError, Unreachable, UsageError
 
 
+COMFY_PORT = 8188  # ComfyUI's default port: `--url HOST` means http://HOST:8188
+CONNECT_HINT = "is ComfyUI running there? set --url or COMFY_URL"
 RETRY_STATUS = frozenset({502, 503, 504})  # a proxy or a restarting server: worth another try
 _JSON = {"Content-Type": "application/json"}
 
@@ -62,9 +64,19 @@ def split_url(url):
     A path prefix is kept (servers behind a reverse proxy)."""
     if not url or not isinstance(url, str):
         raise UsageError("--url: empty")
-    if "://" not in url:
+    bare = "://" not in url
+    if bare:
         url = "http://" + url
     parts = urlsplit(url)
+    if bare and parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0  # (reported below)
+        if port is None:  # HOST alone is ComfyUI's own default: http://HOST:8188
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=parts.netloc[:len(parts.netloc) - len(host)] + host + f":{COMFY_PORT}")
+            url = urlunsplit(parts)
     shown = _without_credentials(parts)
     if parts.scheme not in ("http", "https"):
         raise UsageError(f"--url {shown}: the scheme must be http or https")
@@ -370,14 +382,14 @@ class Client:
             else:
                 resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise TlsError(f"{self.base}: TLS error: {_tls_reason(exc)}; use --ca-bundle FILE for a private "
-                           "certificate authority") from None
+            raise TlsError(_tls_message(self.base, exc)) from None
         except requests.exceptions.ConnectTimeout:
-            raise Unreachable(f"cannot connect to {self.base} (timed out)", sent=False) from None
+            raise Unreachable(f"cannot connect to {self.base} (timed out): {CONNECT_HINT}", sent=False) from None
         except requests.exceptions.ConnectionError as exc:
             # Refused or unresolvable: the request never left. Reset mid-way: it may have.
             sent = not isinstance(_root(exc), (ConnectionRefusedError, socket.gaierror, NewConnectionError))
-            raise Unreachable(f"cannot connect to {self.base}", sent=sent) from None
+            hint = "" if sent else f": {CONNECT_HINT}"
+            raise Unreachable(f"cannot connect to {self.base}{hint}", sent=sent) from None
         except requests.exceptions.Timeout:
             raise Broken(f"{url}: no answer within {self.timeout:g} s") from None
         except requests.exceptions.RequestException as exc:
@@ -490,6 +502,22 @@ def _root(exc):
             return inner
         exc = inner
     return exc
+
+
+PLAIN_HTTP = ("wrong version number", "record layer failure", "packet length too long", "http request")
+UNTRUSTED = ("certificate verify failed", "self-signed certificate", "unable to get local issuer certificate")
+
+
+def _tls_message(base, exc):
+    """One line for a failed TLS handshake, with what to do about it."""
+    reason = _tls_reason(exc)
+    if any(sign in str(exc).lower() for sign in PLAIN_HTTP):
+        # The server answered the handshake with plain HTTP: ComfyUI itself serves no TLS.
+        plain = "http://" + base.split("://", 1)[1]
+        return f"{base}: TLS error: the server speaks plain HTTP, not https; use --url {plain}"
+    if any(sign in reason for sign in UNTRUSTED):
+        return f"{base}: TLS error: {reason}; use --ca-bundle FILE for a private certificate authority"
+    return f"{base}: TLS error: {reason}"
 
 
 def _tls_reason(exc):

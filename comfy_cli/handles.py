@@ -7,8 +7,9 @@ the prompt's live progress: ComfyUI sends step messages only to the socket of th
 that submitted the prompt. It never carries a secret: the URL is stored without any
 `user:password@`, and tokens and headers stay in `$COMFY_TOKEN`/`--token`/`--header`.
 
-A bare prompt id (as ComfyUI shows it) is accepted too; it has no client id, so it is followed
-by /queue and /history only.
+A bare prompt id (as ComfyUI shows it: a UUID) is accepted too; it has no client id, so it is
+followed by /queue and /history only. Anything else (a file name, a URL, a typo) is refused at
+once, before any server is asked.
 
 The record: `submit` appends its handles to `$XDG_STATE_HOME/comfy-cli/handles`
 (`~/.local/state/comfy-cli/handles`), so `queue` can mark the prompts submitted from this
@@ -31,6 +32,8 @@ PREFIX = "comfy-cli:v1:"
 KEEP = 1000  # handles kept in the local record
 MAX_HANDLE = 4096
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# What ComfyUI (and comfy-cli) make prompt ids of: a UUID, with or without its dashes.
+_UUID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$")
 
 
 class Handle(NamedTuple):
@@ -64,8 +67,9 @@ def parse(arg):
         return _decode(arg, shown)
     if arg.startswith("comfy-cli:"):
         raise UsageError(f"{shown!r}: not a handle this version of comfy-cli can read")
-    if not valid_id(arg):
-        raise UsageError(f"{shown!r}: neither a handle (comfy-cli:v1:...) nor a prompt id")
+    if not _UUID.match(arg):
+        raise UsageError(f"{shown!r}: neither a handle (comfy-cli:v1:..., as `submit` prints it) nor a prompt id "
+                         "(a UUID, as `queue` shows it)")
     return Handle(None, arg, None, arg)
 
 
@@ -104,9 +108,29 @@ def record_path():
 
 def remember(handles):
     """Add handles to the local record; return None, or a one-line problem (never raises)."""
-    if not handles or os.environ.get("COMFY_CLI_NO_RECORD"):
+    if not handles:
         return None
-    path = record_path()
+    return _append(record_path(), [h.text() for h in handles], _read_lines, "the handles")
+
+
+def remember_cancelled(done):
+    """Note the prompts `cancel` removed or interrupted ({prompt id: what was done}), so a later
+    `wait` or `cancel` that finds one gone says it was cancelled, not lost. Never raises."""
+    if not done:
+        return None
+    return _append(record_path() + "-cancelled", [f"{pid} {how}" for pid, how in done.items()], _read_words,
+                   "the cancelled prompts")
+
+
+def cancelled():
+    """{prompt id: what `cancel` did to it} from the local record."""
+    return dict(line.split(" ", 1) for line in _read_words(record_path() + "-cancelled"))
+
+
+def _append(path, new, read, what):
+    """Add lines to a record file, keeping the newest KEEP: atomically, under a lock."""
+    if os.environ.get("COMFY_CLI_NO_RECORD"):
+        return None
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with open(path + ".lock", "a") as lock:
@@ -116,7 +140,7 @@ def remember(handles):
                 fcntl.flock(lock, fcntl.LOCK_EX)
             except (ImportError, OSError):
                 pass  # no locking here: at worst a parallel submit's lines are lost
-            lines = _read_lines(path) + [h.text() for h in handles]
+            lines = read(path) + new
             tmp = f"{path}.{os.getpid()}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -132,7 +156,7 @@ def remember(handles):
                     pass
                 raise
     except OSError as exc:
-        return f"cannot record the handles in {path}: {exc.strerror or exc}"
+        return f"cannot record {what} in {path}: {exc.strerror or exc}"
     return None
 
 
@@ -145,6 +169,15 @@ def remembered():
         except UsageError:
             continue
     return out
+
+
+def _read_words(path):
+    """Lines of "PROMPT_ID TEXT" (others skipped)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return [line.strip() for line in fh if " " in line.strip() and _UUID.match(line.split(" ", 1)[0])]
+    except OSError:
+        return []
 
 
 def _read_lines(path):

@@ -51,8 +51,8 @@ def check_server(client):
 def withdraw(client, ids):
     """Delete or interrupt prompts moved away from this server; which of them ran here anyway."""
     done = cancel(client, ids)
-    if done.problem:
-        return ev.Withdrawn(time.monotonic(), (), (), (), done.problem)
+    if done.problem:  # (what it did delete counts: the retry is for the others)
+        return ev.Withdrawn(time.monotonic(), done.deleted, done.interrupted, (), done.problem)
     ran = []
     try:
         for pid in ids:
@@ -104,3 +104,8 @@ def cancel(client, ids):
     except ServerError as exc:
         problem = str(exc)
     return ev.CancelDone(time.monotonic(), tuple(sorted(deleted)), tuple(sorted(interrupted)), problem)
+
+
+def reconnect(listener):
+    """Drop the listener's socket (it went deaf); its loop opens a fresh one. Answers nothing."""
+    listener.reconnect()

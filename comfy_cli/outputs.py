@@ -82,8 +82,13 @@ class OutputDir:
     def __init__(self, path, overwrite=False):
         self.path = path
         self.overwrite = overwrite
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"--output-dir {path}: is a file, not a folder; name a folder (it is created if "
+                             "missing)")
         try:
             os.makedirs(path, exist_ok=True)
+        except NotADirectoryError:
+            raise UsageError(f"--output-dir {path}: a part of the path is a file, not a folder") from None
         except OSError as exc:
             raise UsageError(f"--output-dir {path}: cannot create: {exc.strerror or exc}") from None
         if not os.access(path, os.W_OK):

@@ -21,6 +21,8 @@ LOCAL_REFUSALS = ("invalid_workflow", "missing_node_types")
 
 
 def exit_code(prompt, cancel_code=errors.SIGINT):
+    if prompt.status == tr.CANCELLED and (prompt.error or {}).get("earlier"):
+        return errors.FAILED  # an earlier `cancel` stopped it: as if interrupted on the server, not this Ctrl-C
     if prompt.status in (tr.CANCELLED, tr.DETACHED):
         return cancel_code
     return EXIT.get(prompt.status, errors.UNREACHABLE)

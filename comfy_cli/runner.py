@@ -132,6 +132,42 @@ class Worker(threading.Thread):
                 self.results.put(result)
 
 
+def _catch_signals(events):
+    """SIGINT and SIGTERM become events for the supervisor (a second one exits at once);
+    returns what restores the handlers before. An inherited SIG_IGN is kept: a shell that
+    starts us in the background means it. Only the main thread may set handlers: a run
+    started from another thread (a library user's) leaves the signals to its program."""
+    saved = {}
+    signalled = []
+
+    def on(code):
+        def handler(signum, frame):
+            if signalled:
+                os._exit(code)  # asked twice: do not wait for the cancel
+            signalled.append(code)
+            events.put((None, ev.Signal(time.monotonic(), code)))
+
+        return handler
+
+    for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
+        if threading.current_thread() is not threading.main_thread():
+            break
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        saved[signum] = signal.signal(signum, on(code))
+
+    def restore():
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def _io(server, c):
+    """An I/O command: a job on one of the server's workers."""
+    server.carry_out[type(c)](c)
+
+
 class _Tagged:
     """What a server's listener and workers put on the run's one queue: (server index, item)."""
 
@@ -145,8 +181,9 @@ class _Tagged:
 class Server:
     """One ComfyUI server of the run: its HTTP client, websocket listener, workers, supervisor."""
 
-    def __init__(self, index, url, opts, client_id, events, policy, started, prompts):
+    def __init__(self, index, url, opts, client_id, events, policy, started, prompts, run):
         limits = policy.limits
+        self.run = run  # what the jobs need of the run: the journal, the output folder, ...
         self.index = index
         self.client = Client(url, token=opts.token, headers=opts.headers, ca_bundle=opts.ca_bundle,
                              insecure=opts.insecure)
@@ -158,6 +195,12 @@ class Server:
         self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
+        self.client_id = client_id
+        self.carry_out = {
+            sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
+            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
+            sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
+        }
 
     def start(self):
         if self.listener is not None:
@@ -171,6 +214,38 @@ class Server:
         for worker in self.workers.values():
             worker.stop()
         self.client.close()
+
+    # ---- I/O commands: each becomes a job on one of its workers ---------------------------
+    def _submit(self, c):
+        prompt = self.sup.prompt(c.prompt_id)
+        journal = self.run.journal
+        record = journal.submitted if journal is not None and prompt.item is not None else None
+        self.workers["submitter"].put(jobs.submit, self.client, prompt.workflow, self.client_id, c.prompt_id,
+                                      record and (lambda: record(prompt)))
+
+    def _read_queue(self, c):
+        self.workers["reader"].put(jobs.read_queue, self.client, c.gen)
+
+    def _read_history(self, c):
+        self.workers["reader"].put(jobs.read_history, self.client, c.gen, c.prompt_id)
+
+    def _download(self, c):
+        run = self.run
+        self.workers["downloader"].put(jobs.download, self.client, run.folder, c, run.over.is_set,
+                                       run.opts.output_dir, c.prompt_id in run.resumed)
+
+    def _cancel(self, c):
+        self.workers["reader"].put(jobs.cancel, self.client, c.prompt_ids)
+
+    def _withdraw(self, c):
+        self.workers["reader"].put(jobs.withdraw, self.client, c.prompt_ids)
+
+    def _check_server(self, c):
+        self.workers["reader"].put(jobs.check_server, self.client)
+
+    def _reconnect(self, c):
+        if self.listener is not None:  # (closing a socket can block: a worker does it)
+            self.workers["reader"].put(jobs.reconnect, self.listener)
 
 
 class Run:
@@ -221,7 +296,7 @@ class Run:
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
-        self.signalled = False
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -233,7 +308,8 @@ class Run:
         # dispatcher.
         follow = [p for p in self.prompts if p.status != tr.WAITING]
         self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
-                               [p for p in follow if p.item is None] if i == 0 else []) for i, url in enumerate(urls)]
+                               [p for p in follow if p.item is None] if i == 0 else [], self)
+                        for i, url in enumerate(urls)]
         self.client = self.servers[0].client
         for prompt in self.prompts:
             if prompt.status != tr.WAITING and prompt.server is None:
@@ -251,10 +327,8 @@ class Run:
                                                                  self.journal.outputs.get(prompt.prompt_id))
             else:
                 self.disp.prompts.append(prompt)
-        self._do = {
-            sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
-            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
-            sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
+        self._do = {  # command type -> what carries it out, given (server, command)
+            **{kind: _io for kind in sv.IO_COMMANDS},
             sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
             sv.Note: self._note, sv.Mode: self._mode,
         }
@@ -293,7 +367,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = self._catch_signals()
+        restore = _catch_signals(self.events)
         cpus = _one_cpu()
         try:
             for server in self.servers:
@@ -310,7 +384,8 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
-                problem = self.disp.fatal or next((s.sup.fatal for s in self.servers if s.sup.fatal), None)
+                problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
+                                                   if s.sup.outcome().fatal), None)
                 if problem:
                     fatal = ServerError(problem)
         finally:
@@ -334,17 +409,18 @@ class Run:
             self.view.close()
         prompts = self.disp.prompts
         for server in self.servers:
-            left = server.sup.not_withdrawn()
-            if left:  # it never answered again: say what may still be queued there
-                self.view.note(f"{server.name}: did not answer again; these prompts moved away from it may still be "
-                               f"in its queue: {' '.join(left)}")
+            left = server.sup.outcome().not_withdrawn
+            if left:  # it never answered again, or would not delete them: say what may still be queued there
+                why = "did not answer again" if server.sup.silent_since() else "could not delete them there"
+                self.view.note(f"{server.name}: {why}; these prompts moved away from it may still be in its queue: "
+                               f"{' '.join(left)}")
         if self.manifest is not None and self.manifest.problem:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.saved_files() for s in self.servers] + [self.earlier]
+            every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
             files = sum(1 for one in every for saved in one.values() for path in saved.values()
                         if path is not None or self.folder is None)
             self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
@@ -352,7 +428,7 @@ class Run:
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
             for server in self.servers:
-                saved.update(server.sup.saved_files())
+                saved.update(server.sup.outcome().saved)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -372,12 +448,13 @@ class Run:
         return finals + [p for p in self.prompts if p.item is None]
 
     def _exit_code(self, fatal):
-        cancel_code = next((s.sup.signal_code for s in self.servers if s.sup.signal_code), errors.SIGINT)
+        outcomes = [s.sup.outcome() for s in self.servers]
+        cancel_code = next((o.signal_code for o in outcomes if o.signal_code), errors.SIGINT)
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
         incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
-        if any(s.sup.files_missing for s in self.servers) or incomplete or fatal is not None:
+        if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
@@ -413,8 +490,8 @@ class Run:
             return
         from comfy_cli.manifest import record
 
-        saved = next((s.sup.saved_files()[prompt.prompt_id] for s in self.servers
-                      if prompt.prompt_id in s.sup.saved_files()), self.earlier.get(prompt.prompt_id, {}))
+        saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
+                     self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
@@ -476,68 +553,6 @@ class Run:
                 return server.client.view_url(item)
         return self.client.view_url(item)
 
-    # ---- signals ------------------------------------------------------------------------
-    def _catch_signals(self):
-        """SIGINT and SIGTERM become events for the supervisor (a second one exits at once).
-        An inherited SIG_IGN is kept: a shell that starts us in the background means it. Only
-        the main thread may set handlers: a run started from another thread (a library user's)
-        leaves the signals to its program."""
-        saved = {}
-        for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
-            if threading.current_thread() is not threading.main_thread():
-                break
-            if signal.getsignal(signum) is signal.SIG_IGN:
-                continue
-            saved[signum] = signal.signal(signum, self._on_signal(code))
-
-        def restore():
-            for signum, handler in saved.items():
-                signal.signal(signum, handler)
-
-        return restore
-
-    def _on_signal(self, code):
-        def handler(signum, frame):
-            if self.signalled:
-                import os
-
-                os._exit(code)  # asked twice: do not wait for the cancel
-            self.signalled = True
-            self.events.put((None, ev.Signal(time.monotonic(), code)))
-
-        return handler
-
-    # ---- I/O commands: each becomes a job on one of the server's workers -------------------
-    def _submit(self, server, c):
-        prompt = server.sup.board.prompts[c.prompt_id]
-        record = self.journal.submitted if self.journal is not None and prompt.item is not None else None
-        server.workers["submitter"].put(jobs.submit, server.client, prompt.workflow, self.client_id, c.prompt_id,
-                                        record and (lambda: record(prompt)))
-
-    def _read_queue(self, server, c):
-        server.workers["reader"].put(jobs.read_queue, server.client, c.gen)
-
-    def _read_history(self, server, c):
-        server.workers["reader"].put(jobs.read_history, server.client, c.gen, c.prompt_id)
-
-    def _download(self, server, c):
-        resumed = c.prompt_id in self.resumed
-        server.workers["downloader"].put(jobs.download, server.client, self.folder, c, self.over.is_set,
-                                         self.opts.output_dir, resumed)
-
-    def _cancel(self, server, c):
-        server.workers["reader"].put(jobs.cancel, server.client, c.prompt_ids)
-
-    def _withdraw(self, server, c):
-        server.workers["reader"].put(jobs.withdraw, server.client, c.prompt_ids)
-
-    def _check_server(self, server, c):
-        server.workers["reader"].put(jobs.check_server, server.client)
-
-    def _reconnect(self, server, c):
-        if server.listener is not None:
-            server.listener.reconnect()
-
     # ---- view commands --------------------------------------------------------------------
     def _added(self, server, c):
         self.view.added(c.prompt)
@@ -561,6 +576,7 @@ class Run:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.folder):
             self.view.result(c.path or server.client.view_url(c.item))
+            self.urls_printed += c.path is None
 
     def _report(self, server, c):
         prompt = c.prompt

@@ -125,6 +125,7 @@ class Prompt:
         self.server_done = False  # `executing {node: null}` came before any terminal event
         self.history_done = False  # its /history entry was replayed after the end
         self.settled = False  # ended, outputs complete, end reported: nothing more to do
+        self.cancelled_earlier = None  # what an earlier `comfy-cli cancel` did to it, if it did (`wait`)
         self.attempt = 1  # which try this is (--retry)
         self.item = None  # its place in the batch (the dispatcher's); attempts of one item share it
         self.server = None  # the server it was sent to
@@ -191,6 +192,12 @@ class Prompt:
         """End for a reason the server never told us: lost, cancelled, timeout, error."""
         if not self.ended:
             self._end(status, at, {"type": status, "message": message})
+
+    def explain(self, more):
+        """Add to why it ended what became of it on the server after we gave up on it
+        (removed, interrupted, left running)."""
+        if self.error is not None:
+            self.error["message"] += more
 
     def gap(self):
         """The socket was down while this prompt was open: events may have been missed."""
@@ -362,6 +369,10 @@ class Prompt:
         return False
 
     def _vanished(self, e):
+        if self.cancelled_earlier:  # `comfy-cli cancel` removed it: gone, as it should be
+            self._end(CANCELLED, e.at, {"type": CANCELLED, "earlier": True,
+                                        "message": f"cancelled earlier with comfy-cli cancel ({self.cancelled_earlier})"})
+            return True
         self._end(LOST, e.at, {"type": LOST, "message": "lost: the prompt is in neither the server's queue nor "
                                                         "its history (deleted, or the server restarted)"})
         return True

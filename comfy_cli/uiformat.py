@@ -201,7 +201,7 @@ class _Converter:
         self.where = api_id
         kind = node["type"]
         info = self.info[kind]
-        inputs = self._widget_values(node, info, api_id)
+        inputs = {k: uiwidgets.sent(v) for k, v in self._widget_values(node, info, api_id).items()}
         required = info["input"].get("required") or {} if isinstance(info.get("input"), dict) else {}
         for slot, entry in enumerate(node.get("inputs") or []):
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -221,7 +221,7 @@ class _Converter:
                 if source is None or entry.get("widget") is None:
                     inputs.pop(name, None)  # a link that leads nowhere: left out, like the frontend
                 continue
-            inputs[name] = source[1] if source[0] == "value" else [source[1], source[2]]
+            inputs[name] = uiwidgets.sent(source[1]) if source[0] == "value" else [source[1], source[2]]
         return {"inputs": inputs, "class_type": kind, "_meta": uilabels.meta(node, info)}
 
     def _widget_values(self, node, info, api_id):

@@ -32,8 +32,10 @@ def definitions(doc, fail):
 def _hoist(subgraphs, flat, fail, depth):
     if subgraphs is None:
         return
-    if not isinstance(subgraphs, list) or depth > 32:
+    if not isinstance(subgraphs, list):
         fail("'definitions.subgraphs' is not a list")
+    if depth > 32:
+        fail("subgraph definitions nested more than 32 deep")
     for sg in subgraphs:
         if not isinstance(sg, dict) or not isinstance(sg.get("id"), str):
             fail("a subgraph definition without an id")

@@ -9,7 +9,9 @@ choice). Values go by position whatever their type, as the page does: a file sav
 version of a node gets its values shifted (the server's validation or `--dry-run` says so), and
 values beyond the last widget are dropped (the page keeps the first ones too).
 
-Some widgets exist only in the page but are sent all the same: `PAGE_WIDGETS`.
+Some widgets exist only in the page but are sent all the same: `PAGE_WIDGETS`, and the refresh
+button of a combo whose choices the page asks the server for (`"refresh": "refresh"`). A value
+that is a list is sent wrapped, `{"__value__": [...]}`, so that it cannot pass for a link.
 """
 
 from dataclasses import dataclass
@@ -54,6 +56,11 @@ def widget_inputs(info, kind=None):
     return out
 
 
+def sent(value):
+    """A widget value as the page sends it."""
+    return {"__value__": value} if isinstance(value, list) else value
+
+
 def by_name(values, info, kind):
     """Values saved as an object (some nodes do): each widget input by its name, else its default."""
     out = {}
@@ -62,7 +69,7 @@ def by_name(values, info, kind):
             out[name] = values[name]
         elif _has_default(typ, opts):
             out[name] = _default(typ, opts)
-    return Values(out)
+    return Values(_with_buttons(out, info, kind))
 
 
 def by_position(values, info, kind):
@@ -78,12 +85,24 @@ def by_position(values, info, kind):
         pos += 1
         if opts.get("control_after_generate") and pos < len(values) and _is_control(values[pos]):
             pos += 1
+        remote = opts.get("remote") if isinstance(opts.get("remote"), dict) else {}
+        if remote and pos < len(values) and isinstance(values[pos], bool):
+            pos += 1  # its auto-refresh switch
+        if remote.get("refresh_button") and pos < len(values) and values[pos] == "refresh":
+            pos += 1
         if any(opts.get(flag) for flag in UPLOAD_FLAGS):
             while pos < len(values) and _is_upload_extra(values[pos], opts):
                 pos += 1
     # With no widget inputs nothing can be misassigned: the values are the page's own.
     beyond = len(values) - pos if widgets else 0
-    return Values(out, dropped=beyond if beyond > EXTRA_WIDGETS else 0, slots=pos)
+    return Values(_with_buttons(out, info, kind), dropped=beyond if beyond > EXTRA_WIDGETS else 0, slots=pos)
+
+
+def _with_buttons(out, info, kind):
+    remote = [opts.get("remote") for _n, (_t, opts) in widget_inputs(info, kind)]
+    if "refresh" not in out and any(isinstance(r, dict) and r.get("refresh_button") for r in remote):
+        out["refresh"] = "refresh"  # the button is a widget like any other to the page
+    return out
 
 
 def _choices(typ, opts):

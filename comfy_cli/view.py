@@ -138,8 +138,8 @@ class LinesView(QuietView):
         name = prompt.workflow.name
         if prompt.ended:
             self._running.pop(prompt.prompt_id, None)
-            # A rejection is said once, with its reasons, when the prompt is reported.
-            if status not in tr.ENDED and prompt.status != tr.REJECTED:
+            # Every end but success is said once, with its reasons, when the prompt is reported.
+            if status not in tr.ENDED and prompt.status == tr.SUCCESS:
                 self.note(f"{name}: {END_WORDS[prompt.status]}{_end_detail(prompt)}")
             self._seen[prompt.prompt_id] = (prompt.status, None, -1)
             return

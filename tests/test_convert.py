@@ -19,10 +19,9 @@ GIVEN = [line for line in (DATA / "GIVEN.txt").read_text().splitlines() if line.
 
 # Where the 1.27.10 page differs from the current one (1.58.1), the current one is followed:
 # 1.27 sent no node pack (cnr_id, ver), titled a node whose type has no display_name with the
-# type (1.58 shows its own English name), and sent page-only widgets that /object_info does not
-# declare: PreviewAny's preview (1.58 does not) and LoadImageOutput's refresh button (no 1.58
-# sample has one; left out, and the server ignores undeclared inputs anyway).
-OLD_PAGE_ONLY = {("PreviewAny", "preview"), ("LoadImageOutput", "refresh")}
+# type (1.58 shows its own English name), and sent PreviewAny's page-only preview value (1.58
+# does not).
+OLD_PAGE_ONLY = {("PreviewAny", "preview")}
 
 
 @pytest.mark.parametrize("name", GIVEN)
@@ -472,6 +471,7 @@ def test_a_reroute_loop_is_refused():
     (lambda doc: doc["nodes"].append({"type": "Load"}), "a node without an id or a type"),
     (lambda doc: doc["links"].append([1, 2]), "a link that is not [id, from, slot, to, slot, type]"),
     (lambda doc: doc.update(definitions=[]), "'definitions' is not an object"),
+    (lambda doc: doc.update(definitions={"subgraphs": {"a": 1}}), "'definitions.subgraphs' is not a list"),
     (lambda doc: doc["nodes"][1].update(widgets_values="x"), "'widgets_values' is neither a list nor an object"),
     (lambda doc: [n.update(mode=2) for n in doc["nodes"]], "no nodes to run"),
 ])
@@ -496,9 +496,10 @@ def test_mutated_reference_files_give_one_line_or_a_graph():
     import random
 
     rng = random.Random(7)
-    docs = [json.loads(p.read_text()) for p in sorted((DATA / "workflows").glob("*.json"))]
+    docs = [json.loads(p.read_text()) for folder in (DATA, DATA.parent / "ui-2026")
+            for p in sorted((folder / "workflows").glob("*.json"))]
     junk = [None, 0, -1, 1.5, "", "x", [], {}, [1], {"a": 1}, True, -10, -20, [None] * 6]
-    for _ in range(400):
+    for _ in range(800):
         doc = copy.deepcopy(rng.choice(docs))
         places = list(_containers(doc))
         for _ in range(rng.randint(1, 3)):

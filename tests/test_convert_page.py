@@ -171,6 +171,17 @@ def test_the_3d_viewer_widget_is_sent():
     assert got["2"]["inputs"] == {"filename_prefix": "mesh/out", "image": ""}
 
 
+def test_a_server_listed_combo_sends_its_refresh_button_and_a_list_is_wrapped():
+    remote = {"route": "/internal/files/output", "refresh_button": True}
+    info = dict(INFO, Pick=_type({"file": [["a.png", "b.png"], {"remote": remote}], "tags": ["STRING", {}]}))
+    d = Doc()
+    d.node(1, "Pick", ["b.png", False, "refresh", ["x", 0]])  # the switch and the button take a slot each
+    d.node(2, "Pick", {"file": "a.png", "tags": [1, 2]})
+    got = convert(d.doc(), info)
+    assert got["1"]["inputs"] == {"file": "b.png", "tags": {"__value__": ["x", 0]}, "refresh": "refresh"}
+    assert got["2"]["inputs"] == {"file": "a.png", "tags": {"__value__": [1, 2]}, "refresh": "refresh"}
+
+
 # -- a required input emptied by a bypass ---------------------------------------------------------
 
 def _gap_doc():

@@ -210,7 +210,8 @@ def test_unreachable_server(tmp_path):
         port = s.getsockname()[1]
     proc = cli("run", workflow(tmp_path, "steps"), "--url", f"http://127.0.0.1:{port}")
     assert proc.returncode == 4
-    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: cannot connect to http://127.0.0.1:{port}"]
+    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: cannot connect to http://127.0.0.1:{port}: is "
+                                                "ComfyUI running there? set --url or COMFY_URL"]
     status = cli("status", "--url", f"http://127.0.0.1:{port}")
     assert status.returncode == 4 and "cannot connect" in status.stderr
 

@@ -5,7 +5,10 @@ import json
 import threading
 import time
 
-from comfy_cli.sim import SimServer
+import pytest
+from aiohttp import web
+
+from comfy_cli.sim import Faults, SimServer
 from netproxy import Proxy
 from test_faults_e2e import FAST, close, run_json
 from test_run_e2e import cli, start, workflow
@@ -250,7 +253,8 @@ def test_status_reports_every_server_and_fails_only_if_none_answers(sim):
     assert [(d["server"], d["reachable"]) for d in doc["servers"]] == [(sim.url, True), (dead, False)]
     assert doc["servers"][0]["queue"] == {"running": 0, "pending": 0}
     none = cli("status", "--url", dead)
-    assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}")
+    assert none.returncode == 4 and none.stderr.strip().endswith(f"cannot connect to {dead}: is ComfyUI running "
+                                                                 "there? set --url or COMFY_URL")
 
 
 def test_retry_gets_a_prompt_through_a_node_that_fails_the_first_time(sim, tmp_path):
@@ -273,3 +277,57 @@ def test_a_retry_goes_to_another_server_when_there_is_one(tmp_path):
         # on either.
         assert [s for _, _, s in attempts] == ["failed", "failed", "success"]
         assert attempts[0][1] != attempts[1][1]
+
+
+class FailingDeletes(Faults):
+    """POST /queue (deleting from the queue) answers 500, the first `times` times."""
+
+    def __init__(self, times):
+        self.times = times
+        self.failed = 0
+
+    def on_http(self, request):
+        if request.method == "POST" and request.path == "/queue" and self.failed < self.times:
+            self.failed += 1
+            return web.Response(status=500, text="oops")
+        return None
+
+
+@pytest.mark.parametrize("times", [1, 10 ** 6])
+def test_a_failed_withdrawal_is_tried_again_and_what_it_never_removed_is_listed(tmp_path, times):
+    faults = FailingDeletes(times)
+    # b is slow: the moved prompts still wait there at every try, until the run ends.
+    with SimServer() as a, SimServer(faults=faults, slow=5) as b:
+        proxy = Proxy(b.port).up()
+        path = workflow(tmp_path, "steps", **{"1__steps": 60, "1__seconds_per_step": 0.03})
+        # Two on each; the one moved from b goes to a (it has room), so b has no new work.
+        proc = start("run", path, "--count", "4", "--url", a.url, "--url", proxy.url, "--events",
+                     "--failover-after", "1", "--per-server", "3", *FAST)
+        events = Events(proc)
+        try:
+            assert events.until_seen_running(b, 20)
+            proxy.down()
+            assert events.wait(lambda lines: any(
+                e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
+                for e in lines), 30)
+            waiting_on_b = [item[1] for item in b.engine.pending_items()]
+            proxy.up()
+            lines, err = events.finish(90)
+        finally:
+            proc.kill()
+            close(proxy)
+        assert lines[-1]["event"] == "summary" and waiting_on_b
+        assert "could not delete the prompts moved away from it" in err and "trying again" in err
+        if times == 1:  # the second try removed them: none ran to its end on b
+            assert faults.failed == 1 and "removed" in err
+            ran = [pid for pid in waiting_on_b if pid in b.history_ids()
+                   and b.engine.history[pid]["status"]["status_str"] == "success"]
+            assert not ran, err
+            assert "may still be in its queue" not in err
+        else:  # tried until the run ended; the end says which may still be there
+            assert faults.failed >= 2, err
+            line = next((x for x in err.splitlines() if "may still be in its queue" in x), None)
+            assert line, err
+            assert "could not delete them there" in line
+            assert set(waiting_on_b) <= set(line.split(":")[-1].split())
+            assert not set(waiting_on_b) & set(b.history_ids())  # (still waiting there: b is slow)

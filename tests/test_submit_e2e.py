@@ -160,7 +160,7 @@ def test_cancel_a_running_prompt_leaves_another_clients_prompt_to_run(sim, tmp_p
 
 
 def test_cancel_an_unknown_prompt(sim):
-    proc = cli("cancel", "not-a-known-prompt", "--url", sim.url)
+    proc = cli("cancel", "0b8f9a52-1c1e-4f57-9f0a-3a7e2a1d2c11", "--url", sim.url)
     assert proc.returncode == 4 and "not known to the server" in proc.stdout
 
 
@@ -205,6 +205,7 @@ def test_wait_cancel_and_ctrl_c_cancels(sim, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["comfy-cli:v1:!!!", "comfy-cli:v1:e30", "comfy-cli:v9:abc", "has space", "../x",
+                                 "steps.json", "not-a-known-prompt", "12345",
                                  "comfy-cli:v1:" + base64.urlsafe_b64encode(json.dumps(
                                      {"url": "http://u:pw@h:1", "prompt_id": "a", "client_id": "b"}).encode())
                                  .decode()])

@@ -111,7 +111,7 @@ def test_an_unreachable_server_at_the_start_ends_every_prompt_unsent():
     h.feed(ev.ServerChecked(h.now, "cannot connect to http://x"))
     assert not h.of(sv.Submit)
     assert all(p.status == tr.ERROR and "not submitted" in p.error["message"] for p in h.sup.board.prompts.values())
-    assert h.sup.done and h.sup.fatal == "cannot connect to http://x"
+    assert h.sup.done and h.sup.outcome().fatal == "cannot connect to http://x"
 
 
 def test_a_refused_post_is_sent_again_with_backoff_until_the_budget_is_spent():
@@ -161,7 +161,7 @@ def test_a_lost_answer_is_resent_only_after_the_settle_time():
     t0 = h.now
     while h.now - t0 < sv.SETTLE + 2 and len(h.of(sv.Submit)) == 1:
         h.advance(0.05)
-        if h.sup.round is not None and not h.sup.round.history:
+        if h.sup.rounds.round is not None and not h.sup.rounds.round.history:
             h.answer_round()
     assert len(h.of(sv.Submit)) == 2
     assert h.now - t0 >= sv.SETTLE
@@ -210,7 +210,7 @@ def test_a_submitting_prompt_is_never_lost_in_a_catch_up_round():
         h.feed(ev.Disconnected(h.now, "drop"))
         h.advance(0.3)
         h.feed(ev.Connected(h.now, True))
-        if h.sup.round is not None:
+        if h.sup.rounds.round is not None:
             h.answer_round()
     assert h.prompt().status != tr.LOST
 
@@ -403,7 +403,7 @@ def test_a_failed_download_is_a_warning_and_marks_files_missing():
     h.succeed()
     d = h.of(sv.Download)[-1]
     h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 500"))
-    assert h.sup.files_missing and h.prompt().warnings[-1]["type"] == "download"
+    assert h.sup.outcome().files_missing and h.prompt().warnings[-1]["type"] == "download"
 
 
 def test_a_download_the_server_failed_is_tried_again_on_the_backoff_then_given_up():
@@ -422,7 +422,7 @@ def test_a_download_the_server_failed_is_tried_again_on_the_backoff_then_given_u
         assert len(h.of(sv.Download)) == attempt + 1 and h.of(sv.Download)[-1] == d
     h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 502", retry=True))
     assert len(h.of(sv.Download)) == 3  # DOWNLOAD allows two retries, no more
-    assert h.of(sv.Report) and h.sup.files_missing
+    assert h.of(sv.Report) and h.sup.outcome().files_missing
     assert [n.text for n in h.of(sv.Note)][-1] == "w0: download failed: HTTP 502"
 
 
@@ -434,7 +434,7 @@ def test_a_retried_download_that_works_is_saved():
     h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: reset", retry=True))
     h.advance(sv.backoff.DOWNLOAD.delay(1))
     h.feed(ev.Downloaded(h.now, "p0", d.key, "out/a.png", None))
-    assert h.of(sv.Output)[-1].path == "out/a.png" and not h.sup.files_missing and h.sup.done
+    assert h.of(sv.Output)[-1].path == "out/a.png" and not h.sup.outcome().files_missing and h.sup.done
     assert not h.of(sv.Note)
 
 
@@ -445,14 +445,14 @@ def test_a_download_is_not_retried_past_the_deadline_nor_once_the_run_stops():
     d = h.of(sv.Download)[-1]
     h.advance(10)  # a retry would start after the deadline
     h.feed(ev.Downloaded(h.now, "p0", d.key, None, "download failed: HTTP 500", retry=True))
-    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.files_missing
+    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.outcome().files_missing
 
     h = Harness(download=True)
     h.accept()
     h.succeed()
     h.feed(ev.Downloaded(h.now, "p0", h.of(sv.Download)[-1].key, None, "download failed: HTTP 500", retry=True))
     h.feed(ev.Signal(h.now, 143))  # while a retry waits: it is dropped at once
-    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.files_missing
+    assert len(h.of(sv.Download)) == 1 and h.of(sv.Report) and h.sup.outcome().files_missing
     h.advance(5)
     assert len(h.of(sv.Download)) == 1
 
@@ -472,7 +472,7 @@ def test_a_worker_crash_ends_the_run_whatever_answer_it_swallowed():
     h.accept()
     h.succeed()
     h.feed(ev.WorkerCrashed(h.now, "OverflowError: boom"))
-    assert h.sup.done and h.sup.fatal and h.sup.files_missing and h.of(sv.Report)
+    assert h.sup.done and h.sup.outcome().fatal and h.sup.outcome().files_missing and h.of(sv.Report)
     # A POST whose job crashed never answers: the prompt ends in error, ours on the server are cancelled.
     h = Harness()
     h.feed(ev.WorkerCrashed(h.now, "RuntimeError: boom"))
@@ -585,7 +585,7 @@ def test_a_given_prompt_on_an_unreachable_server_is_not_called_unsent():
     assert h.of(sv.CheckServer)
     h.feed(ev.ServerChecked(h.now, "cannot connect to http://x"))
     assert h.prompt().status == tr.ERROR and h.prompt().error["message"] == "cannot connect to http://x"
-    assert h.sup.done and h.sup.fatal == "cannot connect to http://x"
+    assert h.sup.done and h.sup.outcome().fatal == "cannot connect to http://x"
 
 
 def test_ctrl_c_while_submitting_keeps_what_was_sent_and_sends_no_more():

@@ -180,4 +180,5 @@ def test_unreachable_server_lists_every_prompt_unsent_in_json(tmp_path):
     doc = json.loads(proc.stdout)
     assert [p["status"] for p in doc["prompts"]] == ["error", "error"]
     assert all(p["error"]["message"].startswith("not submitted: cannot connect") for p in doc["prompts"])
-    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: cannot connect to http://127.0.0.1:{port}"]
+    assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: cannot connect to http://127.0.0.1:{port}: is "
+                                                "ComfyUI running there? set --url or COMFY_URL"]

@@ -163,7 +163,7 @@ def test_random_interleavings(data, n):
         now += 0.25
         feed(None)
     assert sup.done, [p.status for p in prompts]
-    assert not sup.downloads and not sup.refetch
+    assert not sup.after.downloads and not sup.after.refetch
     assert not fetching or signalled  # (after Ctrl-C the run ends without waiting for files)
     for p in prompts:
         assert p.status != tr.LOST

@@ -1,0 +1,184 @@
+"""The dispatcher's rules, with a fake clock: several supervisors, no sockets, no threads."""
+
+from comfy_cli import backoff
+from comfy_cli import events as ev
+from comfy_cli import supervisor as sv
+from comfy_cli import tracker as tr
+from comfy_cli.dispatch import Dispatcher, Plan
+from comfy_cli.limits import Limits
+from comfy_cli.workflow import Workflow
+
+GRAPH = {"1": {"class_type": "TestSteps", "inputs": {}}, "2": {"class_type": "SaveImage", "inputs": {}}}
+
+
+class Disp:
+    """A dispatcher over `servers` supervisors and a fake clock; remembers every command."""
+
+    def __init__(self, n=4, servers=2, per_server=None, retry=backoff.retries(0), status=None, node_types=None,
+                 connect=True, socket=True, **limits):
+        self.now = 100.0
+        self.limits = Limits(**limits)
+        policy = sv.Policy(limits=self.limits, alone=servers == 1)
+        self.sups = [sv.Supervisor([], policy, self.now, wall=0.0, socket_open=socket, name=f"s{i}")
+                     for i in range(servers)]
+        for i, queued in (status or {}).items():  # the server's own queue, as its `status` said
+            self.sups[i].feed(ev.Status(self.now, queued, None), self.now)
+        batch = [tr.Prompt(f"p{i}", Workflow(f"w{i}.json", f"w{i}", dict(GRAPH)), None, status=tr.WAITING)
+                 for i in range(n)]
+        self.disp = Dispatcher(batch, self.sups, Plan(per_server=per_server, retry=retry, limits=self.limits),
+                               self.now, names=[f"s{i}" for i in range(servers)], node_types=node_types)
+        self.log = []  # (server index, command)
+        self._take(self.disp.start(self.now))
+        if connect:
+            for i in range(servers):
+                self.feed(i, ev.Connected(self.now, False))
+
+    def _take(self, groups):
+        for i, commands in groups:
+            self.log.extend((i, c) for c in commands)
+
+    def feed(self, i, item=None):
+        self._take(self.disp.feed(i, item, self.now))
+
+    def advance(self, seconds):
+        self.now += seconds
+        self.feed(None)
+
+    def sent(self, kind=sv.Submit):
+        """(server, prompt id) of every command of `kind` with a prompt id, in order."""
+        return [(i, c.prompt_id) for i, c in self.log if type(c) is kind]
+
+    def item(self, n):
+        """The latest attempt of batch item `n`."""
+        return self.disp.final[n]
+
+    def run_and_fail(self, i, pid):
+        self.feed(i, ev.Accepted(self.now, pid, 1, None))
+        self.feed(i, [ev.Started(self.now, pid, 1),
+                      ev.Failed(self.now, pid, "1", "TestSteps", "boom", "ValueError", (), 2)])
+
+
+def test_a_prompt_goes_to_the_server_with_the_least_outstanding_work():
+    d = Disp(n=3, status={0: 5})
+    assert d.sent() == [(1, "p0"), (1, "p1"), (1, "p2")]  # 1, 2 then 3 of ours: still less than 5
+    assert {d.item(n).server for n in range(3)} == {"s1"}
+
+
+def test_equal_servers_take_turns():
+    d = Disp(n=4)
+    assert [d.item(n).server for n in range(4)] == ["s0", "s1", "s0", "s1"]
+    assert sorted(d.sent()) == [(0, "p0"), (0, "p2"), (1, "p1"), (1, "p3")]
+
+
+def test_per_server_keeps_the_rest_of_the_batch_until_one_of_ours_starts():
+    d = Disp(n=5, per_server=2)
+    assert sorted(d.sent()) == [(0, "p0"), (0, "p2"), (1, "p1"), (1, "p3")]
+    assert d.item(4).status == tr.WAITING and d.item(4).server is None
+    d.feed(0, ev.Accepted(d.now, "p0", 1, None))
+    assert len(d.sent()) == 4  # accepted, not started: still waiting on s0
+    d.feed(0, ev.Started(d.now, "p0", 1))
+    assert d.sent()[-1] == (0, "p4")
+
+
+def test_a_server_without_the_node_types_is_never_given_the_prompt():
+    d = Disp(n=2, node_types=[{"TestSteps"}, {"TestSteps", "SaveImage"}])
+    assert d.sent() == [(1, "p0"), (1, "p1")]
+
+
+def test_a_prompt_no_server_can_run_is_rejected_at_once():
+    d = Disp(n=1, node_types=[{"TestSteps"}, {"SaveImage"}])
+    assert not d.sent()
+    prompt = d.item(0)
+    assert prompt.status == tr.REJECTED and "no server has the node types" in prompt.error["message"]
+    assert d.disp.done
+
+
+def test_failover_moves_a_prompt_that_had_not_started_and_withdraws_it_when_the_server_is_back():
+    d = Disp(n=2, failover_after=20.0)
+    assert d.sent() == [(0, "p0"), (1, "p1")]
+    d.feed(0, ev.Accepted(d.now, "p0", 1, None))
+    d.feed(1, ev.SubmitFailed(d.now, "p1", ev.SENT, "connection reset", None))  # s1 may have it
+    d.feed(1, ev.Disconnected(d.now, "connection reset"))
+    d.feed(1, ev.ReadFailed(d.now, 1, None, "connection refused"))  # s1 stopped answering
+    assert d.disp.next_wakeup() <= d.now + 20.0
+    d.advance(19.9)
+    assert d.item(1).prompt_id == "p1"
+    d.advance(0.2)
+    moved = d.disp.prompts[1]
+    again = d.item(1)
+    assert moved.status == tr.ERROR and moved.error["message"].startswith("moved: s1 has not answered")
+    assert again.prompt_id != "p1" and again.attempt == 1 and again.server == "s0"  # a move is not a retry
+    assert d.sent()[-1] == (0, again.prompt_id)
+    # s1 answers again: before anything else, p1 is deleted there.
+    d.feed(1, ev.ReadFailed(d.now, None, "p9", "x"))  # (no round of this gen: ignored)
+    d.feed(1, ev.Connected(d.now, True))
+    d.feed(1, ev.QueueRead(d.now, _gen(d, 1), (), ("p1",)))
+    assert [(i, c.prompt_ids) for i, c in d.log if type(c) is sv.Withdraw] == [(1, ("p1",))]
+
+
+def _gen(d, i):
+    return [c.gen for j, c in d.log if j == i and type(c) is sv.ReadQueue][-1]
+
+
+def test_failover_ends_a_running_prompt_lost_and_retries_it_only_with_retry():
+    for retry, attempts in ((0, 1), (1, 2)):
+        d = Disp(n=1, retry=backoff.retries(retry), failover_after=5.0)
+        d.feed(0, ev.Accepted(d.now, "p0", 1, None))
+        d.feed(0, ev.Started(d.now, "p0", 1))
+        d.feed(0, ev.Disconnected(d.now, "reset"))
+        d.feed(0, ev.ReadFailed(d.now, _gen(d, 0), None, "refused"))
+        d.advance(5.0)
+        assert d.disp.prompts[0].status == tr.LOST
+        assert len(d.disp.prompts) == attempts
+        if attempts == 2:
+            assert d.item(0).attempt == 2 and d.sent()[-1] == (1, d.item(0).prompt_id)
+
+
+def test_retry_makes_a_new_attempt_on_another_server_up_to_n_times():
+    d = Disp(n=1, retry=backoff.retries(1))
+    d.run_and_fail(0, "p0")
+    second = d.item(0)
+    assert second.prompt_id != "p0" and second.attempt == 2 and second.server == "s1"
+    d.run_and_fail(1, second.prompt_id)
+    assert d.item(0) is second and second.status == tr.FAILED  # no third attempt
+    assert d.disp.done
+
+
+def test_without_retry_a_failed_prompt_stays_failed():
+    d = Disp(n=1)
+    d.run_and_fail(0, "p0")
+    assert len(d.disp.prompts) == 1 and d.item(0).status == tr.FAILED and d.disp.done
+
+
+def test_a_retry_waits_out_its_backoff():
+    d = Disp(n=1, retry=backoff.retries(1, wait=2.0))
+    d.run_and_fail(0, "p0")
+    second = d.item(0)
+    assert second.status == tr.WAITING and not d.disp.done
+    assert d.disp.next_wakeup() == d.now + 2.0
+    d.advance(1.9)
+    assert second.status == tr.WAITING
+    d.advance(0.1)
+    assert d.sent()[-1] == (1, second.prompt_id)
+
+
+def test_the_deadline_ends_the_prompts_still_waiting_here():
+    d = Disp(n=3, servers=1, per_server=1, deadline=5.0)
+    assert d.sent() == [(0, "p0")]
+    assert d.disp.next_wakeup() <= d.now + 5.0
+    d.advance(4.9)
+    assert d.item(1).status == tr.WAITING
+    d.advance(0.1)
+    for n in (1, 2):
+        assert d.item(n).status == tr.TIMEOUT
+        assert d.item(n).error["message"] == "not submitted: the deadline of 5 s passed"
+    assert d.item(0).status == tr.TIMEOUT  # (the supervisor's own deadline: it was sent)
+
+
+def test_no_server_answering_at_the_start_ends_the_batch_unsent():
+    d = Disp(n=2, connect=False, socket=False)  # (no socket: each is checked over HTTP first)
+    assert [type(c) for i, c in d.log] == [sv.CheckServer, sv.CheckServer]
+    for i in range(2):
+        d.feed(i, ev.ServerChecked(d.now, "cannot connect"))
+    assert d.disp.fatal.startswith("none of the servers answers")
+    assert all(p.status == tr.ERROR for p in d.disp.prompts) and d.disp.done

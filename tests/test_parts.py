@@ -1,0 +1,149 @@
+"""Each part of the supervisor, with a fake clock (the parts are wired by a Supervisor; each
+test drives and inspects one part's rule)."""
+
+from comfy_cli import backoff
+from comfy_cli import events as ev
+from comfy_cli import supervisor as sv
+from comfy_cli import tracker as tr
+from test_supervisor import IMAGE, Harness
+
+
+def moved_away(h, *ids):
+    """The dispatcher took these (accepted) prompts away from the server."""
+    for pid in ids:
+        h._take(h.sup.abandon(h.sup.prompt(pid), tr.ERROR, "moved", h.now))
+
+
+def back(h):
+    """The server answers again (a round's /queue read comes back)."""
+    h.feed(ev.Disconnected(h.now, "reset"))
+    h.feed(ev.QueueRead(h.now, h.of(sv.ReadQueue)[-1].gen, (), ()))
+
+
+# ---- Connection -------------------------------------------------------------------------
+def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
+    h = Harness(n=2, alone=False)
+    h.accept(0)
+    h.accept(1)
+    moved_away(h, "p0", "p1")
+    back(h)
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1")]
+    h.feed(ev.Withdrawn(h.now, ("p1",), (), (), "HTTP 500"))  # p1 went, p0 did not
+    assert "trying again in 1 s" in h.of(sv.Note)[-2].text
+    assert h.sup.outcome().not_withdrawn == ["p0"] and h.sup.done  # (the run is not held for it)
+    waits = [backoff.WITHDRAW.delay(n) for n in (1, 2)]
+    assert h.sup.next_wakeup() == h.now + waits[0]
+    h.advance(waits[0] - 0.01)
+    assert len(h.of(sv.Withdraw)) == 1
+    h.advance(0.01)
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1"), ("p0",)]
+    assert not h.sup.done  # one with the worker is waited for
+    h.feed(ev.Withdrawn(h.now, (), (), (), "HTTP 500"))
+    h.advance(waits[1] - 0.01)
+    assert len(h.of(sv.Withdraw)) == 2
+    h.advance(0.01)
+    assert len(h.of(sv.Withdraw)) == 3
+    h.feed(ev.Withdrawn(h.now, ("p0",), (), (), None))
+    assert h.sup.outcome().not_withdrawn == [] and h.sup.done
+    h.advance(60)
+    assert len(h.of(sv.Withdraw)) == 3
+
+
+def test_a_moved_prompt_that_ran_anyway_is_told_to_the_dispatcher_once():
+    h = Harness(n=1, alone=False)
+    h.accept(0)
+    moved_away(h, "p0")
+    back(h)
+    h.feed(ev.Withdrawn(h.now, (), (), ("p0",), None))
+    assert h.sup.take_ran_twice() == ["p0"] and h.sup.take_ran_twice() == []
+
+
+def test_a_server_not_reached_among_others_is_checked_again_on_its_backoff():
+    h = Harness(n=1, connect=False, alone=False)
+    h.feed(ev.Disconnected(h.now, "refused"))
+    h.feed(ev.ServerChecked(h.now, "cannot connect"))
+    assert h.sup.never_reached() and not h.sup.usable
+    wait = sv.Policy().recheck.delay(1)
+    h.advance(wait - 0.01)
+    assert len(h.of(sv.CheckServer)) == 1
+    h.advance(0.01)
+    assert len(h.of(sv.CheckServer)) == 2
+    h.feed(ev.ServerChecked(h.now, None))
+    assert h.sup.usable and h.of(sv.Submit)
+
+
+def test_the_connect_timeout_comes_from_the_limits():
+    h = Harness(connect=False, connect_timeout=3)
+    assert h.sup.next_wakeup() == h.now + 3
+    h.advance(3)
+    assert h.of(sv.CheckServer)
+
+
+# ---- Submissions ------------------------------------------------------------------------
+def test_the_load_counts_posts_in_flight_and_prompts_still_to_send():
+    h = Harness(n=6, window=2)
+    assert h.sup.load() == 6  # 2 in flight, 4 to send
+    h.accept(0)
+    assert h.sup.load() == 5
+    h.feed(ev.Status(h.now, 3, None))
+    assert h.sup.load() == 3 + 5
+
+
+def test_an_abandoned_prompt_is_never_sent():
+    h = Harness(n=3, window=1)
+    h._take(h.sup.abandon(h.prompt(2), tr.ERROR, "moved", h.now))
+    h.accept(0)
+    h.accept(1)
+    assert [c.prompt_id for c in h.of(sv.Submit)] == ["p0", "p1"]
+    assert [c.prompt.prompt_id for c in h.of(sv.Report)] == ["p2"]
+
+
+# ---- Rounds -----------------------------------------------------------------------------
+def test_failed_rounds_wait_the_policy_s_round_retry():
+    h = Harness(poll_interval=0.5)
+    h.accept(0)
+    h.feed(ev.Disconnected(h.now, "reset"))
+    gen = h.of(sv.ReadQueue)[-1].gen
+    h.feed(ev.ReadFailed(h.now, gen, None, "refused"))
+    wait = h.sup.policy.round_retry().delay(1)
+    assert wait == 0.5
+    h.advance(wait - 0.01)
+    assert h.of(sv.ReadQueue)[-1].gen == gen
+    h.advance(0.01)
+    assert h.of(sv.ReadQueue)[-1].gen == gen + 1
+
+
+# ---- Aftercare --------------------------------------------------------------------------
+def test_a_download_carries_the_deadline_it_must_stop_at():
+    h = Harness(download=True, deadline=30)
+    h.accept(0)
+    h.succeed(0)
+    (download,) = h.of(sv.Download)
+    assert download.until == 100.0 + 30
+
+
+def test_a_download_without_a_deadline_has_no_until():
+    h = Harness(download=True)
+    h.accept(0)
+    h.feed([ev.Started(h.now, "p0", 1), ev.Executed(h.now, "p0", "2", None, IMAGE)])
+    assert h.of(sv.Download)[0].until is None
+
+
+# ---- Stopping ---------------------------------------------------------------------------
+def test_what_the_cancel_did_is_added_to_each_prompt_s_error():
+    h = Harness(n=3)
+    for i in range(3):
+        h.accept(i)
+    h.feed(ev.Signal(h.now, 130))
+    (cancel,) = h.of(sv.Cancel)
+    h.feed(ev.CancelDone(h.now, ("p1",), ("p0",), None))
+    messages = [h.prompt(i).error["message"] for i in range(3)]
+    assert messages == ["cancelled by you: interrupted on the server", "cancelled by you: removed from the queue",
+                        "cancelled by you: it had already left the server's queue"]
+    assert h.sup.outcome().signal_code == 130 and h.sup.done
+
+
+def test_the_supervisor_wakes_for_the_earliest_of_its_parts():
+    h = Harness(timeout=7, deadline=20)
+    h.accept(0)
+    assert h.sup.next_wakeup() == min(h.now + 7, h.now + h.sup.policy.silence_check, 100.0 + 20)
