@@ -68,10 +68,17 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
+                             help="Write an HTML report (self-contained: a summary, the outputs, a grid of what "
+                                  "varies, every prompt), rewritten every few seconds during the run.")
+
+
 SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
                             help="Run only slice K of N of the batch (files x --count), for N jobs of a CI matrix "
                                  "or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
+
+
 URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
                            help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
                                 "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
@@ -103,12 +110,13 @@ def run(
     output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
                                              help="Download every output file into DIR; stdout lists the paths."),
     overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace existing files in --output-dir and --junit (default: never)."),
+                                   help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
                                         help="Write a JUnit XML report, one testcase per prompt."),
+    html_report: Optional[str] = REPORT_OPTION,
     no_cancel: bool = typer.Option(False, "--no-cancel",
                                    help="On Ctrl-C or a time limit, leave our prompts on the server."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
@@ -160,6 +168,7 @@ def run(
         servers = _servers(urls)
         slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
+        _check_html_report(html_report, overwrite)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
         uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
@@ -194,7 +203,7 @@ def run(
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
-                           overwrite=overwrite, events=events, junit=junit, plan=plan,
+                           overwrite=overwrite, events=events, junit=junit, report=html_report, plan=plan,
                            uploads=tuple(uploads), token=token, headers=tuple(header),
                            ca_bundle=ca_bundle, insecure=insecure)
             runner = Run(opts)
@@ -445,12 +454,13 @@ def wait(
     output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
                                              help="Download every output file into DIR; stdout lists the paths."),
     overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace existing files in --output-dir and --junit (default: never)."),
+                                   help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
                                         help="Write a JUnit XML report, one testcase per prompt."),
+    html_report: Optional[str] = REPORT_OPTION,
     cancel: bool = typer.Option(False, "--cancel",
                                 help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
                                      "them running)."),
@@ -473,6 +483,7 @@ def wait(
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         _check_report_file(junit, overwrite)
+        _check_html_report(html_report, overwrite)
         given = _targets(targets)
         target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
         client_ids = {h.client_id for h in given}
@@ -496,7 +507,8 @@ def wait(
         opts = Options(url=target, workflows=[], prompts=prompts, progress=progress.value, json=json_out,
                        timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
                        no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
-                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, token=token,
+                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, report=html_report,
+                       token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
                        client_id=next(iter(client_ids)) if live else None, socket=live,
                        detach_on_signal=not cancel)
@@ -738,6 +750,11 @@ def _insecure(flag):
 def _check_report_file(path, overwrite):
     if path is not None:
         _check_output_file("--junit", path, overwrite)
+
+
+def _check_html_report(path, overwrite):
+    if path is not None:
+        _check_output_file("--report", path, overwrite)
 
 
 def _check_output_file(option, path, overwrite):

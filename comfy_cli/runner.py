@@ -56,6 +56,7 @@ class Options:
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
+    report: Optional[str] = None  # --report FILE.html
     uploads: tuple = ()  # --input assignments (batch.Assignment); loader nodes' local files are found too
     token: Optional[str] = None
     headers: tuple = ()  # "Name: value" strings
@@ -295,6 +296,16 @@ class Run:
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
+        self.report_problem = None
+        if opts.report:
+            from comfy_cli.htmlreport import Pace
+
+            self.pace = Pace()
+            self.report_worker = Worker("report", _Tagged(self.events, None))
+            self.report_idle = threading.Event()  # no rewrite in progress (set by the report worker)
+            self.report_idle.set()
+            self.report_took = 0.0
+        self.wall_started = time.time()
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         several = len(urls) > 1
@@ -376,6 +387,8 @@ class Run:
                 self.journal_worker.start()
             if self.manifest is not None:
                 self.manifest_worker.start()
+            if self.opts.report:
+                self.report_worker.start()
             self._earlier_records()
             try:
                 self._prepare()
@@ -401,6 +414,9 @@ class Run:
                 self.manifest_worker.stop()
                 self.manifest_worker.join(10)
                 self.manifest.close()
+            if self.opts.report:
+                self.report_worker.stop()
+                self.report_worker.join(30)  # (an older page must not replace the last one)
             for server in self.servers:
                 if server.listener is not None:
                     server.listener.stop()
@@ -418,6 +434,10 @@ class Run:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
+        if self.opts.report:
+            self._write_report(self.records, self._report_meta(self._exit_code(fatal)))
+            if self.report_problem:
+                self.view.note(self.report_problem)
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
             every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
@@ -453,7 +473,7 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        incomplete = self.junit_failed or (self.manifest is not None and self.manifest.problem)  # asked for
+        incomplete = self.junit_failed or self.report_problem or (self.manifest and self.manifest.problem)
         if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
@@ -486,7 +506,7 @@ class Run:
     # ---- the manifest's lines (written by its worker) -----------------------------------------
     def _record(self, prompt):
         """A prompt ended: its manifest line, kept for the report and handed to the writer."""
-        if self.manifest is None:
+        if self.manifest is None and not self.opts.report:
             return
         from comfy_cli.manifest import record
 
@@ -497,7 +517,8 @@ class Run:
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp, self.opts.plan, ended))
         self.records.append(doc)
-        if prompt.prompt_id not in self.manifest.earlier:  # (a killed run may have written it, not journaled it)
+        # (A killed run may have written a line it did not journal: not twice.)
+        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
 
     def _earlier_records(self):
@@ -520,6 +541,8 @@ class Run:
         # collector's full passes, which otherwise rescan it again and again in a long batch.
         gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
+        if self.opts.report:
+            tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
         while not disp.done:
             wake = disp.next_wakeup()
@@ -598,6 +621,53 @@ class Run:
         self.view.transport(text, c.polling)
         if self.stream:
             self.stream.transport(text, c.polling)
+
+    # ---- --report: rewritten during the run by a worker, at the pace of htmlreport.Pace --------
+    def _tick_and_report(self):
+        self.view.tick()
+        if not self.report_idle.is_set():
+            return  # the last rewrite is still being made
+        now = time.monotonic()
+        if self.pace.at is not None and now < self.pace.at:
+            return
+        open_ = [p for s in self.servers for p in s.sup.ours_open()]
+        running = sum(1 for p in open_ if p.status == tr.RUNNING)
+        if self.pace.due(now, (len(self.records), running, len(open_)), self.report_took):
+            self.report_idle.clear()
+            meta = self._report_meta(None, running=running, queued=len(open_) - running)
+            self.report_worker.put(self._write_report, list(self.records), meta)
+
+    def _report_meta(self, code, running=None, queued=None):
+        """What the page says besides the prompts' lines (made on the main thread)."""
+        def clock(t):
+            return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
+
+        files = None
+        if self.opts.output_dir:
+            rel = os.path.relpath(os.path.abspath(self.opts.output_dir),
+                                  os.path.dirname(os.path.abspath(self.opts.report)))
+            files = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        names = sorted({p.workflow.path for p in self.prompts})
+        title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
+                "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
+                "updated": clock(time.time()), "files": files, "refresh": 5, "running": running, "queued": queued}
+
+    def _write_report(self, records, meta):
+        """Render the page and put it in place atomically (on the report worker, and once at the end)."""
+        from comfy_cli.htmlreport import render
+        from comfy_cli.outputs import write_new
+
+        began = time.monotonic()
+        try:
+            text = render(records, meta).encode("utf-8")
+            write_new(self.opts.report, lambda fh: fh.write(text), overwrite=True)
+            self.report_problem = None
+        except OSError as exc:
+            self.report_problem = f"--report {self.opts.report}: cannot write: {exc.strerror or exc}"
+        finally:
+            self.report_took = time.monotonic() - began
+            self.report_idle.set()
 
     def _write_junit(self):
         from comfy_cli.outputs import write_new
