@@ -24,6 +24,9 @@ from comfy_cli.report import SUMMARY_WORDS
 IMAGE = {"png", "jpg", "jpeg", "webp", "gif", "bmp", "avif", "apng"}
 VIDEO = {"mp4", "webm", "mov", "m4v", "mkv", "ogv"}
 AUDIO = {"wav", "mp3", "flac", "ogg", "opus", "m4a", "aac"}
+# What the page reads of a manifest line (the rest, e.g. `ui` and tracebacks, it never shows).
+FIELDS = ("index", "prompt_id", "name", "workflow", "values", "status", "server", "message", "timings",
+          "node_timings", "outputs")
 MAX_TEXT = 300  # longer values are cut in cells (the whole text is in the cell's tooltip)
 WORKFLOW = "workflow"  # the pseudo-input a batch of several workflow files varies
 

@@ -11,6 +11,7 @@ run taken up from its --journal appends only the prompts it adds. Lines of one r
 
 import json
 import os
+import stat
 
 from comfy_cli import report
 from comfy_cli.errors import UsageError
@@ -64,6 +65,9 @@ class Manifest:
         self.problem = None  # the first write that failed (said once, at the end)
         try:
             self._fh = open(self.path, "a+b")
+            if not stat.S_ISREG(os.fstat(self._fh.fileno()).st_mode):
+                self._fh.close()
+                raise UsageError(f"--output-dir {folder}: {NAME} is not a regular file")
             self._read()
         except OSError as exc:
             raise UsageError(f"--output-dir {folder}: cannot write {NAME}: {exc.strerror or exc}") from None

@@ -36,6 +36,7 @@ from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
+HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
 
 @dataclass
@@ -79,6 +80,13 @@ class Options:
     # {"fingerprint", "size", "shard"}: the whole batch and the slice this run takes, in every
     # manifest line (what `merge` puts shards back together by)
     plan: Optional[dict] = None
+
+
+def htmlreport_fields(doc):
+    """What the report shows of a manifest line (a long batch keeps one per prompt)."""
+    from comfy_cli.htmlreport import FIELDS
+
+    return {k: doc.get(k) for k in FIELDS}
 
 
 def _one_cpu():
@@ -133,18 +141,29 @@ class Worker(threading.Thread):
                 self.results.put(result)
 
 
-def _catch_signals(events):
-    """SIGINT and SIGTERM become events for the supervisor (a second one exits at once);
-    returns what restores the handlers before. An inherited SIG_IGN is kept: a shell that
-    starts us in the background means it. Only the main thread may set handlers: a run
-    started from another thread (a library user's) leaves the signals to its program."""
+def _catch_signals(events, hurry):
+    """SIGINT and SIGTERM become events for the supervisor; a second one asks to stop at once
+    (its exit code goes into `hurry`, a list the main loop watches); returns what restores the
+    handlers before. An inherited SIG_IGN is kept: a shell that starts us in the background
+    means it. Only the main thread may set handlers: a run started from another thread (a
+    library user's) leaves the signals to its program."""
     saved = {}
     signalled = []
 
     def on(code):
         def handler(signum, frame):
+            if hurry:
+                os._exit(code)  # a third time: not even a last draw
             if signalled:
-                os._exit(code)  # asked twice: do not wait for the cancel
+                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
+                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
+                # and leaves a clean screen; the timer ends the process should it not get there.
+                hurry.append(code)
+                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
+                timer.daemon = True
+                timer.start()
+                events.put((None, None))
+                return
             signalled.append(code)
             events.put((None, ev.Signal(time.monotonic(), code)))
 
@@ -295,7 +314,7 @@ class Run:
             self.folder = OutputDir(opts.output_dir, opts.overwrite)
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        self.records = []  # the manifest line of every prompt that ended, in that order (also for --report)
+        self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
         self.report_problem = None
         if opts.report:
             from comfy_cli.htmlreport import Pace
@@ -308,6 +327,7 @@ class Run:
         self.wall_started = time.time()
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self.hurry = []  # the exit code, once a second signal asked to stop at once
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -378,7 +398,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = _catch_signals(self.events)
+        restore = _catch_signals(self.events, self.hurry)
         cpus = _one_cpu()
         try:
             for server in self.servers:
@@ -397,6 +417,8 @@ class Run:
                 self._not_submitted(str(exc))
             else:
                 self._loop()
+                if self.hurry:
+                    self._stop_at_once()
                 problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
                                                    if s.sup.outcome().fatal), None)
                 if problem:
@@ -440,10 +462,7 @@ class Run:
                 self.view.note(self.report_problem)
         code = self._exit_code(fatal)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
-            files = sum(1 for one in every for saved in one.values() for path in saved.values()
-                        if path is not None or self.folder is None)
-            self.err.write(report.summary_line(self._finals(), files, time.monotonic() - self.started) + "\n")
+            self.err.write(self._summary_line() + "\n")
             self.err.flush()
         if self.opts.json or self.stream:
             saved = dict(self.earlier)
@@ -461,6 +480,29 @@ class Run:
         if fatal is not None:
             raise fatal
         return code
+
+    def _summary_line(self):
+        every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
+        files = sum(1 for one in every for saved in one.values() for path in saved.values()
+                    if path is not None or self.folder is None)
+        return report.summary_line(self._finals(), files, time.monotonic() - self.started)
+
+    def _stop_at_once(self):
+        """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
+        (the loop has stopped between two draws, so none is half-drawn), one line says what may
+        still run, and the process ends now: no report or file is written."""
+        self.view.close()
+        left = [pid for server in self.servers for pid in server.sup.may_still_run()]
+        if left:
+            line = "comfy-cli: stopped at once: prompts may still run on the server: " + " ".join(left)
+        else:
+            line = self._summary_line()
+        try:
+            self.out.flush()
+            self.err.write(line + "\n")
+            self.err.flush()
+        finally:
+            os._exit(self.hurry[0])
 
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
@@ -516,7 +558,8 @@ class Run:
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp, self.opts.plan, ended))
-        self.records.append(doc)
+        if self.opts.report:
+            self.records.append(htmlreport_fields(doc))
         # (A killed run may have written a line it did not journal: not twice.)
         if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
@@ -531,8 +574,8 @@ class Run:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self._record(prompt)
-                else:
-                    self.records.append(doc)
+                elif self.opts.report:
+                    self.records.append(htmlreport_fields(doc))
 
     def _loop(self):
         import gc
@@ -544,7 +587,7 @@ class Run:
         if self.opts.report:
             tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
-        while not disp.done:
+        while not disp.done and not self.hurry:
             wake = disp.next_wakeup()
             wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
             try:

@@ -35,6 +35,10 @@ class Stopping(Part):
     def usable(self):
         return self.stop is None and self.fatal is None
 
+    def unconfirmed(self):
+        """The ids being cancelled, whose cancel the server has not confirmed (yet)."""
+        return (self.cancel_ids or ()) + (self.cancelling or ())
+
     def busy(self):
         """A cancel is due or with the worker: the run waits for it."""
         return self.cancel_ids is not None or self.cancelling is not None

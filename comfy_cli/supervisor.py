@@ -212,6 +212,11 @@ class Supervisor:
         """Ids of moved prompts found to have run here anyway, since the last call."""
         return self.conn.take_ran_twice()
 
+    def may_still_run(self):
+        """Ids of ours the server may still run: open there, or cancelled with no answer yet."""
+        ids = [p.prompt_id for p in self.board.open_prompts if p.on_server]
+        return ids + [i for i in self.stop.unconfirmed() if i not in ids]
+
     def abandon(self, prompt, status, message, now):
         """The dispatcher takes a prompt away (this server stopped answering): end it here,
         and delete it from this server's queue if the server comes back."""

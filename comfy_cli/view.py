@@ -312,6 +312,15 @@ def _bar_class(tqdm, erase):
         def __init__(self, *args, line, **kwargs):
             self.line = line  # before tqdm's own __init__, which draws the bar once
             super().__init__(*args, **kwargs)
+            draw = getattr(self, "sp", None)
+            if erase and draw is not None:
+                def sp(text):
+                    # On a terminal each draw also erases the rest of the line: a "^C" the
+                    # terminal echoed after the bar goes at the next draw (the last one too).
+                    draw(text)
+                    self.fp.write(ERASE)
+
+                self.sp = sp
 
         @property
         def format_dict(self):

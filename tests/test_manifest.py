@@ -75,10 +75,25 @@ def test_the_file_is_appended_to_and_a_line_cut_short_by_a_kill_is_dropped(tmp_p
     assert path.read_bytes().endswith(b"\n") and m.problem is None
 
 
+def test_a_write_that_fails_is_kept_as_the_problem_and_nothing_more_is_tried(tmp_path):
+    m = manifest.Manifest(str(tmp_path))
+    m._fh.close()  # as a full disk would: the next write raises
+    m.write({"prompt_id": "a"})
+    assert m.problem and m.problem.startswith(f"cannot write {tmp_path / manifest.NAME}")
+    first = m.problem
+    m.write({"prompt_id": "b"})
+    assert m.problem == first
+
+
 def test_a_folder_where_it_cannot_be_written_is_a_usage_error(tmp_path):
     (tmp_path / manifest.NAME).mkdir()
     with pytest.raises(UsageError, match="cannot write manifest.jsonl"):
         manifest.Manifest(str(tmp_path))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / manifest.NAME).symlink_to("/dev/null")  # (never read from a device: /dev/zero would never end)
+    with pytest.raises(UsageError, match="manifest.jsonl is not a regular file"):
+        manifest.Manifest(str(other))
 
 
 def test_a_run_writes_one_line_per_prompt_with_its_files(sim, tmp_path):

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from comfy_cli import manifest
 from test_run_e2e import cli, no_traceback, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,6 +105,14 @@ def test_wait_saves_outputs_and_writes_junit(sim, tmp_path):
     saved = proc.stdout.split()
     assert len(saved) == 1 and saved[0].startswith(str(out)) and open(saved[0], "rb").read(4) == b"\x89PNG"
     assert p["prompt_id"] in report.read_text()
+    # Its manifest line, and an HTML report when asked for.
+    (line,) = manifest.read(out / "manifest.jsonl")
+    assert (line["index"], line["prompt_id"], line["status"]) == (0, p["prompt_id"], "success")
+    assert line["outputs"][0]["path"] == os.path.basename(saved[0])
+    page = tmp_path / "report.html"
+    again = cli("wait", p["handle"], "--output-dir", str(tmp_path / "out2"), "--report", str(page))
+    assert again.returncode == 0, again.stderr
+    assert "1 succeeded" in page.read_text() and 'src="out2/' in page.read_text()
 
 
 @pytest.mark.parametrize("how", ["prompt-id", "handle"])
