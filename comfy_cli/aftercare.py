@@ -4,12 +4,14 @@ A prompt whose picture may be incomplete (a gap in the socket, or a success with
 seen) has its /history read (`backoff.HISTORY`: the entry can lag the end, ComfyUI #11540).
 Its files are downloaded as soon as they are named, when asked (`--output-dir`); a download
 the server failed is tried again (`backoff.DOWNLOAD`, not past the deadline nor once the run
-is stopping). Then it is reported, once: `settle`.
+is stopping). With --expect, a success's saved outputs are then compared with the expected
+files (`Compare`, on a worker; the tracker turns a difference into `mismatch`); a run that is
+stopping compares no more. Then it is reported, once: `settle`.
 """
 
 from comfy_cli import backoff, report
 from comfy_cli import tracker as tr
-from comfy_cli.commands import Download, Note, Output, ReadHistory, Report
+from comfy_cli.commands import Compare, Download, Note, Output, ReadHistory, Report
 from comfy_cli.part import Part
 from comfy_cli.poller import history_events
 
@@ -46,6 +48,8 @@ class Aftercare(Part):
         self.refetch = set()  # (prompt id, key) of downloads waiting to be tried again
         self.saved = {}  # prompt id -> {output key: local path or None}
         self.files_missing = False
+        self.comparing = set()  # prompt ids whose outputs are being compared (--expect)
+        self.compare_off = False  # stopping: no more comparisons
         self.reported = []  # prompts settled since the dispatcher last asked
 
     # ---- told and asked by the other parts ------------------------------------------------
@@ -145,7 +149,11 @@ class Aftercare(Part):
         self._fetched(e.prompt_id, e.key, e.path, e.problem, out)
 
     def drop_downloads(self):
-        """Wait for no file any more (those not saved count as missing)."""
+        """Wait for no file any more (those not saved count as missing), nor comparison."""
+        self.compare_off = True
+        for pid in self.comparing:
+            self.board.prompts[pid].warnings.append({"type": "expect", "message": "not compared: the run stopped"})
+        self.comparing.clear()
         if self.downloads:
             self.downloads.clear()
             self.refetch.clear()
@@ -179,10 +187,32 @@ class Aftercare(Part):
             return  # a cancel is due or under way: its answer completes the end
         if self.p.subs.is_posting(pid):
             return  # a POST is still out: it may yet need cancelling
+        if self._compare(prompt, out):
+            return
         prompt.settle()
         self.unsettled -= 1
         self.reported.append(prompt)
         out.append(Report(prompt))
+
+    def _compare(self, prompt, out):
+        """--expect: a success is compared with its expected files once its outputs are saved;
+        true while that is under way."""
+        pid = prompt.prompt_id
+        if pid in self.comparing:
+            return True
+        if not self.policy.expect or prompt.status != tr.SUCCESS or prompt.checked is not None or self.compare_off:
+            return False
+        self.comparing.add(pid)
+        out.append(Compare(pid))
+        return True
+
+    def compared(self, e, now, out):
+        if e.prompt_id not in self.comparing:
+            return  # (the run stopped meanwhile)
+        self.comparing.discard(e.prompt_id)
+        prompt = self.board.prompts[e.prompt_id]
+        prompt.compared(e.outcomes)
+        self.settle(prompt, out)
 
     def settle_all(self, out, ended_only=False):
         for prompt in list(self.board.prompts.values()):

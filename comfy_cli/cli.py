@@ -68,6 +68,16 @@ CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
 INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
 
 
+EXPECT_OPTION = typer.Option(None, "--expect", metavar="DIR",
+                             help="Compare every output with its expected file, DIR/NAME/NODE_INDEX.EXT: images "
+                                  "pixel by pixel within --tolerance, other files byte for byte. A prompt whose "
+                                  "outputs differ, or have no expected file, ends 'mismatch' (exit 1).")
+TOLERANCE_OPTION = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]",
+                                help="With --expect: the largest mean difference of an image (levels of 0..255) "
+                                     "and share of its pixels off by more than 32 levels (default 2.0,1%).")
+UPDATE_EXPECTED_OPTION = typer.Option(False, "--update-expected",
+                                      help="With --expect: write this run's outputs into DIR where they are "
+                                           "missing or differ, and remove expected files no output has.")
 REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
                              help="Write an HTML report (self-contained: a summary, the outputs, a grid of what "
                                   "varies, every prompt), rewritten every few seconds during the run.")
@@ -112,6 +122,9 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    expect: Optional[str] = EXPECT_OPTION,
+    tolerance: Optional[str] = TOLERANCE_OPTION,
+    update_expected: bool = UPDATE_EXPECTED_OPTION,
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
@@ -168,6 +181,7 @@ def run(
         servers = _servers(urls)
         slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
+        tolerance = _expect_options(expect, tolerance, update_expected)
         _check_html_report(html_report, overwrite)
         loaded = [workflow.load(path) for path in workflows]
         assignments = [batch.parse_assignment("--set", spec) for spec in sets]
@@ -203,8 +217,9 @@ def run(
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
-                           overwrite=overwrite, events=events, junit=junit, report=html_report, plan=plan,
-                           uploads=tuple(uploads), token=token, headers=tuple(header),
+                           overwrite=overwrite, events=events, junit=junit, report=html_report, expect=expect,
+                           tolerance=tolerance, update_expected=update_expected, uploads=tuple(uploads), token=token,
+                           headers=tuple(header), plan=plan,
                            ca_bundle=ca_bundle, insecure=insecure)
             runner = Run(opts)
             code = runner.execute()
@@ -456,6 +471,9 @@ def wait(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace existing files in --output-dir, --junit and --report (default: never)."),
     include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    expect: Optional[str] = EXPECT_OPTION,
+    tolerance: Optional[str] = TOLERANCE_OPTION,
+    update_expected: bool = UPDATE_EXPECTED_OPTION,
     events: bool = typer.Option(False, "--events",
                                 help="Print NDJSON events on stdout as things happen; the last is the summary."),
     junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
@@ -483,6 +501,7 @@ def wait(
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         _check_report_file(junit, overwrite)
+        tolerance = _expect_options(expect, tolerance, update_expected)
         _check_html_report(html_report, overwrite)
         given = _targets(targets)
         target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
@@ -508,21 +527,30 @@ def wait(
                        timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
                        no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
                        output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, report=html_report,
-                       token=token,
+                       token=token, expect=expect, tolerance=tolerance, update_expected=update_expected,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
                        client_id=next(iter(client_ids)) if live else None, socket=live,
                        detach_on_signal=not cancel)
         raise typer.Exit(Run(opts).execute())
 
 
-@app.command(epilog="Exit codes: 0 each prompt was cancelled or had already ended; 2 a malformed handle or "
-                   "prompt id; 4 a prompt the server does not know, or the server could not be reached.")
+CANCEL_EXIT = """Each prompt's line says only what the server confirmed. Exit codes (the most serious wins):
+0 every prompt was removed from the queue or interrupted; 1 a prompt was not cancelled: it had ended on its own
+(before, or before the interrupt took effect; its end and outputs are printed); 2 a malformed handle or prompt id;
+3 a delete or interrupt was sent but not confirmed within --timeout; 4 a prompt the server does not know, or the
+server could not be reached."""
+
+
+@app.command(epilog=CANCEL_EXIT)
 def cancel(
     targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
                                         help="Handles printed by `submit`, or prompt ids; '-' reads them from "
                                              "stdin."),
     url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
                                       help=f"The server of bare prompt ids (default {DEFAULT_URL})."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.0, metavar="S",
+                                  help="Wait at most S seconds for the server to confirm (an interrupt takes "
+                                       "effect at the prompt's next check)."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -531,50 +559,31 @@ def cancel(
 ):
     """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
     with _guard(debug):
-        from comfy_cli import errors, handles
+        from comfy_cli import cancels, errors, handles
 
         given = _targets(targets)
         _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
-        mine = {h.prompt_id for h in given}
         deleted, interrupted = set(), set()
         earlier = handles.cancelled()
         try:
             try:
-                client.cancel(mine, deleted, interrupted)
+                said = cancels.cancel(client, [h.prompt_id for h in given], timeout, deleted, interrupted, earlier)
             finally:
                 problem = handles.remember_cancelled(
                     {**{pid: "removed from the queue" for pid in deleted},
                      **{pid: "interrupted on the server" for pid in interrupted}})
                 if problem:
                     sys.stderr.write(f"comfy-cli: warning: {problem}\n")
-            code = errors.OK
-            for h in given:
-                pid = h.prompt_id
-                if pid in interrupted:
-                    said = "interrupted on the server"
-                elif pid in deleted:
-                    said = "removed from the queue"
-                else:
-                    entry = client.history(pid, retry=False)
-                    if entry is None and pid in earlier:
-                        said = f"already cancelled ({earlier[pid]} by an earlier cancel)"
-                    elif entry is None:
-                        said = "not known to the server (never submitted there, deleted, or the server restarted)"
-                        code = errors.UNREACHABLE
-                    else:
-                        state = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-                        outcome = state.get("status_str") if isinstance(state.get("status_str"), str) else "ended"
-                        kinds = [m[0] for m in state.get("messages") or () if isinstance(m, list) and m]
-                        if "execution_interrupted" in kinds:
-                            outcome = "interrupted"  # ComfyUI files it as an error
-                        elif outcome == "error":
-                            outcome = "failed"
-                        said = f"nothing to cancel: it had already ended ({outcome})"
-                label = pid if h.name == pid else f"{h.name} ({pid})"
-                _say(f"{label}: {said}")
         finally:
             client.close()
-        raise typer.Exit(code)
+        codes = []
+        for h in given:
+            verdict = said[h.prompt_id]
+            codes.append(cancels.EXIT[verdict.kind])
+            label = h.prompt_id if h.name == h.prompt_id else f"{h.name} ({h.prompt_id})"
+            files = f"; outputs: {' '.join(verdict.files)}" if verdict.files else ""
+            _say(f"{label}: {verdict.text}{files}")
+        raise typer.Exit(errors.worst(codes))
 
 
 @app.command(name="queue")
@@ -745,6 +754,28 @@ def _insecure(flag):
         sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # warned once, here
     return flag
+
+
+def _expect_options(expect, tolerance, update):
+    """Check --expect, --tolerance and --update-expected; the tolerance (None: the default)."""
+    import os
+
+    if expect is None:
+        if tolerance is not None or update:
+            raise _usage(f"{'--tolerance' if tolerance is not None else '--update-expected'} needs --expect DIR")
+        return None
+    if os.path.exists(expect) and not os.path.isdir(expect):
+        raise _usage(f"--expect {expect}: not a folder")
+    if not os.path.exists(expect) and not update:
+        raise _usage(f"--expect {expect}: no such folder; add --update-expected to make it from this run's outputs")
+    if tolerance is None:
+        return None
+    from comfy_cli.compare import parse_tolerance
+
+    try:
+        return parse_tolerance(tolerance)
+    except ValueError as exc:
+        raise _usage(f"--tolerance {exc}") from None
 
 
 def _check_report_file(path, overwrite):

@@ -204,7 +204,16 @@ class Client:
             data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
         except (ValueError, TypeError, RecursionError) as exc:
             raise Unsendable(f"the workflow cannot be sent as JSON: {exc}") from None
-        resp = self._request("POST", "/prompt", body=data)
+        try:
+            resp = self._request("POST", "/prompt", body=data)
+        except ServerError as exc:
+            if exc.status != 409:
+                raise
+            # Newer servers answer 409 to a prompt_id they already hold. Ours are fresh, one per
+            # prompt: the server has this very prompt (an earlier copy of this POST, whose answer
+            # was lost, got there). So it is accepted, never refused; were it not there after
+            # all, the run's rounds would find it missing and call it lost.
+            return {"prompt_id": prompt_id, "number": None, "node_errors": {}}
         if resp.status_code == 400:
             raise Rejected(self._json(resp, "/prompt", allow_error=True))
         data = self._json(resp, "/prompt")
@@ -316,6 +325,11 @@ class Client:
                 if stop is not None and stop():
                     raise ServerError(f"{url}: download stopped: the run is over")
                 fh.write(chunk)
+            promised = resp.headers.get("Content-Length")
+            if promised and promised.isdigit() and int(promised) != size and \
+                    resp.headers.get("Content-Encoding", "identity").lower() == "identity":
+                # urllib3 1.x (requests 2.28's) ends a body cut short without an error
+                raise Broken(f"{url}: the download broke off after {size} of {promised} bytes")
         return size
 
     def server_info(self):
@@ -359,7 +373,10 @@ class Client:
             prep.headers.pop("Content-Length", None)
             adapter = self.session.get_adapter(url)
             proxies = self.session.proxies
-            pool = adapter.get_connection_with_tls_context(prep, self.verify, proxies=proxies)
+            if hasattr(adapter, "get_connection_with_tls_context"):
+                pool = adapter.get_connection_with_tls_context(prep, self.verify, proxies=proxies)
+            else:  # requests < 2.32.2 (setup.cfg allows 2.28): what its own send() calls
+                pool = adapter.get_connection(url, proxies)
             adapter.cert_verify(pool, url, self.verify, None)
             route = self._routes[url] = (pool, adapter.request_url(prep, proxies), dict(prep.headers),
                                          adapter.max_retries)

@@ -28,6 +28,12 @@ class Download(NamedTuple):
     until: Optional[float] = None  # a monotonic time: the download stops there (the deadline)
 
 
+class Compare(NamedTuple):
+    """Check a prompt's saved outputs against the expected files (--expect)."""
+
+    prompt_id: str
+
+
 class Cancel(NamedTuple):
     prompt_ids: tuple
 
@@ -76,4 +82,4 @@ class Mode(NamedTuple):
     polling: bool
 
 
-IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Cancel, Reconnect, CheckServer, Withdraw)
+IO_COMMANDS = (Submit, ReadQueue, ReadHistory, Download, Compare, Cancel, Reconnect, CheckServer, Withdraw)

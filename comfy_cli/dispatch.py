@@ -149,6 +149,13 @@ class Dispatcher:
                 for sup in self.sups:
                     sup.stop_rechecking()
         self._due_retries(now)
+        if (self.waiting or self.later) and self.stopped is None \
+                and all(not sup.usable and sup.outcome().fatal for sup in self.sups):
+            # Every server broke off (e.g. `submit`'s only server cannot be reached): nobody
+            # will ever take the rest. As in the supervisor, the run's one error line says it
+            # (nothing is shown per prompt).
+            reasons = dict.fromkeys(sup.outcome().fatal for sup in self.sups)
+            self._stop(tr.ERROR, "not submitted: " + "; ".join(reasons), now, [])
         if (self.waiting or self.later) and self.stopped is None and self.limits.past_deadline(self.started, now):
             self._stop(tr.TIMEOUT, f"not submitted: the deadline of {self.limits.deadline:g} s passed", now, groups)
         if self.waiting and self.stopped is None:

@@ -163,6 +163,14 @@ class ReadFailed(NamedTuple):
     message: str
 
 
+class Compared(NamedTuple):
+    """A prompt's outputs checked against the expected files (--expect)."""
+
+    at: float
+    prompt_id: str
+    outcomes: tuple  # expect.Outcome, one per output and per expected file left over
+
+
 class Downloaded(NamedTuple):
     at: float
     prompt_id: str

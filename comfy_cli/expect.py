@@ -8,7 +8,7 @@ The layout (the one --update-expected writes):
                                                    `key` list (e.g. "text")
 
 Names are made safe as file names on every system: characters other than letters, digits and
-` .+-=,@()[]#` are written as %XX (so two names never share a folder), as are a leading dot
+` ._+-=,@()[]#` are written as %XX (so two names never share a folder), as are a leading dot
 and trailing dots and spaces; a very long name is cut and ends with a hash of the whole.
 `txt2img#2` is `DIR/txt2img#2/9_0.png`; node `12:5` is `12%3A5_0.png`.
 
@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 from comfy_cli import compare
 from comfy_cli.report import output_files, output_key
 
-_KEEP = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .+-=,@()[]#")
+_KEEP = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._+-=,@()[]#")
 _NODE_KEEP = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)}
 MAX_NAME = 120
@@ -268,3 +268,60 @@ def _write(check, entry, target, status, message):
         return Outcome(entry.label, BROKEN, target, f"cannot write the expected file: {exc.strerror or exc}",
                        entry.path)
     return Outcome(entry.label, status, target, message, entry.path)
+
+
+class ForRun:
+    """--expect for one run: the check, where outputs are saved without --output-dir (a
+    temporary folder, removed at the end unless something differed), and what to say."""
+
+    def __init__(self, root, tolerance=None, update=False, output_dir=None, overwrite=False, include_temp=False):
+        import tempfile
+
+        self.pillow = compare.pillow() is not None
+        self.check = Check(root, tolerance or compare.DEFAULT, update, decode=self.pillow, overwrite=overwrite)
+        self.include_temp = include_temp
+        self.scratch = None if output_dir else tempfile.mkdtemp(prefix="comfy-cli-expect-")
+        self.kept = False  # the temporary folder is kept (something differed)
+
+    def start_notes(self):
+        if self.pillow:
+            return []
+        return ["note: Pillow is not installed, so images are compared byte for byte; "
+                "pip install 'comfy-run-cli[images]' to compare their pixels within --tolerance"]
+
+    def job(self, prompt, saved):
+        """The arguments of jobs.compare for a prompt (`saved`: its output key -> local path)."""
+        return self.check, prompt.workflow.name, entries(prompt.outputs, saved, self.include_temp), prompt.prompt_id
+
+    @staticmethod
+    def changes(prompt):
+        """--update-expected: what it wrote or removed for this prompt, one line each."""
+        return [f"{prompt.workflow.name}: {o.label}: {o.status} {o.expected}" for o in prompt.checked or ()
+                if o.status in (ADDED, UPDATED, REMOVED)]
+
+    @staticmethod
+    def diffs(prompt):
+        """Where the difference images of a prompt's mismatches are, one line each."""
+        return [f"{prompt.workflow.name}: {o.label}: difference image {o.diff}" for o in prompt.checked or () if o.diff]
+
+    def finish(self, prompts):
+        """At the end: lines to say, and the temporary folder removed unless a prompt differed."""
+        outcomes = [o for p in prompts for o in p.checked or ()]
+        lines = []
+        if self.check.update:
+            counts = {s: sum(o.status == s for o in outcomes) for s in (ADDED, UPDATED, REMOVED)}
+            if any(counts.values()):
+                lines.append(f"--update-expected: {counts[ADDED]} added, {counts[UPDATED]} updated, "
+                             f"{counts[REMOVED]} removed in {self.check.root}")
+            else:
+                lines.append(f"--update-expected: nothing to change in {self.check.root}")
+        if self.scratch:
+            if any(o.failed for o in outcomes):
+                self.kept = True
+                lines.append(f"outputs and difference images are kept in {self.scratch} "
+                             "(add --output-dir DIR to choose the folder)")
+            else:
+                import shutil
+
+                shutil.rmtree(self.scratch, ignore_errors=True)
+        return lines

@@ -109,3 +109,11 @@ def cancel(client, ids):
 def reconnect(listener):
     """Drop the listener's socket (it went deaf); its loop opens a fresh one. Answers nothing."""
     listener.reconnect()
+
+
+def compare(check, name, found, prompt_id):
+    """Check one prompt's outputs against the expected files (decoding images is CPU work: a
+    worker's, not the main loop's)."""
+    from comfy_cli.expect import check_prompt
+
+    return ev.Compared(time.monotonic(), prompt_id, tuple(check_prompt(check, name, found)))

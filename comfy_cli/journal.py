@@ -15,9 +15,13 @@ import json
 import os
 import threading
 
+from comfy_cli import errors
 from comfy_cli.errors import UsageError
 
 FORMAT = "comfy-cli.journal/1"
+# What in a line comes from the server (its error text, outputs, file names), and may hold a
+# secret it echoes: redacted as the terminal is. Ids and the batch's fingerprint are ours.
+SERVER_TEXT = ("error", "outputs", "key", "path")
 
 
 class Journal:
@@ -75,6 +79,7 @@ class Journal:
         return True
 
     def _write(self, record):
+        record = {k: errors.redact_obj(v) if k in SERVER_TEXT else v for k, v in record.items()}
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             self._fh.write(line)

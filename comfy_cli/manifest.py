@@ -53,7 +53,20 @@ def record(prompt, index, run, saved, output_dir, view_url, include_temp=False, 
         "error": doc["error"],
         "warnings": doc["warnings"],
         "ui": doc["ui"],
+        **({"expected": _expected(doc["expected"], output_dir)} if "expected" in doc else {}),
     }
+
+
+def _expected(outcomes, output_dir):
+    """--expect's outcomes, with the saved output and its difference image relative to DIR."""
+    out = []
+    for o in outcomes:
+        o = dict(o)
+        for key in ("got", "diff"):
+            if o.get(key) and output_dir is not None:
+                o[key] = os.path.relpath(o[key], output_dir).replace(os.sep, "/")
+        out.append(o)
+    return out
 
 
 class Manifest:

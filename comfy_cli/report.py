@@ -9,6 +9,7 @@ EXIT = {
     tr.SUCCESS: errors.OK,
     tr.FAILED: errors.FAILED,
     tr.INTERRUPTED: errors.FAILED,
+    tr.MISMATCH: errors.FAILED,
     tr.REJECTED: errors.INVALID,
     tr.TIMEOUT: errors.TIMEOUT,
     tr.LOST: errors.UNREACHABLE,
@@ -119,6 +120,8 @@ def failure_lines(prompt, verbose=False):
         return rejection_lines(prompt)
     if prompt.status in (tr.LOST, tr.TIMEOUT, tr.CANCELLED, tr.ERROR, tr.DETACHED):
         return [f"{name}: {err.get('message', prompt.status)} (prompt {prompt.prompt_id})"]
+    if prompt.status == tr.MISMATCH:
+        return [f"{name}: mismatch: {line}" for line in err.get("differences") or [err.get("message", "")]]
     return []
 
 
@@ -202,6 +205,7 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
         "ui": p.outputs,
         "error": p.error,
         "warnings": p.warnings,
+        **({"expected": [o.as_dict() for o in p.checked]} if p.checked is not None else {}),
     }
 
 
@@ -234,6 +238,9 @@ def _span(a, b):
     return round(b - a, 4) if a is not None and b is not None else None
 
 
+FAILURES = (tr.FAILED, tr.INTERRUPTED, tr.MISMATCH)  # JUnit failures; other ends are errors
+
+
 def junit_xml(attempts, duration):
     """A JUnit XML report: one testcase per batch item (its last attempt), with its time, the
     server that ran it, every attempt, and the failure message."""
@@ -244,8 +251,8 @@ def junit_xml(attempts, duration):
     for p in attempts:
         last[p.item if p.item is not None else p.prompt_id] = p
     prompts = list(last.values())
-    failed = sum(p.status in (tr.FAILED, tr.INTERRUPTED) for p in prompts)
-    broken = sum(p.status not in (tr.SUCCESS, tr.FAILED, tr.INTERRUPTED) for p in prompts)
+    failed = sum(p.status in FAILURES for p in prompts)
+    broken = sum(p.status not in FAILURES and p.status != tr.SUCCESS for p in prompts)
     suite = ET.Element("testsuite", name="comfy-cli", tests=str(len(prompts)), failures=str(failed),
                        errors=str(broken), skipped="0", time=f"{duration:.3f}")
     for p in prompts:
@@ -262,7 +269,7 @@ def junit_xml(attempts, duration):
         if p.status == tr.SUCCESS:
             continue
         message = " ".join(failure_lines(p))[:2000] or p.status
-        kind = "failure" if p.status in (tr.FAILED, tr.INTERRUPTED) else "error"
+        kind = "failure" if p.status in FAILURES else "error"
         element = ET.SubElement(case, kind, message=_xml_safe(message), type=p.status)
         detail = "\n".join(failure_lines(p, verbose=True))
         element.text = _xml_safe(detail)
@@ -279,6 +286,7 @@ SUMMARY_WORDS = [
     (tr.SUCCESS, "succeeded"),
     (tr.FAILED, "failed"),
     (tr.INTERRUPTED, "interrupted"),
+    (tr.MISMATCH, "mismatched"),
     (tr.REJECTED, "rejected"),
     (tr.TIMEOUT, "timed out"),
     (tr.LOST, "lost"),

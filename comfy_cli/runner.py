@@ -9,8 +9,9 @@
 The main thread runs one loop: take one item from the queue (or wake up when the supervisor
 asks), feed it to the supervisor, carry out the commands it answers with. Nothing here
 decides anything; no handler does I/O. Workers run one job at a time each: the submitter
-(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling) and the
-downloader (/view), so a slow download never holds up a submission or a round.
+(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling), the
+downloader (/view) and, with --expect, the comparer (decoding and comparing images), so a
+slow download or comparison never holds up a submission or a round.
 """
 
 import datetime
@@ -54,6 +55,9 @@ class Options:
     poll_interval: float = 1.0
     silence_check: float = 15.0
     output_dir: Optional[str] = None  # download outputs here
+    expect: Optional[str] = None  # --expect DIR: compare every output with its expected file there
+    tolerance: object = None  # --tolerance (compare.Tolerance; None: the default)
+    update_expected: bool = False  # --update-expected: write DIR's missing and differing files
     overwrite: bool = False
     events: bool = False  # NDJSON on stdout as things happen
     junit: Optional[str] = None
@@ -212,13 +216,15 @@ class Server:
         header, sslopt = self.client.ws_options()
         self.listener = Listener(self.client.ws_url(client_id), client_id, tagged, header=header, sslopt=sslopt,
                                  connect_timeout=limits.connect_try()) if opts.socket else None
-        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in ("submitter", "reader", "downloader")}
+        names = ("submitter", "reader", "downloader") + (("comparer",) if opts.expect else ())
+        self.workers = {name: Worker(f"{name}-{index}", tagged) for name in names}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
         self.client_id = client_id
         self.carry_out = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
-            sv.Download: self._download, sv.Cancel: self._cancel, sv.Reconnect: self._reconnect,
+            sv.Download: self._download, sv.Compare: self._compare, sv.Cancel: self._cancel,
+            sv.Reconnect: self._reconnect,
             sv.CheckServer: self._check_server, sv.Withdraw: self._withdraw,
         }
 
@@ -253,6 +259,11 @@ class Server:
         run = self.run
         self.workers["downloader"].put(jobs.download, self.client, run.folder, c, run.over.is_set,
                                        run.opts.output_dir, c.prompt_id in run.resumed)
+
+    def _compare(self, c):
+        prompt = self.sup.prompt(c.prompt_id)
+        job = self.run.expecting.job(prompt, self.sup.saved(c.prompt_id) or {})
+        self.workers["comparer"].put(jobs.compare, *job)
 
     def _cancel(self, c):
         self.workers["reader"].put(jobs.cancel, self.client, c.prompt_ids)
@@ -305,13 +316,20 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
-        self.folder = None
+        self.folder = self.expecting = None
         self.manifest = None
-        if opts.output_dir:
-            from comfy_cli.manifest import Manifest
+        if opts.expect:
+            from comfy_cli.expect import ForRun
+
+            self.expecting = ForRun(opts.expect, opts.tolerance, opts.update_expected, opts.output_dir,
+                                    opts.overwrite, opts.include_temp)
+        if opts.output_dir or self.expecting:
             from comfy_cli.outputs import OutputDir
 
-            self.folder = OutputDir(opts.output_dir, opts.overwrite)
+            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
+        if opts.output_dir:
+            from comfy_cli.manifest import Manifest
+
             self.manifest = Manifest(opts.output_dir)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
@@ -332,7 +350,7 @@ class Run:
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check, limits=limits,
-                           no_cancel=opts.no_cancel, download=self.folder is not None,
+                           no_cancel=opts.no_cancel, download=self.folder is not None, expect=bool(opts.expect),
                            include_temp=opts.include_temp, submit_only=opts.submit_only,
                            detach_on_signal=opts.detach_on_signal, alone=not several)
         # Prompts given to follow (`wait`) stay with the first server; a batch goes through the
@@ -407,6 +425,8 @@ class Run:
                 self.journal_worker.start()
             if self.manifest is not None:
                 self.manifest_worker.start()
+            for line in self.expecting.start_notes() if self.expecting else ():
+                self.view.note(line)
             if self.opts.report:
                 self.report_worker.start()
             self._earlier_records()
@@ -461,6 +481,8 @@ class Run:
             if self.report_problem:
                 self.view.note(self.report_problem)
         code = self._exit_code(fatal)
+        for line in self.expecting.finish(self._finals()) if self.expecting else ():
+            self.view.note(line)
         if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
             self.err.write(self._summary_line() + "\n")
             self.err.flush()
@@ -468,6 +490,8 @@ class Run:
             saved = dict(self.earlier)
             for server in self.servers:
                 saved.update(server.sup.outcome().saved)
+            if self.expecting and self.expecting.scratch and not self.expecting.kept:
+                saved = {}  # (the temporary folder is gone: no paths into it)
             doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
@@ -640,9 +664,10 @@ class Run:
             self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
-        elif not self.opts.json and (c.path or not self.folder):
-            self.view.result(c.path or server.client.view_url(c.item))
-            self.urls_printed += c.path is None
+        elif not self.opts.json and (c.path or not self.opts.output_dir):
+            shown = c.path if self.opts.output_dir else None  # (--expect's temporary folder: URLs, as without)
+            self.view.result(shown or server.client.view_url(c.item))
+            self.urls_printed += shown is None
 
     def _report(self, server, c):
         prompt = c.prompt
@@ -652,6 +677,9 @@ class Run:
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
+        if prompt.checked:
+            for line in self.expecting.changes(prompt) + self.expecting.diffs(prompt):
+                self.view.note(line)
         if self.stream:
             self.stream.finished(prompt)
 

@@ -66,8 +66,9 @@ class EventStream:
                   type=item.get("type", "output"), url=url, path=path)
 
     def finished(self, prompt):
+        extra = {"expected": [o.as_dict() for o in prompt.checked]} if prompt.checked is not None else {}
         self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.fill, 4),
-                  node_timings=node_timings(prompt))
+                  node_timings=node_timings(prompt), **extra)
 
     def transport(self, text, polling):
         self.emit("transport", message=text, polling=polling)

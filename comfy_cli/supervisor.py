@@ -5,7 +5,7 @@ Theory of operation
 The runner feeds the supervisor everything that happens, each with the time it happened:
 events from the websocket (through the listener), the results of HTTP calls (through the
 runner's workers), signals, and plain wake-ups. `feed(item, now)` answers with commands
-(commands.py): I/O to do (`Submit`, `ReadQueue`, `ReadHistory`, `Download`, `Cancel`,
+(commands.py): I/O to do (`Submit`, `ReadQueue`, `ReadHistory`, `Download`, `Compare`, `Cancel`,
 `Reconnect`, `CheckServer`, `Withdraw`) and things to show (`Added`, `Changed`, `Output`,
 `Report`, `Note`, `Mode`). `next_wakeup()` says when to call again if nothing arrives: the
 earliest of its parts'. The supervisor never blocks, reads no clock, draws no random numbers
@@ -22,7 +22,7 @@ It is made of parts, each holding the state of one concern and its timers, each 
 - `Rounds` (rounds.py): /queue + /history rounds: catch-up after a (re)connect, the quiet
   socket, polling while it is down, missing twice -> lost;
 - `Aftercare` (aftercare.py): /history after the end, downloads and their retries, the
-  report (`settle`);
+  comparison with --expect's files, the report (`settle`);
 - `Stopping` (stopping.py): the limits (`timeout`, `deadline`), signals, giving up and
   cancelling on the server.
 
@@ -39,7 +39,7 @@ from comfy_cli import backoff  # noqa: F401  (the tests read the policies throug
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.aftercare import Aftercare
-from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer, Download,  # noqa: F401
+from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer, Compare, Download,  # noqa: F401
                                 Mode, Note, Output, ReadHistory, ReadQueue, Reconnect, Report, Submit, Withdraw)
 from comfy_cli.connection import Connection
 from comfy_cli.limits import Limits
@@ -55,6 +55,7 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     no_cancel: bool = False
     download: bool = False  # --output-dir given
+    expect: bool = False  # --expect: a success's saved outputs are compared before it is reported
     include_temp: bool = False
     window: int = 4  # POSTs in flight at once
     detach_on_signal: bool = False  # `wait`: a signal stops following, never cancels
@@ -105,6 +106,7 @@ class Supervisor:
             ev.Accepted: subs.accepted, ev.SubmitFailed: subs.failed,
             ev.QueueRead: self.rounds.queue_read, ev.HistoryRead: self.rounds.history_read,
             ev.ReadFailed: self.rounds.read_failed, ev.Downloaded: self.after.downloaded,
+            ev.Compared: self.after.compared,
         }
 
     # ---- the interface ------------------------------------------------------------------

@@ -68,10 +68,11 @@ CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 ERROR = "error"  # the server could not be used for this prompt (e.g. submission failed)
 DETACHED = "detached"  # we stopped following it and left it running on the server
+MISMATCH = "mismatch"  # it succeeded, but its outputs differ from the expected files (--expect)
 
 BEFORE_RUN = frozenset({WAITING, SUBMITTING, SUBMITTED})
 SEEN_ON_SERVER = frozenset({SUBMITTED, RUNNING, SUCCESS, FAILED, INTERRUPTED})  # the server said it has it
-ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED})
+ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED, MISMATCH})
 SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
 ALMOST = 0.99  # the most an unfinished prompt's fill reaches: 100% means it succeeded
@@ -121,6 +122,7 @@ class Prompt:
         self.outputs = {}  # node id -> UI output dict, in arrival order
         self.error = None  # dict describing why it did not succeed
         self.warnings = []
+        self.checked = None  # --expect: how its outputs compared (expect.Outcome list), once they have
         self.needs_history = False  # our picture may be incomplete: ask /history
         self.server_done = False  # `executing {node: null}` came before any terminal event
         self.history_done = False  # its /history entry was replayed after the end
@@ -209,6 +211,17 @@ class Prompt:
         """The supervisor has replayed this prompt's /history entry: the picture is complete."""
         self.needs_history = False
         self.history_done = True
+
+    def compared(self, outcomes):
+        """Its outputs were compared with the expected files (--expect): a success whose outputs
+        differ becomes a mismatch, with each difference in its error."""
+        self.checked = list(outcomes)
+        failing = [o for o in self.checked if o.failed]
+        if failing and self.status == SUCCESS:
+            self.status = MISMATCH
+            self.error = {"type": MISMATCH,
+                          "message": f"{len(failing)} of {len(self.checked)} outputs differ from the expected files",
+                          "differences": [o.line() for o in failing]}
 
     def settle(self):
         self.settled = True

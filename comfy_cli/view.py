@@ -22,6 +22,7 @@ END_WORDS = {
     tr.TIMEOUT: "timed out",
     tr.ERROR: "error",
     tr.DETACHED: "left running",
+    tr.MISMATCH: "MISMATCH",
 }
 
 

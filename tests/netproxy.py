@@ -12,10 +12,14 @@ class Proxy:
     first that many websocket connections are cut after `cut_after` bytes from the server,
     in the middle of whatever frame those bytes belong to."""
 
-    def __init__(self, target_port, cut_ws=0, cut_after=4000, late_post=None):
+    def __init__(self, target_port, cut_ws=0, cut_after=4000, late_post=None, hold_post=False):
         """late_post: seconds. The first POST /prompt is answered 504 at once (a gateway that
-        gave up) and only forwarded to the server that much later."""
+        gave up) and only forwarded to the server that much later. hold_post: the first POST
+        /prompt is answered 504 at once and forwarded just before the next POST /prompt (the
+        client's resend), so the server gets the same prompt twice, the first copy first."""
         self.late_post = late_post
+        self.hold_post = hold_post
+        self.held = None  # the request held back (hold_post)
         self.target = target_port
         self.cut_ws = cut_ws
         self.cut_after = cut_after
@@ -96,6 +100,14 @@ class Proxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if from_client and (self.hold_post or self.held) and _is_post_prompt(data):
+                    data = _whole_request(data, src)
+                    if self.hold_post:  # the first: lost on the way (a gateway's 504), kept for later
+                        self.hold_post, self.held = False, data
+                        src.sendall(b"HTTP/1.1 504 Gateway Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        break
+                    held, self.held = self.held, None
+                    self._forward_late(held, 0)  # the late copy reaches the server first
                 if from_client and not state["ws"] and b"upgrade: websocket" in data.lower():
                     state["ws"] = True
                     with self._lock:
@@ -130,9 +142,13 @@ def close(proxy):
         _kill(srv)  # shutdown first: a plain close would not wake the blocked accept()
 
 
-def _read_request(conn):
-    """One whole HTTP request (headers and Content-Length body) from a fresh connection."""
-    data = b""
+def _is_post_prompt(data):
+    line = data.split(b"\r\n", 1)[0]
+    return line.startswith(b"POST ") and (b" /prompt " in line or b" /api/prompt " in line)
+
+
+def _whole_request(data, conn):
+    """`data` (the start of a request) completed to its Content-Length from `conn`."""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
@@ -150,6 +166,11 @@ def _read_request(conn):
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def _read_request(conn):
+    """One whole HTTP request (headers and Content-Length body) from a fresh connection."""
+    return _whole_request(b"", conn)
 
 
 class _Replay:

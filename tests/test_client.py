@@ -109,6 +109,23 @@ def test_server_errors_keep_their_status(server, status, text):
     assert text in str(err.value) and err.value.status == int(status[:3])
 
 
+def test_a_409_for_our_prompt_id_means_the_server_has_it():
+    from comfy_cli.sim import SimServer
+
+    from pathlib import Path
+
+    graph = json.loads((Path(__file__).resolve().parents[1] / "examples" / "steps.json").read_text())
+    with SimServer(conflict=True) as sim:
+        client = Client(sim.url)
+        first = client.submit(graph, "cid", "p-409")
+        assert first["prompt_id"] == "p-409" and isinstance(first["number"], int)
+        # The same prompt again (an earlier copy whose answer was lost had got there): a newer
+        # server answers 409, and that is "it is there", not a refusal.
+        assert client.submit(graph, "cid", "p-409") == {"prompt_id": "p-409", "number": None, "node_errors": {}}
+        assert sim.conflicts == ["p-409"] and sim.submissions == ["p-409"]
+        client.close()
+
+
 def test_an_answer_that_is_not_json(server):
     srv = server(answer("200 OK", "<html>hello</html>", "text/html"))
     with pytest.raises(ServerError, match=r"answer is not JSON \(text/html\)"):

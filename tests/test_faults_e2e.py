@@ -398,3 +398,31 @@ def test_deadline_during_submission(tmp_path):
         assert statuses.count("timeout") >= 5
         unsent = [p for p in doc["prompts"] if "not submitted" in (p["error"] or {}).get("message", "")]
         assert unsent and len(sim.submissions) + len(unsent) == 8
+
+
+def test_a_resent_post_answered_409_by_a_newer_server_is_accepted(tmp_path):
+    # The first POST's answer is lost (a gateway's 504) and the gateway forwards it only when
+    # the client, having not found the prompt for a while, sends it again: the server then
+    # holds that prompt_id and, as newer ComfyUI servers do, answers the second POST 409.
+    # Another client's prompt runs meanwhile, so nothing but that answer can tell the client
+    # the server has ours.
+    with SimServer(conflict=True) as sim:
+        graph = json.loads(open(workflow(tmp_path, "steps", **{"1__steps": 6000, "1__seed": 99})).read())
+        blocker = requests.post(sim.url + "/prompt", json={"prompt": graph, "client_id": "other"},
+                                timeout=5).json()["prompt_id"]
+        proxy = Proxy(sim.port, hold_post=True).up()
+        proc = start("run", workflow(tmp_path, "steps"), "--url", proxy.url, "--json", *FAST)
+        try:
+            assert sim.wait_for(lambda s: s.conflicts, 30)  # the resend was answered 409
+            requests.post(sim.url + "/interrupt", json={"prompt_id": blocker}, timeout=5)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            close(proxy)
+        assert proxy.held is None and not proxy.hold_post  # the late copy went first, the resend after it
+        assert proc.returncode == 0, err
+        p, = json.loads(out)["prompts"]
+        assert p["status"] == "success" and p["error"] is None, p
+        assert [o["filename"] for o in p["outputs"]] == ["steps_00001_.png"]
+        assert sim.conflicts == [p["prompt_id"]]
+        assert sim.submissions == [blocker, p["prompt_id"]]  # queued once

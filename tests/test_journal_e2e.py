@@ -116,3 +116,30 @@ def test_a_manifest_line_the_killed_run_did_not_write_is_written_by_the_resumed_
     assert sorted(line["index"] for line in after) == [0, 1, 2]
     assert path.read_bytes().startswith(lines[0]) and path.read_bytes().endswith(b"\n")
     assert all(line["status"] == "success" and line["outputs"][0]["path"] for line in after)
+
+
+
+def test_the_journal_never_holds_a_token_the_server_echoes(tmp_path):
+    from aiohttp import web
+
+    from comfy_cli.sim import Faults
+
+    token = "s3cret-token-for-the-journal"
+
+    class Echo(Faults):
+        # A hostile server that echoes the Authorization header back in its error message.
+        def on_http(self, request):
+            if request.path == "/prompt" and request.method == "POST":
+                return web.json_response({"error": {"type": "x", "message": "bad " + request.headers.get(
+                    "Authorization", ""), "details": request.headers.get("Authorization", ""), "extra_info": {}},
+                    "node_errors": {}}, status=400)
+            return None
+
+    journal = tmp_path / "batch.journal"
+    with SimServer(token=token, faults=Echo()) as sim:
+        proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--token", token, "--journal", str(journal))
+    assert proc.returncode == 2 and "rejected by the server: bad ***" in proc.stderr
+    text = journal.read_text()
+    assert token not in text
+    end = [json.loads(line) for line in text.splitlines() if '"end"' in line]
+    assert end[0]["status"] == "rejected" and end[0]["error"]["message"] == "bad ***"

@@ -1,11 +1,14 @@
 """`submit`, `wait`, `cancel` and `queue`: real processes against the real simulator."""
 
+import asyncio
 import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pytest
 import requests
 
 from comfy_cli import manifest
-from test_run_e2e import cli, no_traceback, start, workflow
+from comfy_cli.sim import Faults, SimServer
+from test_run_e2e import EXAMPLES, cli, no_traceback, start, workflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,7 +170,61 @@ def test_cancel_a_running_prompt_leaves_another_clients_prompt_to_run(sim, tmp_p
     assert json.loads(out)["prompts"][0]["status"] == "success"
     assert history_status(sim, mine["prompt_id"]) == "error"  # interrupted
     told = cli("cancel", mine["handle"])
-    assert told.returncode == 0 and "nothing to cancel: it had already ended (interrupted)" in told.stdout
+    assert told.returncode == 1 and "nothing to cancel: it had already ended (interrupted)" in told.stdout
+
+
+class HeldAtTheEnd(Faults):
+    """A prompt that has run its last node (execution_success is sent) stays `running` in
+    /queue until the test lets it write its history: the window in which an interrupt comes
+    too late to stop it."""
+
+    def __init__(self):
+        self.at_end = threading.Event()
+        self.interrupted = threading.Event()
+        self.release = threading.Event()
+
+    def after_http(self, request, response):
+        if request.method == "POST" and request.path.endswith("/interrupt"):
+            self.interrupted.set()
+        return None
+
+    async def history_delay(self, prompt_id):
+        self.at_end.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        return 0
+
+
+def _cancel_at_the_end(tmp_path, *args, release_after_interrupt=True):
+    faults = HeldAtTheEnd()
+    with SimServer(faults=faults) as sim:
+        p, = submit(sim, workflow(tmp_path, "steps"))
+        try:
+            assert faults.at_end.wait(20)  # its last node is done; /queue still shows it running
+            proc = start("cancel", p["handle"], *args)
+            assert faults.interrupted.wait(20)  # the interrupt was sent: too late to take effect
+            if release_after_interrupt:
+                faults.release.set()
+            out, err = proc.communicate(timeout=20)
+        finally:
+            faults.release.set()
+            proc.kill()
+        assert sim.wait_for(lambda s: history_status(s, p["prompt_id"]) == "success", 10)  # it was not cancelled
+        return p, sim.url, proc, out, err
+
+
+def test_cancel_of_a_prompt_that_ends_first_reports_its_real_end(tmp_path):
+    p, url, proc, out, err = _cancel_at_the_end(tmp_path)
+    assert proc.returncode == 1, err
+    said = f"steps ({p['prompt_id']}): not cancelled: it ended before the interrupt took effect (success); outputs: "
+    assert out.startswith(said + f"{url}/view?filename=steps_00001_.png") and out.count("\n") == 1, out
+    assert "interrupted" not in out
+
+
+def test_cancel_says_interrupt_sent_until_the_server_confirms(tmp_path):
+    p, url, proc, out, err = _cancel_at_the_end(tmp_path, "--timeout", "0.3", release_after_interrupt=False)
+    assert proc.returncode == 3, err
+    assert out == (f"steps ({p['prompt_id']}): interrupt sent, not confirmed within 0.3 s (it is still in the "
+                   "server's queue)\n")
 
 
 def test_cancel_an_unknown_prompt(sim):
@@ -347,3 +405,44 @@ def test_wait_refuses_what_it_cannot_follow(args, stdin, message):
     assert proc.stderr.strip().splitlines() == [f"comfy-cli: error: {message}: give each server's handles to a "
                                                 "separate command" if "servers" in message
                                                 else f"comfy-cli: error: {message}"]
+
+
+def _closed_port():
+    with socket.socket() as s:  # a loopback port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_submit_to_an_unreachable_server_ends_at_once_as_run_does(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    path = workflow(tmp_path, "steps")
+    started = time.monotonic()
+    cli("submit", "--help")
+    startup = time.monotonic() - started  # what the machine takes to start the command at all
+    started = time.monotonic()
+    proc = cli("submit", path, "--url", url, timeout=10)
+    took = time.monotonic() - started
+    ran = cli("run", path, "--url", url)
+    assert proc.returncode == 4 and ran.returncode == 4, proc.stderr
+    assert proc.stderr == ran.stderr and proc.stderr.startswith(f"comfy-cli: error: cannot connect to {url}")
+    assert proc.stderr.count("\n") == 1  # that one line
+    assert proc.stdout == ""  # no handle: nothing was sent
+    assert took < startup + 1.0
+
+
+def test_sigterm_during_submit_exits_143():
+    # A server that takes the connection and never answers: `submit` is stuck checking it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(25)  # a starved machine may take long to start the command
+        proc = start("submit", str(EXAMPLES / "steps.json"), "--url", f"http://127.0.0.1:{server.getsockname()[1]}")
+        try:
+            conn, _ = server.accept()  # it is talking to the server now
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert out == "" and "Traceback" not in err

@@ -163,6 +163,15 @@ class Engine:
         self._wake.set()
         self.notify()
 
+    def holds(self, prompt_id) -> bool:
+        """Is the prompt queued, running or in the history?"""
+        if self.running is not None and self.running[1] == prompt_id:
+            return True
+        if any(entry[2][1] == prompt_id for entry in self.pending):
+            return True
+        with self.history_lock:
+            return prompt_id in self.history
+
     def pending_items(self) -> list:
         return [entry[2] for entry in self.pending]
 

@@ -218,6 +218,11 @@ class Routes:
         if not isinstance(prompt, dict):
             raise TypeError("prompt must be an object")
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        if self.sim.conflict and engine.holds(prompt_id):
+            self.sim.conflicts.append(prompt_id)
+            error = {"type": "duplicate_prompt_id", "message": f"Prompt ID {prompt_id} already exists",
+                     "details": "", "extra_info": {}}
+            return _json({"error": error, "node_errors": {}}, 409)
         if self.sim.script is not None:  # a replayed recording: its own node types, not ours
             ok, error, outputs, node_errors = True, None, list(prompt), {}
         else:

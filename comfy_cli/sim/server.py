@@ -48,14 +48,18 @@ class SimServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, output_dir=None,
                  faults: Optional[Faults] = None, token: Optional[str] = None, basic=None, tls=None,
-                 slow: float = 1.0, prompt_cost: float = 0.0, lacks=(), script=None):
+                 slow: float = 1.0, prompt_cost: float = 0.0, lacks=(), script=None, conflict: bool = False):
         """token: require 'Authorization: Bearer TOKEN' (like a reverse proxy in front of
         ComfyUI); basic: (user, password) to require basic auth instead; tls: (certfile,
         keyfile) to serve https/wss. For several-server tests: `slow` multiplies every node's
         sleep (a slower GPU), `prompt_cost` adds seconds to each prompt, `lacks` names node
         types this server does not have. script: a replay.Script every prompt plays back
-        (a real model's run) instead of running nodes; any graph is then accepted."""
+        (a real model's run) instead of running nodes; any graph is then accepted. `conflict`:
+        answer 409 to a POST /prompt whose prompt_id the server already holds (queued, running
+        or in history), as newer ComfyUI servers do; 0.3.64 queues it again."""
         self.host, self.port = host, port
+        self.conflict = conflict
+        self.conflicts = []  # prompt ids answered 409, for tests
         self.slow, self.prompt_cost, self.lacks = slow, prompt_cost, frozenset(lacks)
         self.script = script
         self.token, self.basic = token, basic
