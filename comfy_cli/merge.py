@@ -85,8 +85,8 @@ def combine(shards):
     first = shards[0]
     items, origin = _latest(shards)
     gaps = _gaps(shards, first.n, first.size, items)
-    finals = [attempts[-1]["status"] for attempts in items.values()]
-    codes = [_exit_code(status) for status in finals] + ([errors.UNREACHABLE] if gaps else [])
+    codes = [report.exit_code(_prompt(i, attempts[-1])) for i, attempts in items.items()]
+    codes += [errors.UNREACHABLE] if gaps else []
     return Merged(first.plan, first.n, first.size, dict(sorted(items.items())), origin, gaps, errors.worst(codes))
 
 
@@ -128,12 +128,6 @@ def _gaps(shards, n, size, items):
     return gaps
 
 
-def _exit_code(status):
-    if status in (tr.CANCELLED, tr.DETACHED):
-        return errors.SIGINT
-    return report.EXIT.get(status, errors.UNREACHABLE)
-
-
 def summary(merged, paths):
     """The `run --json` document of the merged batch. `paths(record, output)`: where an output
     file is now (None if it was not saved)."""
@@ -154,20 +148,19 @@ def summary(merged, paths):
 
 def prompts(merged):
     """Every attempt as a tracker Prompt (what report.junit_xml and summary_line read)."""
+    return [_prompt(index, record) for index, attempts in merged.items.items() for record in attempts]
+
+
+def _prompt(index, record):
     from comfy_cli.workflow import Workflow
 
-    out = []
-    for index, attempts in merged.items.items():
-        for record in attempts:
-            p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "",
-                                                                   {}), status=record.get("status"))
-            timings = record.get("timings") or {}
-            p.submitted_at, p.ended_at = 0.0, timings.get("total_s")
-            p.started_at = timings.get("queued_s")
-            p.item, p.attempt, p.server = index, record.get("attempt") or 1, record.get("server")
-            p.error, p.number = record.get("error"), record.get("number")
-            out.append(p)
-    return out
+    p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "", {}),
+                  status=record.get("status"))
+    timings = record.get("timings") or {}
+    p.submitted_at, p.started_at, p.ended_at = 0.0, timings.get("queued_s"), timings.get("total_s")
+    p.item, p.attempt, p.server = index, record.get("attempt") or 1, record.get("server")
+    p.error, p.number = record.get("error"), record.get("number")
+    return p
 
 
 def _unique(items):
