@@ -162,3 +162,27 @@ def test_bad_folders_are_refused(tmp_path):
         proc = cli("merge", *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_readme_round_runs_as_written(tmp_path):
+    """README, "One batch again": three shards of a grid against the simulator, then merge."""
+    import subprocess
+    import sys
+
+    from test_readme import README
+    from test_run_e2e import EXAMPLES
+
+    start = README.index("Try the whole round here")
+    block = README[start:].split("```sh\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    env = dict(os.environ, **clean_env(), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env.pop("COMFY_URL", None)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    merged = manifest(tmp_path / "merged")
+    assert [r["index"] for r in merged] == list(range(6))
+    assert [r["values"]["KSampler.cfg"] for r in merged] == [4, 4, 6, 6, 8, 8]
+    assert "6 prompts: 6 succeeded, 6 files (merged from 3 shards" in proc.stderr
+    html = (tmp_path / "merged" / "report.html").read_text()
+    assert len(cells(html)) == 6
