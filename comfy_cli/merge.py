@@ -52,8 +52,8 @@ def split(folder, lines):
         index = record.get("index")
         where = f"{folder}/manifest.jsonl line {number}"
         if not isinstance(plan, dict) or not isinstance(plan.get("fingerprint"), str):
-            raise UsageError(f"{where}: no plan recorded (written by a comfy-cli without `merge`?); "
-                             "run the shards again with this version")
+            raise UsageError(f"{where}: no plan recorded (only `run` records one: written by `wait`, or by an "
+                             "older comfy-cli?); merge the folders of `run --output-dir`")
         k_n = sh.k_of_n(str(plan.get("shard") or "1/1"))
         size = plan.get("size")
         if k_n is None or not isinstance(size, int) or size < 0:
