@@ -18,9 +18,6 @@ from comfy_cli import shard as sh
 from comfy_cli import tracker as tr
 from comfy_cli.errors import UsageError
 
-# The keys of a prompt in the `run --json` summary (a manifest line holds them and more).
-SUMMARY_KEYS = ("workflow", "name", "prompt_id", "server", "attempt", "status", "number", "timings", "nodes",
-                "node_timings", "outputs", "ui", "error", "warnings")
 SHOWN_MISSING = 10  # item numbers named per incomplete slice
 
 
@@ -132,9 +129,11 @@ def summary(merged, paths):
     """The `run --json` document of the merged batch. `paths(record, output)`: where an output
     file is now (None if it was not saved)."""
     prompts, servers = [], []
+    # the keys of a prompt in `run --json` (a manifest line holds them and more), in its order
+    keys = list(report.prompt_summary(_prompt(0, {}), lambda p, item: None))
     for attempts in merged.items.values():
         for record in attempts:
-            entry = {key: record.get(key) for key in SUMMARY_KEYS}
+            entry = {key: record.get(key) for key in keys}
             entry["outputs"] = [dict(out, path=paths(record, out)) for out in record.get("outputs") or ()]
             prompts.append(entry)
             if record.get("server") and record["server"] not in servers:
