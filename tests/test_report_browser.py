@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from comfy_cli import htmlreport
+from comfy_cli import htmlreport, manifest
 from comfy_cli.sim.images import png_bytes, seeded_image
 from test_run_e2e import EXAMPLES, cli, start, workflow
 
@@ -214,3 +214,36 @@ def test_an_existing_report_is_not_replaced_without_overwrite(sim, tmp_path):
                 "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "Finished" in page.read_text() and time.monotonic() - started < 60
+
+
+def test_a_sweep_is_laid_out_as_a_grid_with_its_values_as_labels(browser, sim, tmp_path):
+    graph = json.loads((EXAMPLES / "steps.json").read_text())
+    graph["1"]["inputs"]["seconds_per_step"] = 0.01
+    graph["3"] = {"class_type": "TestLog", "inputs": {"image": ["1", 0], "text": "x"}}
+    graph["2"]["inputs"]["images"] = ["3", 0]
+    path = tmp_path / "logged.json"
+    path.write_text(json.dumps(graph))
+    out = tmp_path / "out"
+    page = out / "report.html"
+    out.mkdir()
+    proc = cli("run", str(path), "--url", sim.url, "--sweep", "TestSteps.steps=1,2,3",
+               "--sweep", "TestLog.text=" + json.dumps([HOSTILE, "a fox"]), "--output-dir", str(out),
+               "--report", str(page), "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    lines = manifest.read(out / "manifest.jsonl")
+    assert len(lines) == 6
+    steps_key, text_key = [k for k in lines[0]["values"] if k.endswith((".steps", ".text"))]
+    view = Opened(browser, page)
+    try:
+        loaded = view.images()
+        assert len(loaded) == 6 and all(ok for _, ok in loaded), loaded
+        assert view.texts("table.grid th.row") == [f"{steps_key} = {n}" for n in (1, 2, 3)]
+        assert view.texts("table.grid th.col") == [f"{text_key} = {HOSTILE}", f"{text_key} = a fox"]
+        cells = view.page.eval_on_selector_all(
+            "table.grid td", "tds => tds.map(td => [td.dataset.row, td.dataset.col, td.querySelector('.cell').dataset.name])")
+        by_values = {(f"{steps_key} = {d['values'][steps_key]}", f"{text_key} = {d['values'][text_key]}"): d["name"]
+                     for d in lines}
+        assert {(r, c): n for r, c, n in cells} == by_values
+        view.not_run()
+    finally:
+        view.close()
