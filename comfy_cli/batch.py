@@ -1,9 +1,9 @@
 """Turning workflow files and options into the prompts of one batch, before anything is sent.
 
 `--set NODE.INPUT=VALUE` and `--input NODE.INPUT=PATH` name a node by id, by `_meta.title`,
-or by a class_type that occurs once; `--count N` makes copies with seeds moved apart so the
-server does not answer them from its cache. Every mistake is found here, with the candidates
-named, so a batch is refused whole rather than half submitted.
+or by a class_type that occurs once (plan.py resolves sweeps and data columns the same way;
+`--count` copies are the plan's too). Every mistake is found here, with the candidates named,
+so a batch is refused whole rather than half submitted.
 """
 
 import copy
@@ -84,36 +84,7 @@ def apply(workflows, assignments):
         if not matched:
             raise UsageError(f"{a.option} {a.spec!r}: no node {a.node!r} in "
                              f"{'any workflow' if len(out) > 1 else out[0].path}; candidates: "
-                             f"{_candidates(out)}")
-    return out
-
-
-def _copy_graph(graph, seeded):
-    """A copy deep enough for what changes per copy: the nodes in `seeded` (their seeds) are
-    copied two levels deep; the others are shared between copies, read-only from here on (an
-    upload points every copy's input at the same name anyway). Cheap for a batch of thousands."""
-    return {nid: ({k: (dict(v) if isinstance(v, dict) else v) for k, v in node.items()} if nid in seeded else node)
-            for nid, node in graph.items()}
-
-
-def expand(workflows, count, same_seed=False):
-    """Each workflow `count` times; copy i gets every integer seed/noise_seed input + i."""
-    if count == 1:
-        return list(workflows)
-    out = []
-    for wf in workflows:
-        seeded = set() if same_seed else {
-            nid for nid, node in wf.graph.items() if isinstance(node, dict) and any(
-                isinstance(node.get("inputs", {}).get(name), int) for name in SEED_INPUTS)}
-        for i in range(count):
-            graph = _copy_graph(wf.graph, seeded)
-            if not same_seed:
-                for node in graph.values():
-                    for name in SEED_INPUTS:
-                        value = node.get("inputs", {}).get(name)
-                        if isinstance(value, int) and not isinstance(value, bool):
-                            node["inputs"][name] = value + i
-            out.append(Workflow(wf.path, f"{wf.name}#{i + 1}", graph))
+                             f"{candidates(out)}")
     return out
 
 
@@ -151,7 +122,8 @@ def _title(node):
     return meta.get("title") if isinstance(meta, dict) else None
 
 
-def _candidates(workflows, limit=12):
+def candidates(workflows, limit=12):
+    """Some node ids and titles to pick from, for an error line."""
     groups, shown = [], 0
     for wf in workflows:
         labels = [f"{nid} ({wf.title(nid)})" for nid in wf.graph][: max(0, limit - shown)]

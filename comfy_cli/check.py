@@ -16,20 +16,29 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "file_upload", "animated_image_upload")
 
 
-def check(graph, object_info):
-    """Problems with one API-format graph, as a 400 body: {"error", "node_errors"}; empty when fine."""
+def check(graph, object_info, only=None, known=None):
+    """Problems with one API-format graph, as a 400 body: {"error", "node_errors"}; empty when fine.
+    With `only` (node ids), only those nodes' inputs are checked; the other nodes' errors are
+    taken from `known`, the answer for a graph that differs from this one only in those nodes
+    (a plan's prompts differ from their workflow in a few inputs)."""
     node_errors = {}
+    if known:
+        node_errors = {nid: e for nid, e in known["node_errors"].items() if nid not in only}
     outputs = []
     unknown = []
     for nid, node in graph.items():
         kind = node.get("class_type")
         info = object_info.get(kind)
+        mine = only is None or nid in only
         if not isinstance(info, dict):
             unknown.append(nid)
-            _add(node_errors, nid, kind, "invalid_prompt", f"Node type {kind} is not on the server", "")
+            if mine:
+                _add(node_errors, nid, kind, "invalid_prompt", f"Node type {kind} is not on the server", "")
             continue
         if info.get("output_node"):
             outputs.append(nid)
+        if not mine:
+            continue
         for name, (typ, opts, required) in _declared(info).items():
             if name not in node.get("inputs", {}):
                 if required:
@@ -40,6 +49,8 @@ def check(graph, object_info):
                 _check_link(graph, object_info, node_errors, nid, kind, name, typ, value)
             else:
                 _check_value(node_errors, nid, kind, name, typ, opts, value)
+    if only is not None:
+        node_errors = {nid: node_errors[nid] for nid in graph if nid in node_errors}  # in graph order
     error = None
     if unknown:
         kinds = sorted({str(graph[n].get("class_type")) for n in unknown})
@@ -53,8 +64,22 @@ def check(graph, object_info):
     return {"error": error, "node_errors": node_errors} if error else {}
 
 
+_DECLARED = {}  # id(node type info) -> (info, its declared inputs): read once per type, not per prompt
+
+
 def _declared(info):
     """{name: (type, opts, required)} for every declared input."""
+    cached = _DECLARED.get(id(info))
+    if cached is not None and cached[0] is info:
+        return cached[1]
+    found = _read_declared(info)
+    if len(_DECLARED) > 4096:
+        _DECLARED.clear()
+    _DECLARED[id(info)] = (info, found)
+    return found
+
+
+def _read_declared(info):
     spec = info.get("input") if isinstance(info.get("input"), dict) else {}
     out = {}
     for section in ("required", "optional"):
@@ -129,3 +154,17 @@ def _add(node_errors, nid, kind, err_type, message, details, input_name=None):
 
 def _is_link(value):
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+
+
+def value_problem(info, name, value):
+    """What the server's validation would say of `value` for input `name` of a node type
+    (its /object_info entry), or None: for checking data before any graph is built."""
+    declared = _declared(info).get(name)
+    if declared is None or _is_link(value):
+        return None
+    errors = {}
+    _check_value(errors, "", "", name, declared[0], declared[1], value)
+    if not errors:
+        return None
+    found = errors[""]["errors"][0]
+    return found["message"] + (f": {found['details']}" if found["details"] else "")

@@ -84,8 +84,8 @@ REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
 
 
 SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
-                            help="Run only slice K of N of the batch (files x --count), for N jobs of a CI matrix "
-                                 "or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
+                            help="Run only slice K of N of the batch (prompt i when i mod N = K-1), for N jobs of "
+                                 "a CI matrix or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 
 
@@ -95,49 +95,80 @@ URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, me
                                 "(https://HOST is 443). Repeat it (or separate with commas) to spread the batch over "
                                 "several servers.")
 
+# What makes the batch (`run`, `submit`): declared once, read by `_plan`.
+WORKFLOWS_ARG = typer.Argument(..., metavar="WORKFLOW...",
+                               help="Workflow files, API or UI format; '-' reads one from stdin.")
+SET_OPTION = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
+                          help="Set an input (repeatable). NODE: id, _meta.title, or a class_type that occurs once. "
+                               "VALUE: JSON if it parses, else a string.")
+INPUT_OPTION = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
+                            help="Upload a local file and point the input at it (repeatable). A folder or a quoted "
+                                 "glob ('photos/*.png') makes one prompt per file, sorted by name.")
+PARAMS_OPTION = typer.Option(None, "--params", metavar="FILE",
+                             help="One prompt per row of a CSV/TSV (header row), JSONL or JSON array file; keys "
+                                  "NODE.INPUT as for --set, @NODE.INPUT a local file to upload, name the prompt's "
+                                  "name.")
+SWEEP_OPTION = typer.Option([], "--sweep", metavar="NODE.INPUT=V1,V2,...",
+                            help="One prompt per value (repeatable: every combination). Values as for --set, or a "
+                                 "JSON array, or a range START..END:STEP.")
+COUNT_OPTION = typer.Option(1, "--count", min=1, max=100000, metavar="N",
+                            help="Submit each prompt N times; copy i gets seed/noise_seed + i.")
+SAME_SEED_OPTION = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal.")
+DRY_RUN_OPTION = typer.Option(False, "--dry-run",
+                              help="Convert and check every prompt against the server's /object_info and list "
+                                   "them; submit nothing (exit 0 if fine, 2 if not).")
+
+# How a run is followed and reported (`run`, `wait`).
+PROGRESS_OPTION = typer.Option(Progress.auto, "--progress", help="auto: bars on a terminal, lines otherwise.")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0.001, metavar="S",
+                              help="Give up after S seconds with nothing new from the server.")
+DEADLINE_OPTION = typer.Option(None, "--deadline", min=0.001, metavar="S",
+                               help="Give up S seconds after the start, whatever happens.")
+OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", metavar="DIR",
+                                 help="Download every output file into DIR; stdout lists the paths.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite",
+                                help="Replace existing files in --output-dir, --junit and --report (default: never).")
+INCLUDE_TEMP_OPTION = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs.")
+EVENTS_OPTION = typer.Option(False, "--events",
+                             help="Print NDJSON events on stdout as things happen; the last is the summary.")
+JUNIT_OPTION = typer.Option(None, "--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per prompt.")
+SILENCE_OPTION = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
+                              help="Check over HTTP when the websocket has been quiet for S seconds while prompts "
+                                   "are open.")
+VERBOSE_OPTION = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes.")
+SUMMARY_OPTION = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout.")
+
 
 @app.command(epilog=EXIT_CODES)
 def run(
     ctx: typer.Context,
-    workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
-                                          help="Workflow files, API or UI format; '-' reads one from stdin."),
+    workflows: List[str] = WORKFLOWS_ARG,
     urls: List[str] = URLS_OPTION,
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
-    progress: Progress = typer.Option(Progress.auto, "--progress",
-                                      help="auto: bars on a terminal, lines otherwise."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, metavar="S",
-                                            help="Give up after S seconds with nothing new from the server."),
-    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, metavar="S",
-                                             help="Give up S seconds after the start, whatever happens."),
-    sets: List[str] = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
-                                   help="Set an input (repeatable). NODE: id, _meta.title, or a class_type "
-                                        "that occurs once. VALUE: JSON if it parses, else a string."),
-    inputs: List[str] = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
-                                     help="Upload a local file and point the input at it (repeatable)."),
-    count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
-                              help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
-    same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
-                                             help="Download every output file into DIR; stdout lists the paths."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace existing files in --output-dir, --junit and --report (default: never)."),
-    include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    json_out: bool = SUMMARY_OPTION,
+    progress: Progress = PROGRESS_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    deadline: Optional[float] = DEADLINE_OPTION,
+    sets: List[str] = SET_OPTION,
+    inputs: List[str] = INPUT_OPTION,
+    params: Optional[str] = PARAMS_OPTION,
+    sweeps: List[str] = SWEEP_OPTION,
+    count: int = COUNT_OPTION,
+    same_seed: bool = SAME_SEED_OPTION,
+    output_dir: Optional[str] = OUTPUT_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    include_temp: bool = INCLUDE_TEMP_OPTION,
     expect: Optional[str] = EXPECT_OPTION,
     tolerance: Optional[str] = TOLERANCE_OPTION,
     update_expected: bool = UPDATE_EXPECTED_OPTION,
-    events: bool = typer.Option(False, "--events",
-                                help="Print NDJSON events on stdout as things happen; the last is the summary."),
-    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
-                                        help="Write a JUnit XML report, one testcase per prompt."),
+    events: bool = EVENTS_OPTION,
+    junit: Optional[str] = JUNIT_OPTION,
     html_report: Optional[str] = REPORT_OPTION,
     no_cancel: bool = typer.Option(False, "--no-cancel",
                                    help="On Ctrl-C or a time limit, leave our prompts on the server."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
                                         help="While the websocket is down, check /queue and /history every S "
                                              "seconds."),
-    silence_check: float = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
-                                        help="Check over HTTP when the websocket has been quiet for S seconds "
-                                             "while prompts are open."),
+    silence_check: float = SILENCE_OPTION,
     simulate: bool = typer.Option(False, "--simulate",
                                   help="Run against the built-in simulator on a free loopback port."),
     per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K",
@@ -154,24 +185,16 @@ def run(
                                           help="Record what was submitted where and how it ended (append-only, "
                                                "fsynced). Run the same command again with it after a crash to "
                                                "take the batch up: nothing runs twice."),
-    dry_run: bool = typer.Option(False, "--dry-run",
-                                 help="Convert and check every prompt against the server's /object_info; "
-                                      "submit nothing (exit 0 if fine, 2 if not)."),
+    dry_run: bool = DRY_RUN_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
     insecure: bool = INSECURE_OPTION,
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
+    verbose: bool = VERBOSE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
     """Submit workflows, show live progress, wait until every prompt has ended."""
     with _guard(debug):
-        from comfy_cli import workflow
-
-        from comfy_cli import batch
-
-        if workflows.count("-") > 1:
-            raise _usage("WORKFLOW: '-' (stdin) can be given only once")
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         if simulate and urls:
@@ -183,43 +206,33 @@ def run(
         _check_report_file(junit, overwrite)
         tolerance = _expect_options(expect, tolerance, update_expected)
         _check_html_report(html_report, overwrite)
-        loaded = [workflow.load(path) for path in workflows]
-        assignments = [batch.parse_assignment("--set", spec) for spec in sets]
-        uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
-        needs_info = dry_run or any(wf.ui is not None for wf in loaded)
-        if not needs_info:  # refuse a bad --set before a simulator is started
-            loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
+        parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
+        conn = (token, header, ca_bundle, _insecure(insecure))
+        made = None if parts.ui else _make(parts)  # a mistake is refused before a simulator starts
         sim = _start_simulator() if simulate else None
         try:
+            if dry_run or parts.needs_info:
+                info = _fetch_object_info(sim.url if sim else servers[0], *conn)
+                made = _make(parts, info, dry_run)
+                if dry_run:
+                    raise typer.Exit(_dry_run(made, info, json_out))
             target = sim.url if sim else servers[0]
-            insecure = _insecure(insecure)
-            if needs_info:
-                # One /object_info per run, only when something needs it: UI-format files and
-                # --dry-run. It says what a UI file's widget values are and what a node accepts.
-                info = _fetch_object_info(target, token, header, ca_bundle, insecure)
-                loaded = [workflow.convert(wf, info) for wf in loaded]
-                loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
-            if dry_run:
-                raise typer.Exit(_dry_run(loaded, info))
-            if slice_:
-                loaded = _take_shard(loaded, slice_)
-            node_types = None
-            if len(servers) > 1:
-                # Which server can run what: a server without a workflow's node types is not given it.
-                node_types = [_node_types(u, token, header, ca_bundle, insecure) for u in servers]
+            # Which server can run what: a server without a workflow's node types is not given it.
+            node_types = [_node_types(u, *conn) for u in servers] if len(servers) > 1 else None
             from comfy_cli.runner import Options, Run
 
             opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
-                           failover_after=failover_after, node_types=node_types, workflows=loaded,
+                           failover_after=failover_after, node_types=node_types, workflows=made.select(slice_),
                            journal=journal, journal_options={"count": count, "same_seed": same_seed,
                                                              "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
+                           batch_key=made.digest() if journal else None,
                            progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
                            verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit, report=html_report, expect=expect,
-                           tolerance=tolerance, update_expected=update_expected, uploads=tuple(uploads), token=token,
-                           headers=tuple(header),
-                           ca_bundle=ca_bundle, insecure=insecure)
+                           tolerance=tolerance, update_expected=update_expected,
+                           uploads=parts.fixed, token=token,
+                           headers=tuple(header), ca_bundle=ca_bundle, insecure=conn[3])
             runner = Run(opts)
             code = runner.execute()
             if sim and runner.urls_printed:
@@ -229,6 +242,52 @@ def run(
             if sim:
                 sim.stop()
         raise typer.Exit(code)
+
+
+class _Parts:
+    """A batch's files and options, read and checked, before any server is asked."""
+
+    def __init__(self, workflows, assignments, fixed, axes, count, same_seed):
+        self.workflows, self.assignments, self.fixed, self.axes = workflows, assignments, tuple(fixed), axes
+        self.count, self.same_seed = count, same_seed
+        self.ui = any(wf.ui is not None for wf in workflows)
+        # UI-format files need the server's node types; data is checked against them.
+        self.needs_info = self.ui or bool(axes)
+
+
+def _load(workflows, sets, inputs, params, sweeps, count, same_seed):
+    """The batch options of `run` and `submit` -> _Parts: every file read, every option parsed."""
+    from comfy_cli import batch, plan, workflow
+    from comfy_cli import params as data
+
+    if workflows.count("-") > 1:
+        raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+    loaded = [workflow.load(path) for path in workflows]
+    assignments = [batch.parse_assignment("--set", spec) for spec in sets]
+    axes, fixed = [], []
+    if params:
+        axes.append(plan.rows(data.read(params)))
+    for spec in inputs:
+        axis = plan.input_files(spec)
+        if axis is None:
+            fixed.append(batch.parse_assignment("--input", spec, as_path=True))
+        else:
+            axes.append(axis)
+    axes.extend(plan.sweep(spec) for spec in sweeps)
+    return _Parts(loaded, assignments, fixed, axes, count, same_seed)
+
+
+def _make(parts, info=None, dry_run=False):
+    """convert (with the server's /object_info) -> --set and --input -> the Plan; with `info`,
+    every value of the data is checked against it too (a dry run checks every prompt whole)."""
+    from comfy_cli import batch, plan, workflow
+
+    loaded = [workflow.convert(wf, info) for wf in parts.workflows] if info is not None else parts.workflows
+    made = plan.Plan(batch.apply(loaded, list(parts.assignments) + list(parts.fixed)), parts.axes, parts.count,
+                     parts.same_seed)
+    if info is not None and parts.axes and not dry_run:
+        made.check_values(info)
+    return made
 
 
 @app.command(epilog="Exit codes: 0 converted; 2 a bad or unconvertible file, or OUT exists; 4 the server "
@@ -361,17 +420,16 @@ validation (the others are still submitted and printed); 4 the server could not 
 
 @app.command(epilog=SUBMIT_EXIT)
 def submit(
-    workflows: List[str] = typer.Argument(..., metavar="WORKFLOW...",
-                                          help="Workflow files, API or UI format; '-' reads one from stdin."),
+    workflows: List[str] = WORKFLOWS_ARG,
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document with every prompt's handle."),
-    sets: List[str] = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
-                                   help="Set an input (repeatable), as for `run`."),
-    inputs: List[str] = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
-                                     help="Upload a local file and point the input at it (repeatable)."),
-    count: int = typer.Option(1, "--count", min=1, max=100000, metavar="N",
-                              help="Submit each workflow N times; copy i gets seed/noise_seed + i."),
-    same_seed: bool = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal."),
+    sets: List[str] = SET_OPTION,
+    inputs: List[str] = INPUT_OPTION,
+    params: Optional[str] = PARAMS_OPTION,
+    sweeps: List[str] = SWEEP_OPTION,
+    count: int = COUNT_OPTION,
+    same_seed: bool = SAME_SEED_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
     shard: Optional[str] = SHARD_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
@@ -381,30 +439,23 @@ def submit(
 ):
     """Submit workflows and exit at once, printing one handle per prompt for `wait` and `cancel`."""
     with _guard(debug):
-        import json
         import uuid
 
-        from comfy_cli import batch, handles, workflow
-        from comfy_cli import tracker as tr
-
-        if workflows.count("-") > 1:
-            raise _usage("WORKFLOW: '-' (stdin) can be given only once")
+        parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
         slice_ = _shard(shard)
-        loaded = [workflow.load(path) for path in workflows]
-        assignments = [batch.parse_assignment("--set", spec) for spec in sets]
-        uploads = [batch.parse_assignment("--input", spec, as_path=True) for spec in inputs]
         target = url or DEFAULT_URL
         insecure = _insecure(insecure)
-        if any(wf.ui is not None for wf in loaded):
+        if dry_run or parts.needs_info:
             info = _fetch_object_info(target, token, header, ca_bundle, insecure)
-            loaded = [workflow.convert(wf, info) for wf in loaded]
-        loaded = batch.expand(batch.apply(loaded, assignments + uploads), count, same_seed)
-        if slice_:
-            loaded = _take_shard(loaded, slice_)
+            made = _make(parts, info, dry_run)
+            if dry_run:
+                raise typer.Exit(_dry_run(made, info, json_out))
+        else:
+            made = _make(parts)
         from comfy_cli.runner import Options, Run
 
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
-        opts = Options(url=target, workflows=loaded, progress="none", uploads=tuple(uploads), token=token,
+        opts = Options(url=target, workflows=made.select(slice_), progress="none", uploads=parts.fixed, token=token,
                        headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
                        socket=False, submit_only=True, no_cancel=True, detach_on_signal=True)
         from comfy_cli.errors import ServerError
@@ -415,35 +466,46 @@ def submit(
             code = run.execute()
         except ServerError as exc:  # the run broke off (e.g. no server): still say what was sent
             fatal, code = exc, exc.exit_code
-        made = []
-        for prompt in run.prompts:
-            # (DETACHED: on the server when Ctrl-C stopped the submitting; it still gets its handle)
-            on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING, tr.DETACHED) or prompt.status in tr.SERVER_ENDS
-            handle = handles.make(run.client.base, prompt.prompt_id, client_id, prompt.workflow.name) \
-                if on_server else None
-            made.append((prompt, handle))
-        sent = [h for _, h in made if h is not None]
-        problem = handles.remember(sent)
-        if problem:
-            sys.stderr.write(f"comfy-cli: note: {problem}\n")
-        if fatal is None:
-            not_sent = len(made) - len(sent)
-            sys.stderr.write(f"{len(sent)} prompt{'' if len(sent) == 1 else 's'} submitted to {run.client.base}"
-                             + (f", {not_sent} not" if not_sent else "") + "\n")
-        if json_out:
-            doc = {"schema": "comfy-cli.submit/1", "server": run.client.base, "exit_code": code,
-                   "error": str(fatal) if fatal else None,
-                   "prompts": [{"workflow": p.workflow.path, "name": p.workflow.name, "prompt_id": p.prompt_id,
-                                "client_id": client_id, "handle": h.text() if h else None, "status": p.status,
-                                "number": p.number, "error": p.error} for p, h in made]}
-            _say(json.dumps(doc, indent=2))
-        else:
-            for _, h in made:
-                if h is not None:
-                    _say(h.text())
+        _submitted(run, client_id, code, fatal, json_out)
         if fatal is not None:
             raise fatal
         raise typer.Exit(code)
+
+
+def _submitted(run, client_id, code, fatal, json_out):
+    """What `submit` prints: a handle per prompt on the server, and remembers them for `queue`."""
+    import json
+
+    from comfy_cli import handles
+    from comfy_cli import tracker as tr
+
+    made = []
+    for prompt in run.prompts:
+        # (DETACHED: on the server when Ctrl-C stopped the submitting; it still gets its handle)
+        on_server = prompt.status in (tr.SUBMITTED, tr.RUNNING, tr.DETACHED) or prompt.status in tr.SERVER_ENDS
+        handle = handles.make(run.client.base, prompt.prompt_id, client_id, prompt.workflow.name) \
+            if on_server else None
+        made.append((prompt, handle))
+    sent = [h for _, h in made if h is not None]
+    problem = handles.remember(sent)
+    if problem:
+        sys.stderr.write(f"comfy-cli: note: {problem}\n")
+    if fatal is None:
+        not_sent = len(made) - len(sent)
+        sys.stderr.write(f"{len(sent)} prompt{'' if len(sent) == 1 else 's'} submitted to {run.client.base}"
+                         + (f", {not_sent} not" if not_sent else "") + "\n")
+    if json_out:
+        doc = {"schema": "comfy-cli.submit/1", "server": run.client.base, "exit_code": code,
+               "error": str(fatal) if fatal else None,
+               "prompts": [{"workflow": p.workflow.path, "name": p.workflow.name, "prompt_id": p.prompt_id,
+                            "client_id": client_id, "handle": h.text() if h else None, "status": p.status,
+                            "number": p.number, "error": p.error, "values": p.workflow.values}
+                           for p, h in made]}
+        _say(json.dumps(doc, indent=2))
+    else:
+        for _, h in made:
+            if h is not None:
+                _say(h.text())
 
 
 WAIT_EXIT = EXIT_CODES.replace("130 cancelled (Ctrl-C)", "130 stopped waiting (Ctrl-C; the prompts run on "
@@ -458,38 +520,30 @@ def wait(
     url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
                                       help=f"The server of bare prompt ids (default {DEFAULT_URL}); handles "
                                            "carry their own. With a user:password@, its credentials are used."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout."),
-    progress: Progress = typer.Option(Progress.auto, "--progress",
-                                      help="auto: bars on a terminal, lines otherwise."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, metavar="S",
-                                            help="Give up after S seconds with nothing new from the server."),
-    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.001, metavar="S",
-                                             help="Give up S seconds after the start, whatever happens."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
-                                             help="Download every output file into DIR; stdout lists the paths."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace existing files in --output-dir, --junit and --report (default: never)."),
-    include_temp: bool = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs."),
+    json_out: bool = SUMMARY_OPTION,
+    progress: Progress = PROGRESS_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    deadline: Optional[float] = DEADLINE_OPTION,
+    output_dir: Optional[str] = OUTPUT_DIR_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+    include_temp: bool = INCLUDE_TEMP_OPTION,
     expect: Optional[str] = EXPECT_OPTION,
     tolerance: Optional[str] = TOLERANCE_OPTION,
     update_expected: bool = UPDATE_EXPECTED_OPTION,
-    events: bool = typer.Option(False, "--events",
-                                help="Print NDJSON events on stdout as things happen; the last is the summary."),
-    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
-                                        help="Write a JUnit XML report, one testcase per prompt."),
+    events: bool = EVENTS_OPTION,
+    junit: Optional[str] = JUNIT_OPTION,
     html_report: Optional[str] = REPORT_OPTION,
     cancel: bool = typer.Option(False, "--cancel",
                                 help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
                                      "them running)."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
                                         help="Without a websocket, check /queue and /history every S seconds."),
-    silence_check: float = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
-                                        help="Check over HTTP when the websocket has been quiet for S seconds."),
+    silence_check: float = SILENCE_OPTION,
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
     insecure: bool = INSECURE_OPTION,
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes."),
+    verbose: bool = VERBOSE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
     """Wait for prompts submitted earlier: the same progress, outputs, reports and exit codes as `run`."""
@@ -793,12 +847,6 @@ def _shard(spec):
     return found.k, found.n
 
 
-def _take_shard(loaded, slice_):
-    from comfy_cli import shard
-
-    return shard.take(loaded, *slice_)  # names and seeds keep the global index
-
-
 def _node_types(url, token, header, ca_bundle, insecure):
     """The node types a server has, or None if its /object_info cannot be read (then any goes)."""
     from comfy_cli.errors import ServerError
@@ -834,19 +882,36 @@ def _read_object_info(path):
     return data
 
 
-def _dry_run(workflows, info):
-    """Check every prompt as the server's validation would; print problems like a 400. Exit code."""
-    from comfy_cli import check, errors, report
+def _dry_run(made, info, json_out):
+    """Check every prompt of the plan as the server's validation would, building each graph only
+    for its check. With data (or --json) the planned prompts are listed on stdout, one line
+    each; problems are printed like a 400 on stderr. Exit code."""
+    from comfy_cli import errors, plan, report
 
-    code = errors.OK
-    for wf in workflows:
-        problems = check.check(wf.graph, info)
-        if not problems:
-            sys.stderr.write(f"{wf.name}: ok ({len(wf.graph)} nodes; dry run, not submitted)\n")
-            continue
-        code = errors.INVALID
-        lines = [f"{wf.name}: would be rejected: {problems['error']['message']}"]
-        lines += report.node_error_lines(wf, problems["node_errors"])
+    code, listing, lines, bad = errors.OK, [], [], 0
+    listed = json_out or bool(made.axes)
+    for wf in made:
+        problems = made.problems(wf, info)
+        if listed:
+            listing.append(dict(plan.entry(wf), ok=not problems,
+                                error=problems["error"]["message"] if problems else None) if json_out
+                           else plan.line(wf))
+        if problems:
+            code, bad = errors.INVALID, bad + 1
+            lines.append(f"{wf.name}: would be rejected: {problems['error']['message']}")
+            lines += report.node_error_lines(wf, problems["node_errors"])
+        elif not listed:
+            lines.append(f"{wf.name}: ok ({len(wf.graph)} nodes; dry run, not submitted)")
+    if json_out:
+        import json
+
+        sys.stdout.write(json.dumps(listing, indent=1, ensure_ascii=errors.ascii_only(sys.stdout)) + "\n")
+    elif listing:
+        sys.stdout.write("\n".join(listing) + "\n")
+    if listed:
+        lines.append(f"{len(made)} prompt{'' if len(made) == 1 else 's'} planned, " + (
+            f"{bad} would be rejected" if bad else "all pass the server's /object_info") + " (dry run, nothing sent)")
+    if lines:
         sys.stderr.write("\n".join(lines) + "\n")
     return code
 

@@ -325,6 +325,11 @@ class Client:
                 if stop is not None and stop():
                     raise ServerError(f"{url}: download stopped: the run is over")
                 fh.write(chunk)
+            promised = resp.headers.get("Content-Length")
+            if promised and promised.isdigit() and int(promised) != size and \
+                    resp.headers.get("Content-Encoding", "identity").lower() == "identity":
+                # urllib3 1.x (requests 2.28's) ends a body cut short without an error
+                raise Broken(f"{url}: the download broke off after {size} of {promised} bytes")
         return size
 
     def server_info(self):

@@ -9,16 +9,22 @@ import time
 
 from comfy_cli import events as ev
 from comfy_cli.client import RETRY_STATUS, Rejected, TlsError, Unsendable, worth_retrying
-from comfy_cli.errors import ServerError
+from comfy_cli.errors import ServerError, UsageError
 
 MAX_DOWNLOAD = 16 << 30  # no real output is bigger; a server sending more is broken or hostile
 
 
-def submit(client, workflow, client_id, prompt_id, journal=None):
+def submit(client, workflow, client_id, prompt_id, journal=None, files=None):
+    """POST one prompt; the local files it names are uploaded first (`files`: the server's
+    uploads.Uploads)."""
+    try:
+        graph = files.graph(workflow) if files is not None else workflow.graph
+    except (ServerError, UsageError) as exc:
+        return _upload_failed(prompt_id, files.failed, exc)
     if journal is not None:
         journal()  # the `submit` line, before the POST leaves: a crash after sending still knows it
     try:
-        reply = client.submit(workflow.graph, client_id, prompt_id)
+        reply = client.submit(graph, client_id, prompt_id)
     except Rejected as exc:
         return ev.SubmitFailed(time.monotonic(), prompt_id, ev.REFUSED, str(exc), exc.body)
     except Unsendable as exc:
@@ -38,6 +44,19 @@ def submit(client, workflow, client_id, prompt_id, journal=None):
     number = reply.get("number")
     return ev.Accepted(time.monotonic(), prompt_id, number if isinstance(number, int) else None,
                        node_errors if isinstance(node_errors, dict) and node_errors else None)
+
+
+def _upload_failed(prompt_id, path, exc):
+    """An upload before the POST failed: like a POST that never left (tried again), unless no
+    retry can help (the file, the credentials, a refusal)."""
+    status = getattr(exc, "status", None)
+    if isinstance(exc, TlsError) or status in (401, 403, 407):
+        kind = ev.FATAL
+    elif isinstance(exc, UsageError) or (status is not None and status not in RETRY_STATUS):
+        kind = ev.LOCAL
+    else:
+        kind = ev.NOT_SENT
+    return ev.SubmitFailed(time.monotonic(), prompt_id, kind, f"cannot upload {path}: {exc}", None)
 
 
 def check_server(client):

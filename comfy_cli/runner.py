@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import backoff, batch, errors, jobs
+from comfy_cli import backoff, errors, jobs
 from comfy_cli import events as ev
 from comfy_cli import report
 from comfy_cli import supervisor as sv
@@ -34,6 +34,7 @@ from comfy_cli.client import Client
 from comfy_cli.errors import ServerError
 from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
+from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
 HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
@@ -80,6 +81,7 @@ class Options:
     node_types: Optional[list] = None  # per server, the node types its /object_info lists (None: unknown)
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
+    batch_key: Optional[str] = None  # the plan's digest: stands for every workflow in the journal's fingerprint
 
 
 def htmlreport_fields(doc):
@@ -216,6 +218,7 @@ class Server:
         self.workers = {name: Worker(f"{name}-{index}", tagged) for name in names}
         self.sup = sv.Supervisor(prompts, policy, started, wall=time.time(), socket_open=opts.socket,
                                  name=self.name)
+        self.files = Uploads(self.client, opts.uploads, tagged.put)
         self.client_id = client_id
         self.carry_out = {
             sv.Submit: self._submit, sv.ReadQueue: self._read_queue, sv.ReadHistory: self._read_history,
@@ -243,7 +246,7 @@ class Server:
         journal = self.run.journal
         record = journal.submitted if journal is not None and prompt.item is not None else None
         self.workers["submitter"].put(jobs.submit, self.client, prompt.workflow, self.client_id, c.prompt_id,
-                                      record and (lambda: record(prompt)))
+                                      record and (lambda: record(prompt)), self.files)
 
     def _read_queue(self, c):
         self.workers["reader"].put(jobs.read_queue, self.client, c.gen)
@@ -292,8 +295,11 @@ class Run:
         if opts.journal:
             from comfy_cli.journal import Journal, fingerprint
 
-            self.journal = Journal(opts.journal, fingerprint(opts.workflows, urls, opts.journal_options or {}),
-                                   self.client_id)
+            options = dict(opts.journal_options or {})
+            if opts.batch_key is not None:
+                options["plan"] = opts.batch_key  # (a plan's prompts are not built to be fingerprinted)
+            self.journal = Journal(opts.journal, fingerprint(opts.workflows if opts.batch_key is None else [], urls,
+                                                             options), self.client_id)
             self.client_id = self.journal.client_id
             # fsync is slow: the main loop hands `output` and `end` lines to a worker of their own
             # (a `submit` line is written by the submitter, just before its POST leaves).
@@ -301,7 +307,8 @@ class Run:
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
-            self.prompts = [self._prompt(i, wf) for i, wf in enumerate(opts.workflows)]
+            self.prompts = [self._prompt(i if wf.index is None else wf.index, wf)
+                            for i, wf in enumerate(opts.workflows)]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
         self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
         self.view.show_server = len(opts.urls) > 1
@@ -426,19 +433,13 @@ class Run:
             if self.opts.report:
                 self.report_worker.start()
             self._earlier_records()
-            try:
-                self._prepare()
-            except ServerError as exc:
-                fatal = exc
-                self._not_submitted(str(exc))
-            else:
-                self._loop()
-                if self.hurry:
-                    self._stop_at_once()
-                problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
-                                                   if s.sup.outcome().fatal), None)
-                if problem:
-                    fatal = ServerError(problem)
+            self._loop()
+            if self.hurry:
+                self._stop_at_once()
+            problem = self.disp.fatal or next((s.sup.outcome().fatal for s in self.servers
+                                               if s.sup.outcome().fatal), None)
+            if problem:
+                fatal = ServerError(problem)
         finally:
             restore()
             if cpus is not None:
@@ -540,31 +541,6 @@ class Run:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
 
-    def _prepare(self):
-        """Before the loop: upload the input files to every server (the loop submits what uses
-        them)."""
-        names = {}
-        for prompt in self.prompts:
-            if prompt.status != tr.WAITING:
-                continue  # followed, not sent by us (`wait`): its graph came from the server
-            wf = prompt.workflow
-            for nid, name, path in batch.upload_targets(wf, self.opts.uploads):
-                if path not in names:
-                    got = [server.client.upload(path) for server in self.servers]
-                    names[path] = got[0]
-                    self.view.note(f"uploaded {path} as {names[path]}")
-                    if len(set(got)) > 1:
-                        self.view.note(f"warning: {path} has different names on the servers: {', '.join(got)}")
-                wf.graph[nid]["inputs"][name] = names[path]
-
-    def _not_submitted(self, reason):
-        now = time.monotonic()
-        for prompt in self.prompts:
-            prompt.give_up(tr.ERROR, now, f"not submitted: {reason}")
-            self._record(prompt)
-            if self.stream:
-                self.stream.finished(prompt)
-
     # ---- the manifest's lines (written by its worker) -----------------------------------------
     def _record(self, prompt):
         """A prompt ended: its manifest line, kept for the report and handed to the writer."""
@@ -621,6 +597,10 @@ class Run:
                     for command in take(event, now):
                         do[type(command)](server, command)
                 item = None  # (the feed below lets the dispatcher see what ended)
+            elif type(item) is Uploaded:  # a worker's news, nothing to decide
+                self.view.note(f"uploaded {item.path} as {item.name}"
+                               + (f" to {self.servers[index].name}" if self.several else ""))
+                item = None
             dispatch(disp.feed(index, item, now))
             tick()
 
@@ -708,16 +688,17 @@ class Run:
         def clock(t):
             return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
 
-        files = None
-        if self.opts.output_dir:
-            rel = os.path.relpath(os.path.abspath(self.opts.output_dir),
-                                  os.path.dirname(os.path.abspath(self.opts.report)))
-            files = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        def way_to(folder):  # from the page to a folder, as a relative link prefix
+            rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(os.path.abspath(self.opts.report)))
+            return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+
+        files = way_to(self.opts.output_dir) if self.opts.output_dir else None
         names = sorted({p.workflow.path for p in self.prompts})
         title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
                 "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
-                "updated": clock(time.time()), "files": files, "refresh": 5, "running": running, "queued": queued}
+                "updated": clock(time.time()), "files": files,
+                "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
 
     def _write_report(self, records, meta):
         """Render the page and put it in place atomically (on the report worker, and once at the end)."""

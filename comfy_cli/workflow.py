@@ -26,6 +26,7 @@ class Workflow:
     # {"NODE.INPUT": value} in the order the plan applied them (sweeps, --params cells, --input
     # files, the seed of a --count copy). Empty for a plain run of one file.
     values: dict = field(default_factory=dict)
+    index: Optional[int] = None  # its place in the batch (the plan's global index; --shard keeps it)
 
     def title(self, node_id):
         """The node's `_meta.title`, else its class_type, else its id."""
@@ -107,20 +108,26 @@ def _read(path, label, stdin):
         stream = stdin if stdin is not None else sys.stdin.buffer
         data = stream.read(MAX_BYTES + 1)
     else:
-        if os.path.isdir(path):
-            raise UsageError(f"{label}: is a directory, not a workflow file")
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_BYTES + 1)
-        except FileNotFoundError:
-            raise UsageError(f"{label}: no such file") from None
-        except PermissionError:
-            raise UsageError(f"{label}: permission denied") from None
-        except OSError as exc:
-            raise UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
+        data = read_bytes(path, label, MAX_BYTES)
     if len(data) > MAX_BYTES:
         raise UsageError(f"{label}: larger than {MAX_BYTES // (1024 * 1024)} MB, too large to be a workflow")
     return data
+
+
+def read_bytes(path, label, limit, kind="a workflow file"):
+    """A local file's bytes, at most limit + 1 of them; a UsageError naming `label` if it
+    cannot be read."""
+    if os.path.isdir(path):
+        raise UsageError(f"{label}: is a directory, not {kind}")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{label}: no such file") from None
+    except PermissionError:
+        raise UsageError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
 
 
 def check_graph(data, label):

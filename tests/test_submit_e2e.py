@@ -146,7 +146,8 @@ def test_cancel_a_pending_prompt(sim, tmp_path):
     assert sim.wait_for(lambda s: (s.running() or (None,))[0] == first["prompt_id"], 10)
     proc = cli("cancel", second["handle"])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"steps ({second['prompt_id']}): removed from the queue\n"
+    # (two files named steps.json: names are unique within a run, the second is steps(2))
+    assert proc.stdout == f"steps(2) ({second['prompt_id']}): removed from the queue\n"
     assert requests.get(sim.url + "/queue", timeout=5).json()["queue_pending"] == []
     assert sim.running()[0] == first["prompt_id"]  # the running one was not touched
     again = cli("cancel", first["prompt_id"], "--url", sim.url)

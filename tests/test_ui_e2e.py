@@ -92,7 +92,7 @@ def test_missing_node_types_are_refused_before_anything_is_sent(sim, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"comfy-cli: error: {path}: node types not on the server: ")
-    assert "CheckpointLoaderSimple (node 4)" in lines[0]  # the simulator has no such node either
+    assert "CLIPLoader (node 10)" in lines[0]  # the simulator has no such node either
     assert sim.submissions == []
     no_traceback(proc)
 
@@ -195,8 +195,9 @@ def test_dry_run_bad_prints_like_a_rejection(sim, tmp_path):
 def test_dry_run_with_simulate():
     proc = cli("run", "--simulate", "--dry-run", str(EXAMPLES / "ui_steps.json"), str(EXAMPLES / "fail.json"))
     assert proc.returncode == 0, proc.stderr
-    bad = cli("run", "--simulate", "--dry-run", str(EXAMPLES / "txt2img.json"))
-    assert bad.returncode == 2 and "would be rejected: node types not on the server" in bad.stderr
+    unknown = DATA.parent / "workflows" / "invalid_unknown_node.json"
+    bad = cli("run", "--simulate", "--dry-run", str(unknown))
+    assert bad.returncode == 2 and "would be rejected: node type not on the server: NoSuchNodeType" in bad.stderr
 
 
 # -- what the current page sends ---------------------------------------------------------------------

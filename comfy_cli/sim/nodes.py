@@ -215,3 +215,8 @@ NODES: Dict[str, NodeDef] = {n.name: n for n in [
             run_preview_image, hidden=_HIDDEN_SAVE, output_node=True, category="image", display_name="Preview Image",
             description="Saves the input images to the temp directory."),
 ]}
+
+# ComfyUI's own text-to-image and upscale nodes, for the README's realistic examples.
+from . import sd  # noqa: E402 (it needs NodeDef, defined above)
+
+NODES.update({n.name: n for n in sd.node_defs(NodeDef)})
