@@ -56,8 +56,11 @@ class Opened:
     def images(self):
         """Load every image (they are lazy) and say, for each, whether it loaded."""
         self.page.evaluate("document.querySelectorAll('img').forEach(function (i) { i.loading = 'eager'; })")
-        self.page.wait_for_function("Array.from(document.images).every(function (i) { return i.complete; })",
-                                    timeout=60000)
+        # (Polled from here: wait_for_function evaluates a string, which the page's CSP forbids.)
+        deadline = time.monotonic() + 60
+        while not self.page.evaluate("Array.from(document.images).every(function (i) { return i.complete; })"):
+            assert time.monotonic() < deadline, "the images did not finish loading in 60 s"
+            self.page.wait_for_timeout(50)
         return self.page.evaluate("Array.from(document.images).map(function (i) {"
                                   " return [i.getAttribute('src'), i.naturalWidth > 0]; })")
 
@@ -214,6 +217,9 @@ def test_an_existing_report_is_not_replaced_without_overwrite(sim, tmp_path):
                 "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "Finished" in page.read_text() and time.monotonic() - started < 60
+    nowhere = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--report", str(tmp_path / "no" / "r.html"),
+                  "--output-dir", str(tmp_path / "out"))
+    assert nowhere.returncode == 2 and f"--report {tmp_path / 'no' / 'r.html'}: no such folder" in nowhere.stderr
 
 
 def test_a_sweep_is_laid_out_as_a_grid_with_its_values_as_labels(browser, sim, tmp_path):
@@ -224,8 +230,7 @@ def test_a_sweep_is_laid_out_as_a_grid_with_its_values_as_labels(browser, sim, t
     path = tmp_path / "logged.json"
     path.write_text(json.dumps(graph))
     out = tmp_path / "out"
-    page = out / "report.html"
-    out.mkdir()
+    page = out / "report.html"  # (inside the output folder, which the run makes)
     proc = cli("run", str(path), "--url", sim.url, "--sweep", "TestSteps.steps=1,2,3",
                "--sweep", "TestLog.text=" + json.dumps([HOSTILE, "a fox"]), "--output-dir", str(out),
                "--report", str(page), "--progress", "none")
