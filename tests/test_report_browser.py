@@ -275,3 +275,21 @@ def test_expect_differences_load_in_the_browser(browser, sim, tmp_path):
         opened.not_run()
     finally:
         opened.close()
+
+
+def test_a_report_that_cannot_be_written_is_said_and_exit_4(sim, tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    page = folder / "report.html"
+    slow = workflow(tmp_path, "steps", **{"1__steps": 200})  # about 2 s
+    proc = start("run", slow, "--url", sim.url, "--report", str(page), "--progress", "none")
+    try:
+        assert sim.wait_for(lambda s: page.exists() and len(s.submissions) == 1, 30)
+        shutil.rmtree(folder)  # the folder goes away under the run
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 4, err
+    assert f"--report {page}: cannot write" in err and "1 succeeded" in err
