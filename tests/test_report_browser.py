@@ -34,7 +34,7 @@ def browser():
         pytest.fail("Playwright is not installed: pip install -e '.[test]' (its browser is Debian's chromium; "
                     "never run 'playwright install')")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True,
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, timeout=120000,  # (a busy machine)
                               args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         yield b
         b.close()
@@ -45,6 +45,7 @@ class Opened:
 
     def __init__(self, browser, path, width=1200):
         self.page = browser.new_page(viewport={"width": width, "height": 900})
+        self.page.set_default_timeout(60000)
         self.problems = []
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
