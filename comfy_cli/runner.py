@@ -15,6 +15,7 @@ withdrawing, dropping a deaf socket), the downloader (/view) and, with --expect,
 submission or a round.
 """
 
+import datetime
 import os
 import queue
 import signal
@@ -83,6 +84,9 @@ class Options:
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
     batch_key: Optional[str] = None  # the plan's digest: stands for every workflow in the journal's fingerprint
+    # {"fingerprint", "size", "shard"}: the whole batch and the slice this run takes, in every
+    # manifest line (what `merge` puts shards back together by)
+    plan: Optional[dict] = None
 
 
 def _one_cpu():
@@ -341,6 +345,8 @@ class Run:
             from comfy_cli.manifest import Manifest
 
             self.manifest = Manifest(opts.output_dir)
+            if opts.report:  # (the page may go into a folder of its own in DIR)
+                os.makedirs(os.path.dirname(os.path.abspath(opts.report)), exist_ok=True)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.live = None  # --report
         if opts.report:
@@ -556,8 +562,9 @@ class Run:
         saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
                      self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
-                                       self.opts.include_temp))
+                                       self.opts.include_temp, self.opts.plan, ended))
         if self.live is not None:
             self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)
