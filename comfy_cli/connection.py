@@ -66,9 +66,9 @@ class Connection(Part):
         """(monotonic time, wall-clock text) since when the server has not answered, or None."""
         return self.unreachable_since
 
-    def never_reached(self):
-        """Not reached at the start (nothing sent here), and not answering now."""
-        return self.checking is not None and self.unreachable_since is not None
+    def reached(self):
+        """Heard from at least once: its socket opened, or HTTP answered the check."""
+        return self.ready()
 
     def stop_rechecking(self):
         self.recheck_at = None

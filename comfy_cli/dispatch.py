@@ -140,14 +140,14 @@ class Dispatcher:
                 self._maybe_retry(prompt, i, now)
         self._failover(now, groups)
         if not self.ever_usable:
-            if any(sup.usable for sup in self.sups):
+            if any(sup.usable and sup.reached() for sup in self.sups):
                 self.ever_usable = True
-            elif all(sup.never_reached() for sup in self.sups):
+            elif all(not sup.reached() and sup.silent_since() is not None for sup in self.sups):
                 self.fatal = "none of the servers answers: " + "; ".join(
                     f"{name} (since {sup.silent_since()[1]})" for name, sup in zip(self.names, self.sups))
                 self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
                 for sup in self.sups:
-                    sup.stop_rechecking()
+                    sup.unreachable(self.fatal, now)
         self._due_retries(now)
         if (self.waiting or self.later) and self.stopped is None \
                 and all(not sup.usable and sup.outcome().fatal for sup in self.sups):
@@ -194,7 +194,8 @@ class Dispatcher:
 
     def _room(self, i):
         k = self.plan.per_server
-        return k is None or self.sups[i].ours_waiting() < k
+        # (ours there that have not started)
+        return k is None or sum(1 for p in self.sups[i].ours_open() if p.status in tr.BEFORE_RUN) < k
 
     def _load(self, i):
         return self.sups[i].load()

@@ -126,6 +126,7 @@ class Outcome(NamedTuple):
     diff: Optional[str] = None  # the difference image's path
     mean: Optional[float] = None
     share: Optional[float] = None
+    file: Optional[str] = None  # the expected file's path inside DIR ("NAME/9_0.png"), "/"-separated
 
     @property
     def failed(self):
@@ -135,8 +136,8 @@ class Outcome(NamedTuple):
         return f"{self.label}: {self.message}" if self.message else f"{self.label}: {self.status}"
 
     def as_dict(self):
-        doc = {"output": self.label, "status": self.status, "expected": self.expected, "got": self.got,
-               "message": self.message}
+        doc = {"output": self.label, "status": self.status, "expected": self.expected, "file": self.file,
+               "got": self.got, "message": self.message}
         if self.diff:
             doc["diff"] = self.diff
         if self.mean is not None:
@@ -178,7 +179,7 @@ def check_prompt(check, name, found):
             outcomes.append(Outcome(label, REMOVED, path, "removed: this run produced no such output"))
         except OSError as exc:
             outcomes.append(Outcome(label, BROKEN, path, f"cannot remove: {exc.strerror or exc}"))
-    return outcomes
+    return [o._replace(file=f"{safe_name(name)}/{os.path.basename(o.expected)}") for o in outcomes]
 
 
 def _expected_files(folder):

@@ -19,6 +19,7 @@ import json
 from html import escape
 from urllib.parse import quote
 
+from comfy_cli import htmldiff
 from comfy_cli.report import SUMMARY_WORDS
 
 IMAGE = {"png", "jpg", "jpeg", "webp", "gif", "bmp", "avif", "apng"}
@@ -26,7 +27,7 @@ VIDEO = {"mp4", "webm", "mov", "m4v", "mkv", "ogv"}
 AUDIO = {"wav", "mp3", "flac", "ogg", "opus", "m4a", "aac"}
 # What the page reads of a manifest line (the rest, e.g. `ui` and tracebacks, it never shows).
 FIELDS = ("index", "prompt_id", "name", "workflow", "values", "status", "server", "message", "timings",
-          "node_timings", "outputs")
+          "node_timings", "outputs", "expected")
 MAX_TEXT = 300  # longer values are cut in cells (the whole text is in the cell's tooltip)
 WORKFLOW = "workflow"  # the pseudo-input a batch of several workflow files varies
 
@@ -117,7 +118,7 @@ def render(records, meta):
     servers' URLs), "refresh" (seconds, while running)}; missing keys are left out."""
     rows = latest(records)
     title = meta.get("title") or "comfy-cli report"
-    body = [_header(title, meta), _summary(rows, meta)]
+    body = [_header(title, meta), _summary(rows, meta), htmldiff.section(rows, meta)]
     axes = varying(rows)
     if 1 <= len(axes) <= 3:
         body.append(_grids(rows, axes, meta))

@@ -8,10 +8,11 @@
 
 The main thread runs one loop: take one item from the queue (or wake up when the supervisor
 asks), feed it to the supervisor, carry out the commands it answers with. Nothing here
-decides anything; no handler does I/O. Workers run one job at a time each: the submitter
-(POST /prompt, in batch order), the reader (GET /queue, /history, and cancelling), the
-downloader (/view) and, with --expect, the comparer (decoding and comparing images), so a
-slow download or comparison never holds up a submission or a round.
+decides anything; no handler does I/O. Workers run one job at a time each (jobs.py): the
+submitter (POST /prompt, in batch order), the reader (GET /queue, /history, cancelling,
+withdrawing, dropping a deaf socket), the downloader (/view) and, with --expect, the comparer
+(decoding and comparing images), so a slow download or comparison never holds up a
+submission or a round.
 """
 
 import os
@@ -234,11 +235,11 @@ class Server:
             worker.start()
 
     def stop(self):
+        """Its threads are told to stop (the client stays open for the summary's URLs)."""
         if self.listener is not None:
             self.listener.stop()
         for worker in self.workers.values():
             worker.stop()
-        self.client.close()
 
     # ---- I/O commands: each becomes a job on one of its workers ---------------------------
     def _submit(self, c):
@@ -280,8 +281,6 @@ class Server:
 
 class Run:
     def __init__(self, opts: Options, out=None, err=None):
-        from comfy_cli.dispatch import Dispatcher, Plan
-
         self.opts = opts
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -319,6 +318,21 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
+        self._open_outputs()
+        self.wall_started = time.time()
+        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
+        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
+        self.hurry = []  # the exit code, once a second signal asked to stop at once
+        self._make_servers(urls)
+        self._do = {  # command type -> what carries it out, given (server, command)
+            **{kind: _io for kind in sv.IO_COMMANDS},
+            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
+            sv.Note: self._note, sv.Mode: self._mode,
+        }
+
+    def _open_outputs(self):
+        """--output-dir (the folder and its manifest) and --report, each with its writer."""
+        opts = self.opts
         self.folder = self.expecting = None
         self.manifest = None
         if opts.expect:
@@ -345,10 +359,13 @@ class Run:
             self.report_idle = threading.Event()  # no rewrite in progress (set by the report worker)
             self.report_idle.set()
             self.report_took = 0.0
-        self.wall_started = time.time()
-        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
-        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
-        self.hurry = []  # the exit code, once a second signal asked to stop at once
+
+    def _make_servers(self, urls):
+        """Every server of the run (client, listener, workers, supervisor) and the dispatcher
+        over them; the prompts taken up from the journal or given to follow."""
+        from comfy_cli.dispatch import Dispatcher, Plan
+
+        opts = self.opts
         several = len(urls) > 1
         limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
@@ -379,11 +396,6 @@ class Run:
                                                                  self.journal.outputs.get(prompt.prompt_id))
             else:
                 self.disp.prompts.append(prompt)
-        self._do = {  # command type -> what carries it out, given (server, command)
-            **{kind: _io for kind in sv.IO_COMMANDS},
-            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
-            sv.Note: self._note, sv.Mode: self._mode,
-        }
 
     def _prompt(self, item, wf):
         """The batch's item `item`: new, or as the journal last saw it."""
@@ -391,8 +403,8 @@ class Run:
         if record is None:
             prompt = tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING)
         elif record.get("event") == "end":
-            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR)
-            prompt.error = record.get("error")
+            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR,
+                               error=record.get("error"))
             if isinstance(record.get("outputs"), dict):
                 prompt.outputs = record["outputs"]
                 self.earlier[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
@@ -441,27 +453,33 @@ class Run:
             if problem:
                 fatal = ServerError(problem)
         finally:
-            restore()
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
-            self.over.set()
-            if self.journal is not None:
-                self.journal_worker.stop()
-                self.journal_worker.join(10)  # every line written before the file is closed
-                self.journal.close()
-            if self.manifest is not None:
-                self.manifest_worker.stop()
-                self.manifest_worker.join(10)
-                self.manifest.close()
-            if self.opts.report:
-                self.report_worker.stop()
-                self.report_worker.join(30)  # (an older page must not replace the last one)
-            for server in self.servers:
-                if server.listener is not None:
-                    server.listener.stop()
-                for worker in server.workers.values():
-                    worker.stop()
-            self.view.close()
+            self._shut_down(restore, cpus)
+        return self._summarize(fatal)
+
+    def _shut_down(self, restore, cpus):
+        """Signals and CPUs as they were; every thread told to stop, every file closed."""
+        restore()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        self.over.set()
+        if self.journal is not None:
+            self.journal_worker.stop()
+            self.journal_worker.join(10)  # every line written before the file is closed
+            self.journal.close()
+        if self.manifest is not None:
+            self.manifest_worker.stop()
+            self.manifest_worker.join(10)
+            self.manifest.close()
+        if self.opts.report:
+            self.report_worker.stop()
+            self.report_worker.join(30)  # (an older page must not replace the last one)
+        for server in self.servers:
+            server.stop()
+        self.view.close()
+
+    def _summarize(self, fatal):
+        """After the loop: the end notes, --junit, the summary line, --json or --events' summary;
+        the exit code (a fatal ServerError is raised again once they are written)."""
         prompts = self.disp.prompts
         for server in self.servers:
             left = server.sup.outcome().not_withdrawn
@@ -688,16 +706,17 @@ class Run:
         def clock(t):
             return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
 
-        files = None
-        if self.opts.output_dir:
-            rel = os.path.relpath(os.path.abspath(self.opts.output_dir),
-                                  os.path.dirname(os.path.abspath(self.opts.report)))
-            files = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        def way_to(folder):  # from the page to a folder, as a relative link prefix
+            rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(os.path.abspath(self.opts.report)))
+            return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+
+        files = way_to(self.opts.output_dir) if self.opts.output_dir else None
         names = sorted({p.workflow.path for p in self.prompts})
         title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
                 "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
-                "updated": clock(time.time()), "files": files, "refresh": 5, "running": running, "queued": queued}
+                "updated": clock(time.time()), "files": files,
+                "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
 
     def _write_report(self, records, meta):
         """Render the page and put it in place atomically (on the report worker, and once at the end)."""

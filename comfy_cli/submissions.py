@@ -9,6 +9,7 @@ gateway may forward a request late). Anything from the server about the prompt e
 doubt. A prompt that is `submitting` is never declared lost.
 """
 
+import enum
 from collections import deque
 
 from comfy_cli import backoff, report
@@ -18,7 +19,16 @@ from comfy_cli.commands import Added, Changed, Note, Submit
 from comfy_cli.part import Part
 
 SETTLE = 3.0  # a POST whose answer was lost must stay absent this long before it is sent again
-RESEND, PROBE = "resend", "probe"
+
+
+class Next(enum.Enum):
+    """What a prompt's submission does when its `due` comes."""
+
+    RESEND = "resend"  # send the POST again (it surely never left)
+    PROBE = "probe"  # look for it on the server (its answer was lost)
+
+
+RESEND, PROBE = Next.RESEND, Next.PROBE
 RESUMED = "resumed from the journal"
 
 
@@ -29,7 +39,7 @@ class _Job:
 
     def __init__(self):
         self.posting = False  # a Submit is with the worker
-        self.action = None  # RESEND or PROBE, due at `due`
+        self.action = None  # a Next, due at `due`, or None
         self.due = None
         self.tries = 0  # retries so far in this submission's trouble
         self.failed_at = None  # when the current trouble began (the retry budget counts from it)
@@ -67,7 +77,7 @@ class Submissions(Part):
         return self.jobs[pid].posting
 
     def is_probing(self, pid):
-        return self.jobs[pid].action == PROBE
+        return self.jobs[pid].action is PROBE
 
     def any_probing(self):
         return bool(self.probing)
@@ -97,7 +107,7 @@ class Submissions(Part):
     def seen(self, prompt, out):
         """The server told something about the prompt: a lost answer's doubt is over."""
         job = self.jobs[prompt.prompt_id]
-        if job.action == PROBE and prompt.status != tr.SUBMITTING:
+        if job.action is PROBE and prompt.status != tr.SUBMITTING:
             self.resolved(prompt, out)
 
     def look_again(self, at):
@@ -144,7 +154,7 @@ class Submissions(Part):
             self.timed.discard(pid)
         else:
             self.timed.add(pid)
-        if action == PROBE:
+        if action is PROBE:
             self.probing.add(pid)
         else:
             self.probing.discard(pid)
@@ -261,7 +271,7 @@ class Submissions(Part):
     # ---- time -----------------------------------------------------------------------------
     def timers(self, now, out):
         for pid in [pid for pid in self.timed if self.jobs[pid].due <= now]:
-            if self.jobs[pid].action == RESEND:
+            if self.jobs[pid].action is RESEND:
                 self._post(pid, out)
             else:  # PROBE: the next round answers it
                 self._due(pid, PROBE, None)

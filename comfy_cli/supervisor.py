@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
-from comfy_cli import backoff  # noqa: F401  (the tests read the policies through here)
+from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.aftercare import Aftercare
@@ -191,16 +191,15 @@ class Supervisor:
         """(monotonic time, wall-clock text) since when the server has not answered, or None."""
         return self.conn.silent_since()
 
-    def never_reached(self):
-        """Not reached at the start (nothing sent here), and not answering now."""
-        return self.conn.never_reached()
+    def reached(self):
+        """Heard from at least once (its socket opened, or HTTP answered): until then nothing
+        is sent to it."""
+        return self.conn.reached()
 
-    def stop_rechecking(self):
+    def unreachable(self, problem, now):
+        """No server of the run was ever reached: end everything here unsent, check no more."""
         self.conn.stop_rechecking()
-
-    def ours_waiting(self):
-        """Our prompts here that have not started (the --per-server count)."""
-        return sum(1 for p in self.board.open_prompts if p.status in tr.BEFORE_RUN)
+        self.stop.never_reached(problem, now)
 
     def ours_open(self):
         """Our prompts here that have not ended (a copy)."""

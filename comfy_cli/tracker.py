@@ -99,7 +99,8 @@ def share(done, total, running_share=None):
 
 
 class Prompt:
-    def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED):
+    def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED, error=None):
+        """`error`: for one that ended before (taken up from a journal), why it did not succeed."""
         self.prompt_id = prompt_id
         self.workflow = workflow
         self.status = status
@@ -120,7 +121,7 @@ class Prompt:
         self.step = None  # (value, max) of that node's progress
         self.fill = 0.0  # how far the whole prompt is, 0..1: only moves forward (see the module doc)
         self.outputs = {}  # node id -> UI output dict, in arrival order
-        self.error = None  # dict describing why it did not succeed
+        self.error = error  # dict describing why it did not succeed
         self.warnings = []
         self.checked = None  # --expect: how its outputs compared (expect.Outcome list), once they have
         self.needs_history = False  # our picture may be incomplete: ask /history

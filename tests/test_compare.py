@@ -411,3 +411,31 @@ def test_simulator_pictures_are_seeded_and_decodable(tmp_path):
     p.write_bytes(png_bytes(a))
     q.write_bytes(png_bytes(noisy))
     assert compare.compare_files(str(p), str(q)).same
+
+
+# ---- the report's differences section ---------------------------------------------------------
+def test_report_shows_expected_got_and_difference_side_by_side():
+    from comfy_cli import htmldiff, htmlreport
+
+    hostile = '<img src=x onerror="alert(1)">'
+    record = {"index": 0, "name": hostile, "status": "mismatch", "message": "mismatch: node 9 image 0: …",
+              "values": {}, "outputs": [], "expected": [
+                  {"output": "node 9 image 0", "status": "mismatch", "file": "wf/9_0.png", "got": "pic_1.png",
+                   "diff": "pic_1.diff.png", "message": "mean difference 12.3 > 2.0, 41% of pixels off"},
+                  {"output": "node 9 image 1", "status": "missing", "file": "wf/9_1.png", "got": "/tmp/x y.png",
+                   "message": "no expected file: run once with --update-expected"},
+                  {"output": "node 4 text 0", "status": "match", "file": "wf/4_text_0.txt"}]}
+    page = htmlreport.render([record], {"files": "out/", "expected": "../expected/", "finished": True})
+    part = page[page.index('<section id="differences">'):]
+    part = part[:part.index("</section>")]
+    assert part.count('<div class="diff"') == 2  # the match is not shown
+    assert '<img loading="lazy" src="../expected/wf/9_0.png" alt="expected">' in part
+    assert '<img loading="lazy" src="out/pic_1.png" alt="got">' in part
+    assert '<img loading="lazy" src="out/pic_1.diff.png" alt="difference">' in part
+    assert "mean difference 12.3 &gt; 2.0, 41% of pixels off" in part
+    assert 'src="file:///tmp/x%20y.png"' in part and "no expected file" in part
+    assert hostile not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in part
+    assert htmldiff.section([dict(record, expected=[record["expected"][2]])], {}) == ""
+    text = dict(record["expected"][0], output="node 4 text 1", file="wf/4_text_1.txt", got=None, diff=None)
+    only = htmldiff.section([dict(record, expected=[text])], {"expected": "e/"})
+    assert '<a href="e/wf/4_text_1.txt">expected file</a>' in only and "trio" not in only.split("</style>")[1]

@@ -182,3 +182,15 @@ def test_no_server_answering_at_the_start_ends_the_batch_unsent():
         d.feed(i, ev.ServerChecked(d.now, "cannot connect"))
     assert d.disp.fatal.startswith("none of the servers answers")
     assert all(p.status == tr.ERROR for p in d.disp.prompts) and d.disp.done
+
+
+def test_no_server_whose_socket_ever_opens_and_none_answering_http_ends_the_batch():
+    # (each one's socket fails, then its check: sockets were tried, so the prompts had been
+    # handed out already; the run must still end, not wait for ever)
+    d = Disp(n=3, connect=False)
+    assert len(d.disp.prompts) == 3 and all(p.server is not None for p in d.disp.prompts)
+    for i in range(2):
+        d.feed(i, ev.Disconnected(d.now, "refused"))
+        d.feed(i, ev.ServerChecked(d.now, "cannot connect"))
+    assert d.disp.fatal.startswith("none of the servers answers")
+    assert all(p.status == tr.ERROR for p in d.disp.prompts) and d.disp.done

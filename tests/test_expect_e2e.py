@@ -244,3 +244,23 @@ def test_the_readme_example(tmp_path):
     assert "steps: mismatch: node 2 image 0: mean difference" in changed.stderr
     assert "two_samplers: mismatch" not in changed.stderr
     assert tree(exp) == before
+
+
+def test_the_report_shows_each_mismatch(sim, tmp_path, expected):
+    import html
+    import re as _re
+
+    out, page = tmp_path / "out", tmp_path / "report" / "index.html"
+    page.parent.mkdir()
+    proc = cli("run", write(tmp_path, seed=6), "--url", sim.url, "--expect", str(expected), "--output-dir",
+               str(out), "--report", str(page))
+    assert proc.returncode == 1, proc.stderr
+    text = page.read_text()
+    part = text[text.index('<section id="differences">'):]
+    part = part[:part.index("</section>")]
+    srcs = [html.unescape(s) for s in _re.findall(r'<img loading="lazy" src="([^"]+)" alt="(?:expected|got|difference)"',
+                                                  part)]
+    assert len(srcs) == 3 and srcs[0] == "../expected/wf/9_0.png"
+    for src in srcs:  # every picture is there, relative to the page
+        assert (page.parent / src).is_file(), src
+    assert srcs[2].endswith(".diff.png")

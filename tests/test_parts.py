@@ -62,7 +62,7 @@ def test_a_server_not_reached_among_others_is_checked_again_on_its_backoff():
     h = Harness(n=1, connect=False, alone=False)
     h.feed(ev.Disconnected(h.now, "refused"))
     h.feed(ev.ServerChecked(h.now, "cannot connect"))
-    assert h.sup.never_reached() and not h.sup.usable
+    assert not h.sup.reached() and not h.sup.usable
     wait = sv.Policy().recheck.delay(1)
     h.advance(wait - 0.01)
     assert len(h.of(sv.CheckServer)) == 1

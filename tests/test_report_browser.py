@@ -214,3 +214,26 @@ def test_an_existing_report_is_not_replaced_without_overwrite(sim, tmp_path):
                 "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "Finished" in page.read_text() and time.monotonic() - started < 60
+
+
+def test_expect_differences_load_in_the_browser(browser, sim, tmp_path):
+    """--expect with --report: expected, got and difference of a mismatch all load, relative to the page."""
+    from test_expect_e2e import cli as expect_cli, write
+
+    exp, out, page = tmp_path / "expected", tmp_path / "out", tmp_path / "site" / "report.html"
+    page.parent.mkdir()
+    made = expect_cli("run", write(tmp_path), "--url", sim.url, "--expect", str(exp), "--update-expected")
+    assert made.returncode == 0, made.stderr
+    proc = expect_cli("run", write(tmp_path, seed=6), "--url", sim.url, "--expect", str(exp), "--output-dir",
+                      str(out), "--report", str(page))
+    assert proc.returncode == 1, proc.stderr
+    opened = Opened(browser, page)
+    try:
+        shown = {src: ok for src, ok in opened.images()}
+        trio = opened.page.eval_on_selector_all("#differences figure[data-kind] img", "els => els.map(e => e.alt)")
+        assert trio == ["expected", "got", "difference"]
+        wanted = [src for src in shown if "expected/" in src or src.endswith(".diff.png")]
+        assert len(wanted) == 2 and all(shown[src] for src in shown), shown
+        opened.not_run()
+    finally:
+        opened.close()

@@ -331,3 +331,20 @@ def test_a_failed_withdrawal_is_tried_again_and_what_it_never_removed_is_listed(
             assert "could not delete them there" in line
             assert set(waiting_on_b) <= set(line.split(":")[-1].split())
             assert not set(waiting_on_b) & set(b.history_ids())  # (still waiting there: b is slow)
+
+
+def test_a_batch_none_of_whose_servers_can_be_reached_ends_at_once(tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):  # ports nothing listens on
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    path = workflow(tmp_path, "steps")
+    began = time.monotonic()
+    proc = cli("run", path, "--count", "3", "--url", f"http://127.0.0.1:{ports[0]}",
+               "--url", f"http://127.0.0.1:{ports[1]}", "--progress", "none", timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert "none of the servers answers" in proc.stderr
+    assert time.monotonic() - began < 20  # (it used to wait for ever, moving the batch between the two)
