@@ -178,6 +178,7 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
     return {
         "workflow": p.workflow.path,
         "name": p.workflow.name,
+        "values": dict(p.workflow.values),
         "prompt_id": p.prompt_id,
         "server": p.server,
         "attempt": p.attempt,

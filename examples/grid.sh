@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A cfg x steps grid of one prompt (3 x 2 = 6 images), each file joined to the values that made it.
+# A cfg x steps grid of one prompt (3 x 2 = 6 images), each file joined to the values that made it, and
+# OUT.html: a report with the images laid out by cfg (rows) and steps (columns), rewritten as the batch runs.
 #
 #   examples/grid.sh [extra comfy-cli options...]
 #   OUT=grid COMFY_URL=http://gpu-box:8188 examples/grid.sh --set 'Positive prompt.text=a red fox'
@@ -14,7 +15,7 @@ target=()
 if [ -n "${SIMULATE:-}" ]; then target=(--simulate); fi
 
 comfy-cli run "$here/txt2img.json" --sweep KSampler.cfg=4..8:2 --sweep KSampler.steps=20,30 \
-    --output-dir "$out" --json "${target[@]}" "$@" > "$out.json"
+    --output-dir "$out" --report "$out.html" --json "${target[@]}" "$@" > "$out.json"
 # name -> file, one line per cell
 python3 -c 'import json, sys
 for p in json.load(open(sys.argv[1]))["prompts"]:

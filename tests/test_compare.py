@@ -227,7 +227,8 @@ def test_no_diff_image_for_a_size_change(tmp_path):
 
 # ---- the layout ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, want", [
-    ("txt2img", "txt2img"), ("txt2img#2", "txt2img#2"), ("two_samplers", "two_samplers"), ("txt2img[cfg=6,steps=20]", "txt2img[cfg=6,steps=20]"),
+    ("txt2img", "txt2img"), ("txt2img#2", "txt2img#2"), ("two_samplers", "two_samplers"),
+    ("txt2img[cfg=6,steps=20]", "txt2img[cfg=6,steps=20]"),
     ("a/b", "a%2Fb"), ("..", "%2E%2E"), (".hidden", "%2Ehidden"), ("x:y", "x%3Ay"), ("50%", "50%25"),
     ("trail. ", "trail%2E%20"), ("CON", "%43ON"), ("nul.txt", "%6Eul.txt"), ("", "%00"), ("é", "%C3%A9"),
     ("a\\b*?<>|\"", "a%5Cb%2A%3F%3C%3E%7C%22"),

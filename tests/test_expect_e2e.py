@@ -19,7 +19,8 @@ def cli(*args, env=None, no_pillow=False, timeout=45):
     full_env.pop("COMFY_URL", None)
     full_env.update(env or {})
     if no_pillow:  # this process cannot import Pillow
-        code = "import sys; sys.modules['PIL'] = None; from comfy_cli.entry import main; sys.argv[0] = 'comfy-cli'; main()"
+        code = ("import sys; sys.modules['PIL'] = None; from comfy_cli.entry import main; "
+                "sys.argv[0] = 'comfy-cli'; main()")
         cmd = [sys.executable, "-c", code, *args]
     else:
         cmd = [sys.executable, "-m", "comfy_cli", *args]
@@ -258,8 +259,8 @@ def test_the_report_shows_each_mismatch(sim, tmp_path, expected):
     text = page.read_text()
     part = text[text.index('<section id="differences">'):]
     part = part[:part.index("</section>")]
-    srcs = [html.unescape(s) for s in _re.findall(r'<img loading="lazy" src="([^"]+)" alt="(?:expected|got|difference)"',
-                                                  part)]
+    pattern = r'<img loading="lazy" src="([^"]+)" alt="(?:expected|got|difference)"'
+    srcs = [html.unescape(s) for s in _re.findall(pattern, part)]
     assert len(srcs) == 3 and srcs[0] == "../expected/wf/9_0.png"
     for src in srcs:  # every picture is there, relative to the page
         assert (page.parent / src).is_file(), src

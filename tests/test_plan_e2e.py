@@ -35,6 +35,7 @@ def test_a_sweep_product_runs_each_combination_once_named_by_its_values(sim, tmp
                                             "steps[steps=3,seed=10]", "steps[steps=3,seed=20]"]
     ran = [(g["1"]["inputs"]["steps"], g["1"]["inputs"]["seed"]) for g in sent_graphs(sim)]
     assert ran == [(1, 10), (1, 20), (2, 10), (2, 20), (3, 10), (3, 20)]
+    assert prompts[3]["values"] == {"TestSteps.steps": 2, "Sampler.seed": 20}
 
 
 def test_a_spreadsheet_of_rows_with_names_and_blank_cells(sim, tmp_path):
@@ -212,6 +213,8 @@ def test_grid_example(tmp_path):
     assert cells == [f"txt2img[cfg={cfg},steps={steps}]" for cfg in (4, 6, 8) for steps in (20, 30)]
     files = [line.split("\t")[1] for line in proc.stdout.splitlines()]
     assert len({(tmp_path / f).read_bytes() for f in files}) == 6  # six different pictures
+    page = (tmp_path / "out.html").read_text()
+    assert "txt2img_00006_.png" in page and "KSampler.cfg" in page
 
 
 class UploadFaults(Faults):
