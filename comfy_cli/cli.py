@@ -239,7 +239,7 @@ def run(
         slice_ = _shard(shard)
         _check_report_file(junit, overwrite)
         tolerance = _expect_options(expect, tolerance, update_expected)
-        _check_html_report(html_report, overwrite)
+        _check_html_report(html_report, overwrite, output_dir)
         parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
         conn = (token, header, ca_bundle, _insecure(insecure))
         made = None if parts.ui else _make(parts)  # a mistake is refused before a simulator starts
@@ -608,7 +608,7 @@ def wait(
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
         _check_report_file(junit, overwrite)
         tolerance = _expect_options(expect, tolerance, update_expected)
-        _check_html_report(html_report, overwrite)
+        _check_html_report(html_report, overwrite, output_dir)
         given = _targets(targets)
         target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
         client_ids = {h.client_id for h in given}
@@ -856,9 +856,18 @@ def _check_report_file(path, overwrite):
         _check_output_file("--junit", path, overwrite)
 
 
-def _check_html_report(path, overwrite):
-    if path is not None:
-        _check_output_file("--report", path, overwrite)
+def _check_html_report(path, overwrite, output_dir):
+    """As --junit, but the page may go into --output-dir before that folder exists (the run makes it)."""
+    import os
+
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if output_dir and not os.path.exists(folder):
+        inside = os.path.relpath(folder, os.path.abspath(output_dir))
+        if inside == "." or not inside.startswith(".."):
+            return
+    _check_output_file("--report", path, overwrite)
 
 
 def _check_output_file(option, path, overwrite):

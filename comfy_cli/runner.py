@@ -348,6 +348,8 @@ class Run:
             from comfy_cli.manifest import Manifest
 
             self.manifest = Manifest(opts.output_dir)
+            if opts.report:  # (the page may go into a folder of its own in DIR)
+                os.makedirs(os.path.dirname(os.path.abspath(opts.report)), exist_ok=True)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
         self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
         self.report_problem = None

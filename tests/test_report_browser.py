@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from comfy_cli import htmlreport
+from comfy_cli import htmlreport, manifest
 from comfy_cli.sim.images import png_bytes, seeded_image
 from test_run_e2e import EXAMPLES, cli, start, workflow
 
@@ -34,7 +34,7 @@ def browser():
         pytest.fail("Playwright is not installed: pip install -e '.[test]' (its browser is Debian's chromium; "
                     "never run 'playwright install')")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), headless=True,
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, timeout=120000,  # (a busy machine)
                               args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         yield b
         b.close()
@@ -45,6 +45,7 @@ class Opened:
 
     def __init__(self, browser, path, width=1200):
         self.page = browser.new_page(viewport={"width": width, "height": 900})
+        self.page.set_default_timeout(60000)
         self.problems = []
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}")
@@ -56,8 +57,11 @@ class Opened:
     def images(self):
         """Load every image (they are lazy) and say, for each, whether it loaded."""
         self.page.evaluate("document.querySelectorAll('img').forEach(function (i) { i.loading = 'eager'; })")
-        self.page.wait_for_function("Array.from(document.images).every(function (i) { return i.complete; })",
-                                    timeout=60000)
+        # (Polled from here: wait_for_function evaluates a string, which the page's CSP forbids.)
+        deadline = time.monotonic() + 60
+        while not self.page.evaluate("Array.from(document.images).every(function (i) { return i.complete; })"):
+            assert time.monotonic() < deadline, "the images did not finish loading in 60 s"
+            self.page.wait_for_timeout(50)
         return self.page.evaluate("Array.from(document.images).map(function (i) {"
                                   " return [i.getAttribute('src'), i.naturalWidth > 0]; })")
 
@@ -214,6 +218,41 @@ def test_an_existing_report_is_not_replaced_without_overwrite(sim, tmp_path):
                 "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "Finished" in page.read_text() and time.monotonic() - started < 60
+    nowhere = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--report", str(tmp_path / "no" / "r.html"),
+                  "--output-dir", str(tmp_path / "out"))
+    assert nowhere.returncode == 2 and f"--report {tmp_path / 'no' / 'r.html'}: no such folder" in nowhere.stderr
+
+
+def test_a_sweep_is_laid_out_as_a_grid_with_its_values_as_labels(browser, sim, tmp_path):
+    graph = json.loads((EXAMPLES / "steps.json").read_text())
+    graph["1"]["inputs"]["seconds_per_step"] = 0.01
+    graph["3"] = {"class_type": "TestLog", "inputs": {"image": ["1", 0], "text": "x"}}
+    graph["2"]["inputs"]["images"] = ["3", 0]
+    path = tmp_path / "logged.json"
+    path.write_text(json.dumps(graph))
+    out = tmp_path / "out"
+    page = out / "report.html"  # (inside the output folder, which the run makes)
+    proc = cli("run", str(path), "--url", sim.url, "--sweep", "TestSteps.steps=1,2,3",
+               "--sweep", "TestLog.text=" + json.dumps([HOSTILE, "a fox"]), "--output-dir", str(out),
+               "--report", str(page), "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    lines = manifest.read(out / "manifest.jsonl")
+    assert len(lines) == 6
+    steps_key, text_key = [k for k in lines[0]["values"] if k.endswith((".steps", ".text"))]
+    view = Opened(browser, page)
+    try:
+        loaded = view.images()
+        assert len(loaded) == 6 and all(ok for _, ok in loaded), loaded
+        assert view.texts("table.grid th.row") == [f"{steps_key} = {n}" for n in (1, 2, 3)]
+        assert view.texts("table.grid th.col") == [f"{text_key} = {HOSTILE}", f"{text_key} = a fox"]
+        cells = view.page.eval_on_selector_all(
+            "table.grid td", "tds => tds.map(td => [td.dataset.row, td.dataset.col, td.querySelector('.cell').dataset.name])")
+        by_values = {(f"{steps_key} = {d['values'][steps_key]}", f"{text_key} = {d['values'][text_key]}"): d["name"]
+                     for d in lines}
+        assert {(r, c): n for r, c, n in cells} == by_values
+        view.not_run()
+    finally:
+        view.close()
 
 
 def test_expect_differences_load_in_the_browser(browser, sim, tmp_path):
@@ -237,3 +276,21 @@ def test_expect_differences_load_in_the_browser(browser, sim, tmp_path):
         opened.not_run()
     finally:
         opened.close()
+
+
+def test_a_report_that_cannot_be_written_is_said_and_exit_4(sim, tmp_path):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    page = folder / "report.html"
+    slow = workflow(tmp_path, "steps", **{"1__steps": 200})  # about 2 s
+    proc = start("run", slow, "--url", sim.url, "--report", str(page), "--progress", "none")
+    try:
+        assert sim.wait_for(lambda s: page.exists() and len(s.submissions) == 1, 30)
+        shutil.rmtree(folder)  # the folder goes away under the run
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 4, err
+    assert f"--report {page}: cannot write" in err and "1 succeeded" in err
