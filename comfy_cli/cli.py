@@ -265,7 +265,7 @@ def run(
                            poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
                            overwrite=overwrite, events=events, junit=junit, report=html_report, expect=expect,
                            tolerance=tolerance, update_expected=update_expected,
-                           uploads=parts.fixed, token=token,
+                           uploads=parts.fixed, token=token, plan=_plan_record(made, slice_) if output_dir else None,
                            headers=tuple(header), ca_bundle=ca_bundle, insecure=conn[3])
             runner = Run(opts)
             code = runner.execute()
@@ -740,6 +740,43 @@ def queue_cmd(
         _say(f"queue: {len(items['running'])} running, {len(items['pending'])} pending")
 
 
+MERGE_EXIT = """Exit codes: as `run` would give for the whole batch (0 every prompt succeeded; 1 one failed; ...); 2 a
+folder without a manifest, or shards of different batches; 4 a slice or a prompt is missing, or a file or report
+could not be written."""
+
+
+@app.command(epilog=MERGE_EXIT)
+def merge(
+    folders: List[str] = typer.Argument(..., metavar="DIR...",
+                                        help="The shards' --output-dir folders, each with its manifest.jsonl."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+                                             help="Copy every shard's files into DIR and write DIR/manifest.jsonl "
+                                                  "(default: the files stay where they are)."),
+    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
+                                              help="Write one HTML report of the whole batch (links to the files "
+                                                   "by relative path)."),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+                                        help="Write one JUnit XML report, one testcase per prompt."),
+    json_out: bool = typer.Option(False, "--json", help="Print the whole batch's JSON summary (as `run --json`)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing merged manifest, --junit or --report file."),
+    debug: bool = DEBUG_OPTION,
+):
+    """Put the shards of one batch (`run --shard K/N --output-dir DIR`) back together: one manifest,
+    JSON summary, JUnit and HTML report, as if one run had made them."""
+    with _guard(debug):
+        from comfy_cli import mergeio
+
+        folders = mergeio.distinct(folders)
+        if output_dir is not None:
+            mergeio.prepare(output_dir, folders, overwrite)  # first: the reports may go into it
+        for option, path in (("--junit", junit), ("--report", html_report)):
+            if path is not None:
+                _check_output_file(option, path, overwrite)
+        raise typer.Exit(mergeio.execute(folders, output_dir, html_report, junit, json_out, overwrite,
+                                         out=sys.stdout, err=sys.stderr))
+
+
 def _targets(args):
     """Handles and prompt ids from the command line ('-': from stdin), each once, in order."""
     from comfy_cli import handles
@@ -911,6 +948,12 @@ def _shard(spec):
     if found.source:
         sys.stderr.write(f"comfy-cli: shard {found.text()} (from {found.source})\n")
     return found.k, found.n
+
+
+def _plan_record(made, slice_):
+    """The batch as the manifest records it, for `merge`: the plan's fingerprint (what shapes the
+    batch, not the server), how many prompts it has, and the slice this run takes."""
+    return {"fingerprint": made.digest(), "size": len(made), "shard": "%d/%d" % (slice_ or (1, 1))}
 
 
 def _node_types(url, token, header, ca_bundle, insecure):

@@ -20,9 +20,11 @@ SCHEMA = "comfy-cli.manifest/1"
 NAME = "manifest.jsonl"
 
 
-def record(prompt, index, run, saved, output_dir, view_url, include_temp=False):
+def record(prompt, index, run, saved, output_dir, view_url, include_temp=False, plan=None, ended=None):
     """The manifest line of a prompt that ended (a plain dict; pure). `saved`: {output key:
-    local path or None}; `output_dir`: what paths are made relative to (None: no folder)."""
+    local path or None}; `output_dir`: what paths are made relative to (None: no folder).
+    `plan`: {"fingerprint", "size", "shard"}, the batch and the slice this run took (what
+    `merge` joins shards by); `ended`: the wall-clock time (UTC, ISO 8601) it ended."""
     doc = report.prompt_summary(prompt, view_url, include_temp, saved)
     for out in doc["outputs"]:
         if out["path"] is not None and output_dir is not None:
@@ -33,6 +35,8 @@ def record(prompt, index, run, saved, output_dir, view_url, include_temp=False):
     return {
         "schema": SCHEMA,
         "run": run,
+        "plan": plan,
+        "ended": ended,
         "index": index,
         "name": doc["name"],
         "workflow": doc["workflow"],

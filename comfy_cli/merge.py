@@ -18,9 +18,6 @@ from comfy_cli import shard as sh
 from comfy_cli import tracker as tr
 from comfy_cli.errors import UsageError
 
-# The keys of a prompt in the `run --json` summary (a manifest line holds them and more).
-SUMMARY_KEYS = ("workflow", "name", "prompt_id", "server", "attempt", "status", "number", "timings", "nodes",
-                "node_timings", "outputs", "ui", "error", "warnings")
 SHOWN_MISSING = 10  # item numbers named per incomplete slice
 
 
@@ -52,8 +49,8 @@ def split(folder, lines):
         index = record.get("index")
         where = f"{folder}/manifest.jsonl line {number}"
         if not isinstance(plan, dict) or not isinstance(plan.get("fingerprint"), str):
-            raise UsageError(f"{where}: no plan recorded (written by a comfy-cli without `merge`?); "
-                             "run the shards again with this version")
+            raise UsageError(f"{where}: no plan recorded (only `run` records one: written by `wait`, or by an "
+                             "older comfy-cli?); merge the folders of `run --output-dir`")
         k_n = sh.k_of_n(str(plan.get("shard") or "1/1"))
         size = plan.get("size")
         if k_n is None or not isinstance(size, int) or size < 0:
@@ -85,8 +82,8 @@ def combine(shards):
     first = shards[0]
     items, origin = _latest(shards)
     gaps = _gaps(shards, first.n, first.size, items)
-    finals = [attempts[-1]["status"] for attempts in items.values()]
-    codes = [_exit_code(status) for status in finals] + ([errors.UNREACHABLE] if gaps else [])
+    codes = [report.exit_code(_prompt(i, attempts[-1])) for i, attempts in items.items()]
+    codes += [errors.UNREACHABLE] if gaps else []
     return Merged(first.plan, first.n, first.size, dict(sorted(items.items())), origin, gaps, errors.worst(codes))
 
 
@@ -128,19 +125,15 @@ def _gaps(shards, n, size, items):
     return gaps
 
 
-def _exit_code(status):
-    if status in (tr.CANCELLED, tr.DETACHED):
-        return errors.SIGINT
-    return report.EXIT.get(status, errors.UNREACHABLE)
-
-
 def summary(merged, paths):
     """The `run --json` document of the merged batch. `paths(record, output)`: where an output
     file is now (None if it was not saved)."""
     prompts, servers = [], []
+    # the keys of a prompt in `run --json` (a manifest line holds them and more), in its order
+    keys = list(report.prompt_summary(_prompt(0, {}), lambda p, item: None))
     for attempts in merged.items.values():
         for record in attempts:
-            entry = {key: record.get(key) for key in SUMMARY_KEYS}
+            entry = {key: record.get(key) for key in keys}
             entry["outputs"] = [dict(out, path=paths(record, out)) for out in record.get("outputs") or ()]
             prompts.append(entry)
             if record.get("server") and record["server"] not in servers:
@@ -154,21 +147,21 @@ def summary(merged, paths):
 
 def prompts(merged):
     """Every attempt as a tracker Prompt (what report.junit_xml and summary_line read)."""
+    return [_prompt(index, record) for index, attempts in merged.items.items() for record in attempts]
+
+
+def _prompt(index, record):
     from comfy_cli.workflow import Workflow
 
-    out = []
-    for index, attempts in merged.items.items():
-        for record in attempts:
-            p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "",
-                                                                   {}), status=record.get("status"))
-            timings = record.get("timings") or {}
-            p.submitted_at, p.ended_at = 0.0, timings.get("total_s")
-            p.started_at = timings.get("queued_s")
-            p.item, p.attempt, p.server = index, record.get("attempt") or 1, record.get("server")
-            p.error, p.number = record.get("error"), record.get("number")
-            out.append(p)
-    return out
+    p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "", {}),
+                  status=record.get("status"))
+    timings = record.get("timings") or {}
+    p.submitted_at, p.started_at, p.ended_at = 0.0, timings.get("queued_s"), timings.get("total_s")
+    p.item, p.attempt, p.server = index, record.get("attempt") or 1, record.get("server")
+    p.error, p.number = record.get("error"), record.get("number")
+    return p
 
 
 def _unique(items):
     return list(dict.fromkeys(items))
+

@@ -15,6 +15,7 @@ withdrawing, dropping a deaf socket), the downloader (/view) and, with --expect,
 submission or a round.
 """
 
+import datetime
 import os
 import queue
 import signal
@@ -83,6 +84,9 @@ class Options:
     journal: Optional[str] = None  # --journal FILE: record the batch; take it up again after a crash
     journal_options: Optional[dict] = None  # the options that make the batch this batch
     batch_key: Optional[str] = None  # the plan's digest: stands for every workflow in the journal's fingerprint
+    # {"fingerprint", "size", "shard"}: the whole batch and the slice this run takes, in every
+    # manifest line (what `merge` puts shards back together by)
+    plan: Optional[dict] = None
 
 
 def htmlreport_fields(doc):
@@ -571,8 +575,9 @@ class Run:
         saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
                      self.earlier.get(prompt.prompt_id, {}))
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
-                                       self.opts.include_temp))
+                                       self.opts.include_temp, self.opts.plan, ended))
         if self.opts.report:
             self.records.append(htmlreport_fields(doc))
         # (A killed run may have written a line it did not journal: not twice.)

@@ -50,11 +50,6 @@ def from_env(env):
     return Slice(first.k, first.n, " and ".join(s.source for s in found))
 
 
-def take(items, k, n):
-    """The items of slice k of n, in order (the rest are other jobs')."""
-    return [item for i, item in enumerate(items) if i % n == k - 1]
-
-
 def indices(total, k, n):
     """The global indices (0-based) of slice k of n in a batch of `total` items."""
     return range(k - 1, total, n)

@@ -1,6 +1,7 @@
 """The CI and cluster examples: the YAML parses, every comfy-cli command in them uses options that
 exist, each engine's one line is there, and the Slurm script runs (with the simulator)."""
 
+import json
 import os
 import re
 import shlex
@@ -111,9 +112,27 @@ def test_each_engine_example_runs_its_slice_with_shard_auto():
     assert (found.k, found.n) == (high - low + 1, high - low + 1)
 
 
-def test_the_slurm_script_runs_each_task_s_slice(tmp_path):
+def yaml_commands(name):
+    return [command for _, text in example_texts() if _.name == name for command, _args in invocations(text)]
+
+
+def test_each_engine_example_merges_its_shards():
+    for name in ("github-shards.yml", "gitlab-parallel.yml", "slurm-merge.sh", "k8s-merge-job.yaml"):
+        assert "merge" in yaml_commands(name), name
+    gh = yaml.safe_load((EXAMPLES / "ci/github-shards.yml").read_text())
+    shards = gh["jobs"]["shard"]
+    ks = shards["strategy"]["matrix"]["k"]
+    step = next(s for s in shards["steps"] if "COMFY_SHARD" in (s.get("env") or {}))
+    assert step["env"]["COMFY_SHARD"] == "${{ matrix.k }}/%d" % len(ks)  # N = the matrix's size
+    assert "--shard auto" in step["run"]
+    assert gh["jobs"]["merge"]["needs"] == "shard" and gh["jobs"]["merge"]["if"] == "always()"
+    gitlab = yaml.safe_load((EXAMPLES / "ci/gitlab-parallel.yml").read_text())
+    assert gitlab["merge"]["needs"] == ["render"] and gitlab["merge"]["when"] == "always"
+
+
+def test_the_slurm_scripts_run_each_task_s_slice_then_merge(tmp_path):
     """Two array tasks of the script, as Slurm would start them (with the simulator): together they
-    make the whole batch, each in its own folder."""
+    make the whole batch, each in its own folder; the merge script puts them back together."""
     out = tmp_path / "out"
     base = {var: "" for var in shard.VARIABLES}
     base.update(SIMULATE="1", COUNT="5", OUT=str(out), WORKFLOW=str(EXAMPLES / "steps.json"),
@@ -130,3 +149,11 @@ def test_the_slurm_script_runs_each_task_s_slice(tmp_path):
     assert (len(images[1]), len(images[2])) == (3, 2)
     for task in (1, 2):
         assert 'tests="%d"' % len(images[task]) in (out / f"junit-{task}.xml").read_text()
+    env = dict(os.environ, **base)
+    proc = subprocess.run(["bash", str(EXAMPLES / "cluster/slurm-merge.sh")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    merged = [json.loads(line) for line in (out / "merged" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["name"] for r in merged] == [f"steps#{i}" for i in range(1, 6)]
+    assert 'tests="5"' in (out / "merged" / "junit.xml").read_text()
+    assert (out / "merged" / "report.html").is_file()
