@@ -749,16 +749,17 @@ could not be written."""
 def merge(
     folders: List[str] = typer.Argument(..., metavar="DIR...",
                                         help="The shards' --output-dir folders, each with its manifest.jsonl."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR", rich_help_panel=OUTPUT,
                                              help="Copy every shard's files into DIR and write DIR/manifest.jsonl "
                                                   "(default: the files stay where they are)."),
-    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
-                                              help="Write one HTML report of the whole batch (links to the files "
-                                                   "by relative path)."),
-    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT,
+                                              help="Write one HTML report of the whole batch to FILE (.html; links "
+                                                   "to the files by relative path)."),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", rich_help_panel=OUTPUT,
                                         help="Write one JUnit XML report, one testcase per prompt."),
-    json_out: bool = typer.Option(False, "--json", help="Print the whole batch's JSON summary (as `run --json`)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                                  help="Print the whole batch's JSON summary (as `run --json`)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
                                    help="Replace an existing merged manifest, --junit or --report file."),
     debug: bool = DEBUG_OPTION,
 ):
