@@ -10,7 +10,8 @@ The page: a summary (counts by status, exit code, wall time, servers), the outpu
 a grid when the batch varies one to three inputs, otherwise a gallery, and a table of every
 prompt. The grid follows the batch's order (the last input varies fastest): columns are the
 last varying input, rows the one before, and a third before them gives one grid per value; the
-workflow file counts as an input, the first, when several were given.
+workflow file counts as an input, the first, when several were given (see `grid_axes` for
+when there is no grid).
 """
 
 import base64
@@ -119,13 +120,13 @@ def render(records, meta):
     rows = latest(records)
     title = meta.get("title") or "comfy-cli report"
     body = [_header(title, meta), _summary(rows, meta), htmldiff.section(rows, meta)]
-    axes = varying(rows)
-    if 1 <= len(axes) <= 3:
+    axes, why_not = grid_axes(rows)
+    if axes:
         body.append(_grids(rows, axes, meta))
     else:
-        if len(axes) > 3:
-            body.append(f'<p class="note">{len(axes)} inputs vary ({_e(", ".join(axes))}): a grid shows at most '
-                        f'three; the table below lists every prompt.</p>')
+        if why_not:
+            body.append(f'<p class="note">{_e(why_not)}; the outputs are shown one by one and the table below '
+                        f'lists every prompt.</p>')
         body.append(_gallery(rows, meta))
     body.append(_table(rows))
     refresh = meta.get("refresh")
@@ -204,6 +205,27 @@ def varying(rows):
             seen[k].add(_key(v))
     axes = [k for k in order if len(seen[k]) > 1 or any(k not in (r.get("values") or {}) for r in rows)]
     return ([WORKFLOW] if len({r.get("workflow") for r in rows}) > 1 else []) + axes
+
+
+def grid_axes(rows):
+    """The inputs to lay the grid out by, or ([], why not). An input with a value of its own for
+    every prompt (a seed drawn per prompt) names prompts but lays nothing out: it is left out when
+    others vary. A grid with far more cells than prompts (values that do not cross) is not drawn."""
+    axes = varying(rows)
+    if len(axes) > 1:
+        axes = [a for a in axes if len(_levels(rows, a)) < len(rows)] or []
+        if not axes:
+            return [], "every prompt has values of its own: no grid"
+    if not axes:
+        return [], None
+    if len(axes) > 3:
+        return [], f"{len(axes)} inputs vary ({', '.join(axes)}): a grid shows at most three"
+    cells = 1
+    for a in axes:
+        cells *= len(_levels(rows, a))
+    if cells > 2 * len(rows):
+        return [], f"the values of {', '.join(axes)} do not cross ({cells} combinations for {len(rows)} prompts)"
+    return axes, None
 
 
 def _levels(rows, axis):

@@ -1,5 +1,6 @@
 """--report: the page made from manifest lines (pure), and the pace of its rewrites (fake clock)."""
 
+import itertools
 import re
 
 import pytest
@@ -60,9 +61,27 @@ def test_a_third_varying_input_gives_one_grid_per_value_and_a_failed_cell_shows_
 def test_one_varying_input_is_a_one_column_grid_and_four_are_a_gallery_with_a_note():
     one = htmlreport.render([rec(i, {"Load.image": f"{n}.png"}) for i, n in enumerate("abc")], {"files": ""})
     assert set(grid_cells(one)) == {(f"Load.image = {n}.png", "") for n in "abc"}
-    four = htmlreport.render([rec(i, {"a.x": i, "b.x": i, "c.x": i, "d.x": i}) for i in range(3)], {"files": ""})
+    crossed = itertools.product((0, 1), repeat=4)
+    four = htmlreport.render([rec(i, dict(zip(("a.x", "b.x", "c.x", "d.x"), v))) for i, v in enumerate(crossed)],
+                             {"files": ""})
     assert '<table class="grid">' not in four and 'class="gallery"' in four
-    assert "4 inputs vary (a.x, b.x, c.x, d.x)" in four
+    assert "4 inputs vary (a.x, b.x, c.x, d.x): a grid shows at most three" in four
+
+
+def test_an_input_unique_to_every_prompt_is_left_out_of_the_grid_and_values_that_do_not_cross_make_none():
+    crossed = [rec(i, {"s.cfg": c, "s.steps": n, "s.seed": 1000 + i}) for i, (c, n) in
+               enumerate((c, n) for c in (4, 6) for n in (10, 20))]
+    cells = grid_cells(htmlreport.render(crossed, {"files": ""}))
+    assert set(cells) == {(f"s.cfg = {c}", f"s.steps = {n}") for c in (4, 6) for n in (10, 20)}
+    # A spreadsheet of rows each with its own cfg and steps: nothing to cross.
+    rows = [rec(i, {"s.cfg": i, "s.steps": 10 + i}) for i in range(5)]
+    page = htmlreport.render(rows, {"files": ""})
+    assert '<table class="grid">' not in page and "every prompt has values of its own: no grid" in page
+    # Three inputs that barely cross: 4 x 4 x 3 combinations for 6 prompts.
+    sparse = [rec(i, {"a.x": i % 4, "b.x": (i * 3) % 4, "c.x": i % 3}) for i in range(6)]
+    page = htmlreport.render(sparse, {"files": ""})
+    assert '<table class="grid">' not in page and "do not cross (48 combinations for 6 prompts)" in page
+    assert page.count('class="card"') == 6
 
 
 def test_several_workflow_files_are_an_axis_of_their_own_the_first():

@@ -6,6 +6,7 @@ import os
 import re
 
 from comfy_cli import shard
+from test_report_browser import browser  # noqa: F401 (the fixture)
 from test_run_e2e import cli, workflow
 
 SWEEP = ["--sweep", "Sampler.steps=1,2,3", "--sweep", "Sampler.seed=5,6"]
@@ -186,3 +187,33 @@ def test_the_readme_round_runs_as_written(tmp_path):
     assert "6 prompts: 6 succeeded, 6 files (merged from 3 shards" in proc.stderr
     html = (tmp_path / "merged" / "report.html").read_text()
     assert len(cells(html)) == 6
+
+
+def test_the_merged_report_opens_in_a_browser_with_every_image(browser, tmp_path):
+    """Shards of a cfg x steps grid merged without --output-dir: the page, in a folder of its own,
+    shows the whole grid with its labels, and every image loads from the shards' folders."""
+    from test_report_browser import Opened
+    from test_run_e2e import EXAMPLES
+
+    folders = []
+    for k in (1, 2):
+        folder = tmp_path / f"shard-{k}"
+        proc = cli("run", str(EXAMPLES / "txt2img.json"), "--sweep", "KSampler.cfg=4..8:2", "--sweep",
+                   "KSampler.steps=20,30", "--shard", f"{k}/2", "--simulate", "--output-dir", str(folder),
+                   "--progress", "none", timeout=90)
+        assert proc.returncode == 0, proc.stderr
+        folders.append(str(folder))
+    page = tmp_path / "site" / "report.html"
+    page.parent.mkdir()
+    proc = cli("merge", *folders, "--report", str(page))
+    assert proc.returncode == 0, proc.stderr
+    view = Opened(browser, page)
+    try:
+        assert view.texts("table.grid th.row") == ["KSampler.cfg = 4", "KSampler.cfg = 6", "KSampler.cfg = 8"]
+        assert view.texts("table.grid th.col") == ["KSampler.steps = 20", "KSampler.steps = 30"]
+        images = view.images()
+        assert len(images) == 6 and all(loaded for _, loaded in images), images
+        assert {src.split("/")[1] for src, _ in images} == {"shard-1", "shard-2"}
+        view.not_run()
+    finally:
+        view.close()
