@@ -254,8 +254,7 @@ class Client:
         done, also when a ServerError ends it part way."""
         mine = set(prompt_ids)
         for wait in (0.0,) + tuple(backoff.CANCEL.waits()):
-            if wait:
-                time.sleep(wait)
+            time.sleep(wait)  # (the first pass at once)
             running, pending = self.queue(retry=False)
             waiting = [pid for pid in pending if pid in mine and pid not in deleted]
             run_now = [pid for pid in running if pid in mine and pid not in interrupted]

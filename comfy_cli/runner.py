@@ -89,13 +89,6 @@ class Options:
     plan: Optional[dict] = None
 
 
-def htmlreport_fields(doc):
-    """What the report shows of a manifest line (a long batch keeps one per prompt)."""
-    from comfy_cli.htmlreport import FIELDS
-
-    return {k: doc.get(k) for k in FIELDS}
-
-
 def _one_cpu():
     """Keep this thread, and the threads it starts from now on, on the CPU it runs on now;
     return the CPUs it was allowed before (to restore), or None if nothing was changed.
@@ -355,16 +348,11 @@ class Run:
             if opts.report:  # (the page may go into a folder of its own in DIR)
                 os.makedirs(os.path.dirname(os.path.abspath(opts.report)), exist_ok=True)
             self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        self.records = []  # for --report: what it shows of the manifest line of every prompt that ended
-        self.report_problem = None
+        self.live = None  # --report
         if opts.report:
-            from comfy_cli.htmlreport import Pace
+            from comfy_cli.livereport import LiveReport
 
-            self.pace = Pace()
-            self.report_worker = Worker("report", _Tagged(self.events, None))
-            self.report_idle = threading.Event()  # no rewrite in progress (set by the report worker)
-            self.report_idle.set()
-            self.report_took = 0.0
+            self.live = LiveReport(opts.report, Worker("report", _Tagged(self.events, None)))
 
     def _make_servers(self, urls):
         """Every server of the run (client, listener, workers, supervisor) and the dispatcher
@@ -448,8 +436,8 @@ class Run:
                 self.manifest_worker.start()
             for line in self.expecting.start_notes() if self.expecting else ():
                 self.view.note(line)
-            if self.opts.report:
-                self.report_worker.start()
+            if self.live is not None:
+                self.live.worker.start()
             self._earlier_records()
             self._loop()
             if self.hurry:
@@ -476,9 +464,8 @@ class Run:
             self.manifest_worker.stop()
             self.manifest_worker.join(10)
             self.manifest.close()
-        if self.opts.report:
-            self.report_worker.stop()
-            self.report_worker.join(30)  # (an older page must not replace the last one)
+        if self.live is not None:
+            self.live.stop()
         for server in self.servers:
             server.stop()
         self.view.close()
@@ -497,10 +484,10 @@ class Run:
             self.view.note(f"--output-dir: {self.manifest.problem}")
         if self.opts.junit:
             self._write_junit()
-        if self.opts.report:
-            self._write_report(self.records, self._report_meta(self._exit_code(fatal)))
-            if self.report_problem:
-                self.view.note(self.report_problem)
+        if self.live is not None:
+            self.live.write(self.live.records, self._report_meta(self._exit_code(fatal)))
+            if self.live.problem:
+                self.view.note(self.live.problem)
         code = self._exit_code(fatal)
         for line in self.expecting.finish(self._finals()) if self.expecting else ():
             self.view.note(line)
@@ -560,7 +547,7 @@ class Run:
         finals = self._finals() if self.disp.prompts else self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
-        incomplete = self.junit_failed or self.report_problem or (self.manifest and self.manifest.problem)
+        incomplete = self.junit_failed or (self.live is not None and self.live.problem) or (self.manifest and self.manifest.problem)
         if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
             codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
         return errors.worst(codes)
@@ -578,8 +565,8 @@ class Run:
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
                                        self.opts.include_temp, self.opts.plan, ended))
-        if self.opts.report:
-            self.records.append(htmlreport_fields(doc))
+        if self.live is not None:
+            self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)
         if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
             self.manifest_worker.put(self.manifest.write, doc)
@@ -594,8 +581,8 @@ class Run:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self._record(prompt)
-                elif self.opts.report:
-                    self.records.append(htmlreport_fields(doc))
+                elif self.live is not None:
+                    self.live.add(doc)
 
     def _loop(self):
         import gc
@@ -604,7 +591,7 @@ class Run:
         # collector's full passes, which otherwise rescan it again and again in a long batch.
         gc.freeze()
         disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
-        if self.opts.report:
+        if self.live is not None:
             tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
         while not disp.done and not self.hurry:
@@ -696,17 +683,13 @@ class Run:
     # ---- --report: rewritten during the run by a worker, at the pace of htmlreport.Pace --------
     def _tick_and_report(self):
         self.view.tick()
-        if not self.report_idle.is_set():
-            return  # the last rewrite is still being made
         now = time.monotonic()
-        if self.pace.at is not None and now < self.pace.at:
+        if self.live.resting(now):
             return
         open_ = [p for s in self.servers for p in s.sup.ours_open()]
         running = sum(1 for p in open_ if p.status == tr.RUNNING)
-        if self.pace.due(now, (len(self.records), running, len(open_)), self.report_took):
-            self.report_idle.clear()
-            meta = self._report_meta(None, running=running, queued=len(open_) - running)
-            self.report_worker.put(self._write_report, list(self.records), meta)
+        if self.live.due(now, running, len(open_)):
+            self.live.rewrite(self._report_meta(None, running=running, queued=len(open_) - running))
 
     def _report_meta(self, code, running=None, queued=None):
         """What the page says besides the prompts' lines (made on the main thread)."""
@@ -724,22 +707,6 @@ class Run:
                 "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
                 "updated": clock(time.time()), "files": files,
                 "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
-
-    def _write_report(self, records, meta):
-        """Render the page and put it in place atomically (on the report worker, and once at the end)."""
-        from comfy_cli.htmlreport import render
-        from comfy_cli.outputs import write_new
-
-        began = time.monotonic()
-        try:
-            text = render(records, meta).encode("utf-8")
-            write_new(self.opts.report, lambda fh: fh.write(text), overwrite=True)
-            self.report_problem = None
-        except OSError as exc:
-            self.report_problem = f"--report {self.opts.report}: cannot write: {exc.strerror or exc}"
-        finally:
-            self.report_took = time.monotonic() - began
-            self.report_idle.set()
 
     def _write_junit(self):
         from comfy_cli.outputs import write_new
