@@ -14,12 +14,36 @@ from comfy_cli import __version__
 
 DEFAULT_URL = "http://127.0.0.1:8188"
 
+# `--help` panels: the same on every command that has such options (run has them all).
+WHAT = "What to run"
+OUTPUT = "Output"
+BATCH = "Batch"
+SERVERS = "Servers"
+LIMITS = "Limits"
+CONNECTION = "Connection"
+
 EXIT_CODES = """Exit codes: 0 all prompts succeeded; 1 a prompt failed or was interrupted on the server;
 2 invalid input (usage, unreadable or malformed workflow, rejected by the server's validation);
 3 --timeout or --deadline passed; 4 the server could not be reached or used, or a prompt was lost;
 130 cancelled (Ctrl-C); 143 terminated (SIGTERM). With several prompts the most serious code wins."""
 
+class _Group(typer.core.TyperGroup):
+    """typer's command group, saying "Did you mean ...?" once: click 8.4+ suggests a command
+    itself (its error's `possibilities`), and typer adds its own to the message."""
+
+    def resolve_command(self, ctx, args):
+        import click
+
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            if getattr(exc, "possibilities", None) and " Did you mean" in exc.message:
+                exc.message = exc.message[:exc.message.index(" Did you mean")]
+            raise
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -55,41 +79,48 @@ def _root(
     pass
 
 
-URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
-                          help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means http://HOST:8188, "
+URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                          rich_help_panel=CONNECTION, help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means http://HOST:8188, "
                                "ComfyUI's port; a scheme without a port keeps the scheme's (https://HOST is 443).")
-DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks for errors.")
-TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True,
-                            help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
-HEADER_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'",
-                             help="An extra header on every request and the websocket (repeatable).")
-CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE",
+DEBUG_OPTION = typer.Option(False, "--debug", rich_help_panel=OUTPUT, help="Show tracebacks for errors.")
+# Credentials: commands that open a websocket (`run`, `wait`) send them on it too.
+TOKEN_WS_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
+                               rich_help_panel=CONNECTION,
+                               help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
+HEADER_WS_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
+                                help="An extra header on every request and the websocket (repeatable).")
+TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
+                            rich_help_panel=CONNECTION, help="Send 'Authorization: Bearer TOKEN' on every request.")
+HEADER_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
+                             help="An extra header on every request (repeatable).")
+CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE", rich_help_panel=CONNECTION,
                          help="Check the server's TLS certificate against these CA certificates.")
-INSECURE_OPTION = typer.Option(False, "--insecure", help="Do not check TLS certificates (a warning is printed).")
+INSECURE_OPTION = typer.Option(False, "--insecure", rich_help_panel=CONNECTION,
+                               help="Do not check TLS certificates (a warning is printed).")
 
 
-EXPECT_OPTION = typer.Option(None, "--expect", metavar="DIR",
+EXPECT_OPTION = typer.Option(None, "--expect", metavar="DIR", rich_help_panel=OUTPUT,
                              help="Compare every output with its expected file, DIR/NAME/NODE_INDEX.EXT: images "
                                   "pixel by pixel within --tolerance, other files byte for byte. A prompt whose "
                                   "outputs differ, or have no expected file, ends 'mismatch' (exit 1).")
-TOLERANCE_OPTION = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]",
+TOLERANCE_OPTION = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]", rich_help_panel=OUTPUT,
                                 help="With --expect: the largest mean difference of an image (levels of 0..255) "
                                      "and share of its pixels off by more than 32 levels (default 2.0,1%).")
-UPDATE_EXPECTED_OPTION = typer.Option(False, "--update-expected",
+UPDATE_EXPECTED_OPTION = typer.Option(False, "--update-expected", rich_help_panel=OUTPUT,
                                       help="With --expect: write this run's outputs into DIR where they are "
                                            "missing or differ, and remove expected files no output has.")
-REPORT_OPTION = typer.Option(None, "--report", metavar="FILE.html",
-                             help="Write an HTML report (self-contained: a summary, the outputs, a grid of what "
+REPORT_OPTION = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT,
+                             help="Write an HTML report to FILE (.html) (self-contained: a summary, the outputs, a grid of what "
                                   "varies, every prompt), rewritten every few seconds during the run.")
 
 
-SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto",
+SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto", rich_help_panel=BATCH,
                             help="Run only slice K of N of the batch (prompt i when i mod N = K-1), for N jobs of "
                                  "a CI matrix or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 
 
-URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL", rich_help_panel=SERVERS,
                            help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
                                 "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
                                 "(https://HOST is 443). Repeat it (or separate with commas) to spread the batch over "
@@ -98,62 +129,58 @@ URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, me
 # What makes the batch (`run`, `submit`): declared once, read by `_plan`.
 WORKFLOWS_ARG = typer.Argument(..., metavar="WORKFLOW...",
                                help="Workflow files, API or UI format; '-' reads one from stdin.")
-SET_OPTION = typer.Option([], "--set", metavar="NODE.INPUT=VALUE",
+SET_OPTION = typer.Option([], "--set", metavar="NODE.INPUT=VALUE", rich_help_panel=WHAT,
                           help="Set an input (repeatable). NODE: id, _meta.title, or a class_type that occurs once. "
                                "VALUE: JSON if it parses, else a string.")
-INPUT_OPTION = typer.Option([], "--input", metavar="NODE.INPUT=PATH",
+INPUT_OPTION = typer.Option([], "--input", metavar="NODE.INPUT=PATH", rich_help_panel=WHAT,
                             help="Upload a local file and point the input at it (repeatable). A folder or a quoted "
                                  "glob ('photos/*.png') makes one prompt per file, sorted by name.")
-PARAMS_OPTION = typer.Option(None, "--params", metavar="FILE",
+PARAMS_OPTION = typer.Option(None, "--params", metavar="FILE", rich_help_panel=WHAT,
                              help="One prompt per row of a CSV/TSV (header row), JSONL or JSON array file; keys "
                                   "NODE.INPUT as for --set, @NODE.INPUT a local file to upload, name the prompt's "
                                   "name.")
-SWEEP_OPTION = typer.Option([], "--sweep", metavar="NODE.INPUT=V1,V2,...",
+SWEEP_OPTION = typer.Option([], "--sweep", metavar="NODE.INPUT=V1,V2,...", rich_help_panel=WHAT,
                             help="One prompt per value (repeatable: every combination). Values as for --set, or a "
                                  "JSON array, or a range START..END:STEP.")
-COUNT_OPTION = typer.Option(1, "--count", min=1, max=100000, metavar="N",
+COUNT_OPTION = typer.Option(1, "--count", min=1, max=100000, metavar="N", rich_help_panel=BATCH,
                             help="Submit each prompt N times; copy i gets seed/noise_seed + i.")
-SAME_SEED_OPTION = typer.Option(False, "--same-seed", help="With --count: keep the seeds equal.")
-DRY_RUN_OPTION = typer.Option(False, "--dry-run",
+SAME_SEED_OPTION = typer.Option(False, "--same-seed", rich_help_panel=BATCH, help="With --count: keep the seeds equal.")
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", rich_help_panel=WHAT,
                               help="Convert and check every prompt against the server's /object_info and list "
                                    "them; submit nothing (exit 0 if fine, 2 if not).")
 
 # How a run is followed and reported (`run`, `wait`).
-PROGRESS_OPTION = typer.Option(Progress.auto, "--progress", help="auto: bars on a terminal, lines otherwise.")
-TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0.001, metavar="S",
+PROGRESS_OPTION = typer.Option(Progress.auto, "--progress", rich_help_panel=OUTPUT, help="auto: bars on a terminal, lines otherwise.")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0.001, metavar="S", rich_help_panel=LIMITS,
                               help="Give up after S seconds with nothing new from the server.")
-DEADLINE_OPTION = typer.Option(None, "--deadline", min=0.001, metavar="S",
+DEADLINE_OPTION = typer.Option(None, "--deadline", min=0.001, metavar="S", rich_help_panel=LIMITS,
                                help="Give up S seconds after the start, whatever happens.")
-OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", metavar="DIR",
+OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", metavar="DIR", rich_help_panel=OUTPUT,
                                  help="Download every output file into DIR; stdout lists the paths.")
-OVERWRITE_OPTION = typer.Option(False, "--overwrite",
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
                                 help="Replace existing files in --output-dir, --junit and --report (default: never).")
-INCLUDE_TEMP_OPTION = typer.Option(False, "--include-temp", help="Also list or download temp/preview outputs.")
-EVENTS_OPTION = typer.Option(False, "--events",
+INCLUDE_TEMP_OPTION = typer.Option(False, "--include-temp", rich_help_panel=OUTPUT, help="Also list or download temp/preview outputs.")
+EVENTS_OPTION = typer.Option(False, "--events", rich_help_panel=OUTPUT,
                              help="Print NDJSON events on stdout as things happen; the last is the summary.")
-JUNIT_OPTION = typer.Option(None, "--junit", metavar="FILE", help="Write a JUnit XML report, one testcase per prompt.")
-SILENCE_OPTION = typer.Option(15.0, "--silence-check", min=0.1, metavar="S",
+JUNIT_OPTION = typer.Option(None, "--junit", metavar="FILE", rich_help_panel=OUTPUT, help="Write a JUnit XML report, one testcase per prompt.")
+SILENCE_OPTION = typer.Option(15.0, "--silence-check", min=0.1, metavar="S", rich_help_panel=CONNECTION,
                               help="Check over HTTP when the websocket has been quiet for S seconds while prompts "
                                    "are open.")
-VERBOSE_OPTION = typer.Option(False, "-v", "--verbose", help="Show server tracebacks of failed nodes.")
-SUMMARY_OPTION = typer.Option(False, "--json", help="Print one JSON summary of every prompt on stdout.")
+VERBOSE_OPTION = typer.Option(False, "-v", "--verbose", rich_help_panel=OUTPUT, help="Show server tracebacks of failed nodes.")
+SUMMARY_OPTION = typer.Option(False, "--json", rich_help_panel=OUTPUT, help="Print one JSON summary of every prompt on stdout.")
 
 
 @app.command(epilog=EXIT_CODES)
 def run(
     ctx: typer.Context,
     workflows: List[str] = WORKFLOWS_ARG,
-    urls: List[str] = URLS_OPTION,
-    json_out: bool = SUMMARY_OPTION,
-    progress: Progress = PROGRESS_OPTION,
-    timeout: Optional[float] = TIMEOUT_OPTION,
-    deadline: Optional[float] = DEADLINE_OPTION,
     sets: List[str] = SET_OPTION,
     inputs: List[str] = INPUT_OPTION,
     params: Optional[str] = PARAMS_OPTION,
     sweeps: List[str] = SWEEP_OPTION,
-    count: int = COUNT_OPTION,
-    same_seed: bool = SAME_SEED_OPTION,
+    dry_run: bool = DRY_RUN_OPTION,
+    json_out: bool = SUMMARY_OPTION,
+    progress: Progress = PROGRESS_OPTION,
     output_dir: Optional[str] = OUTPUT_DIR_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
     include_temp: bool = INCLUDE_TEMP_OPTION,
@@ -163,37 +190,44 @@ def run(
     events: bool = EVENTS_OPTION,
     junit: Optional[str] = JUNIT_OPTION,
     html_report: Optional[str] = REPORT_OPTION,
-    no_cancel: bool = typer.Option(False, "--no-cancel",
-                                   help="On Ctrl-C or a time limit, leave our prompts on the server."),
-    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
-                                        help="While the websocket is down, check /queue and /history every S "
-                                             "seconds."),
-    silence_check: float = SILENCE_OPTION,
-    simulate: bool = typer.Option(False, "--simulate",
-                                  help="Run against the built-in simulator on a free loopback port."),
-    per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K",
-                                             help="With several servers: at most K of ours waiting on one server "
-                                                  "at once (default 2; one server: no limit)."),
-    retry: int = typer.Option(0, "--retry", min=0, metavar="N",
+    verbose: bool = VERBOSE_OPTION,
+    debug: bool = DEBUG_OPTION,
+
+    count: int = COUNT_OPTION,
+    same_seed: bool = SAME_SEED_OPTION,
+    retry: int = typer.Option(0, "--retry", min=0, metavar="N", rich_help_panel=BATCH,
                               help="Send a prompt that failed, was lost or ended in error again, up to N times, "
                                    "on another server when there is one."),
-    failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S",
-                                         help="With several servers: move the prompts that had not started off "
-                                              "a server that has not answered for S seconds."),
     shard: Optional[str] = SHARD_OPTION,
-    journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE",
+    journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE", rich_help_panel=BATCH,
                                           help="Record what was submitted where and how it ended (append-only, "
                                                "fsynced). Run the same command again with it after a crash to "
                                                "take the batch up: nothing runs twice."),
-    dry_run: bool = DRY_RUN_OPTION,
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
+    urls: List[str] = URLS_OPTION,
+    simulate: bool = typer.Option(False, "--simulate", rich_help_panel=SERVERS,
+                                  help="Run against the built-in simulator on a free loopback port."),
+    per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K", rich_help_panel=SERVERS,
+                                             help="With several servers: at most K of ours waiting on one server "
+                                                  "at once (default 2; one server: no limit)."),
+    failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S", rich_help_panel=SERVERS,
+                                         help="With several servers: move the prompts that had not started off "
+                                              "a server that has not answered for S seconds."),
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    deadline: Optional[float] = DEADLINE_OPTION,
+    no_cancel: bool = typer.Option(False, "--no-cancel", rich_help_panel=LIMITS,
+                                   help="On Ctrl-C or a time limit, leave our prompts on the server."),
+    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S", rich_help_panel=CONNECTION,
+                                        help="While the websocket is down, check /queue and /history every S "
+                                             "seconds."),
+    silence_check: float = SILENCE_OPTION,
+    token: Optional[str] = TOKEN_WS_OPTION,
+    header: List[str] = HEADER_WS_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
     insecure: bool = INSECURE_OPTION,
-    verbose: bool = VERBOSE_OPTION,
-    debug: bool = DEBUG_OPTION,
 ):
-    """Submit workflows, show live progress, wait until every prompt has ended."""
+    """Submit workflows, show live progress, wait until every prompt has ended.
+
+    WORKFLOW: a workflow file, API or UI format; '-' reads one from stdin."""
     with _guard(debug):
         if json_out and events:
             raise _usage("--json and --events cannot be used together: --events ends with the summary")
@@ -290,7 +324,7 @@ def _make(parts, info=None, dry_run=False):
     return made
 
 
-@app.command(epilog="Exit codes: 0 converted; 2 a bad or unconvertible file, or OUT exists; 4 the server "
+@app.command(epilog="Exit codes: 0 converted; 2 a bad or unconvertible file, or FILE exists; 4 the server "
                    "could not be reached.")
 def convert(
     ctx: typer.Context,
@@ -300,9 +334,10 @@ def convert(
     object_info_file: Optional[str] = typer.Option(None, "--object-info", metavar="FILE",
                                                    help="Read node types from a saved /object_info instead of "
                                                         "asking the server."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="OUT",
-                                         help="Write the API-format JSON to OUT instead of stdout."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists (default: never)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", metavar="FILE", rich_help_panel=OUTPUT,
+                                         help="Write the API-format JSON to FILE instead of stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                                   help="Replace FILE if it exists (default: never)."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -343,10 +378,20 @@ def convert(
             raise _usage(f"-o {output}: cannot write: {exc.strerror or exc}") from None
 
 
-@app.command()
+STATUS_URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                                  rich_help_panel=CONNECTION,
+                                  help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
+                                       "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
+                                       "(https://HOST is 443). Repeat it (or separate with commas) to ask several "
+                                       "servers.")
+STATUS_EXIT = "Exit codes: 0 a server answered (with several, at least one); 4 none could be reached or used."
+
+
+@app.command(epilog=STATUS_EXIT)
 def status(
-    urls: List[str] = URLS_OPTION,
-    json_out: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    urls: List[str] = STATUS_URLS_OPTION,
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                                  help="Print the answer as JSON (schema comfy-cli.status/1)."),
     token: Optional[str] = TOKEN_OPTION,
     header: List[str] = HEADER_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
@@ -381,7 +426,8 @@ def status(
                            + (f" on {', '.join(info['devices'])}" if info["devices"] else ""))
                 _say(f"queue: {info['running']} running, {info['pending']} pending")
         if json_out:
-            _say(json.dumps(docs[0] if len(docs) == 1 else {"servers": docs}, indent=2))
+            doc = dict(docs[0]) if len(docs) == 1 else {"servers": docs}
+            _say(json.dumps({"schema": "comfy-cli.status/1", **doc}, indent=2))
         # Each problem once, on stderr (--json has it too); an error only if no server answers.
         kind = "error" if len(problems) == len(docs) else "warning"
         for exc in problems:
@@ -390,13 +436,16 @@ def status(
             raise typer.Exit(problems[0].exit_code)  # none answers: exit 4
 
 
-@app.command()
+@app.command(epilog="Exit codes: 0 stopped with Ctrl-C or SIGTERM; 2 bad options, the port cannot be listened on, "
+                    "or aiohttp (the [sim] extra) is missing.")
 def sim(
-    port: int = typer.Option(8188, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir",
+    port: int = typer.Option(8188, "--port", min=0, max=65535, metavar="PORT",
+                             help="Port to listen on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to listen on."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
                                              help="Where SaveImage writes (default: a temporary folder)."),
-    token: Optional[str] = typer.Option(None, "--token", help="Require 'Authorization: Bearer TOKEN'."),
+    token: Optional[str] = typer.Option(None, "--token", metavar="TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN'."),
     tls_cert: Optional[str] = typer.Option(None, "--tls-cert", metavar="FILE", help="Serve https/wss with this "
                                                                                    "certificate (needs --tls-key)."),
     tls_key: Optional[str] = typer.Option(None, "--tls-key", metavar="FILE", help="The certificate's key."),
@@ -517,7 +566,8 @@ def wait(
     targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
                                         help="Handles printed by `submit`, or prompt ids; '-' reads them from "
                                              "stdin (whitespace-separated)."),
-    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
+    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                                      rich_help_panel=CONNECTION,
                                       help=f"The server of bare prompt ids (default {DEFAULT_URL}); handles "
                                            "carry their own. With a user:password@, its credentials are used."),
     json_out: bool = SUMMARY_OPTION,
@@ -533,20 +583,23 @@ def wait(
     events: bool = EVENTS_OPTION,
     junit: Optional[str] = JUNIT_OPTION,
     html_report: Optional[str] = REPORT_OPTION,
-    cancel: bool = typer.Option(False, "--cancel",
+    cancel: bool = typer.Option(False, "--cancel", rich_help_panel=LIMITS,
                                 help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
                                      "them running)."),
-    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S",
+    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S", rich_help_panel=CONNECTION,
                                         help="Without a websocket, check /queue and /history every S seconds."),
     silence_check: float = SILENCE_OPTION,
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
+    token: Optional[str] = TOKEN_WS_OPTION,
+    header: List[str] = HEADER_WS_OPTION,
     ca_bundle: Optional[str] = CA_OPTION,
     insecure: bool = INSECURE_OPTION,
     verbose: bool = VERBOSE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
-    """Wait for prompts submitted earlier: the same progress, outputs, reports and exit codes as `run`."""
+    """Wait for prompts submitted earlier: the same progress, outputs, reports and exit codes as `run`.
+
+    HANDLE|PROMPT_ID: what `submit` printed, or a prompt id (a UUID, as `queue` shows it); '-' reads them
+    from stdin (whitespace-separated), e.g. `comfy-cli submit x.json | comfy-cli wait -`."""
     with _guard(debug):
         from comfy_cli import tracker as tr
         from comfy_cli.workflow import Workflow
@@ -599,7 +652,8 @@ def cancel(
     targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
                                         help="Handles printed by `submit`, or prompt ids; '-' reads them from "
                                              "stdin."),
-    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True,
+    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                                      rich_help_panel=CONNECTION,
                                       help=f"The server of bare prompt ids (default {DEFAULT_URL})."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.0, metavar="S",
                                   help="Wait at most S seconds for the server to confirm (an interrupt takes "
@@ -610,7 +664,10 @@ def cancel(
     insecure: bool = INSECURE_OPTION,
     debug: bool = DEBUG_OPTION,
 ):
-    """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running."""
+    """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running.
+
+    HANDLE|PROMPT_ID: what `submit` printed, or a prompt id (a UUID, as `queue` shows it); '-' reads them
+    from stdin (whitespace-separated)."""
     with _guard(debug):
         from comfy_cli import cancels, errors, handles
 
@@ -639,7 +696,7 @@ def cancel(
         raise typer.Exit(errors.worst(codes))
 
 
-@app.command(name="queue")
+@app.command(name="queue", epilog="Exit codes: 0 the queue was read; 4 the server could not be reached or used.")
 def queue_cmd(
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the queue as JSON."),
@@ -692,16 +749,17 @@ could not be written."""
 def merge(
     folders: List[str] = typer.Argument(..., metavar="DIR...",
                                         help="The shards' --output-dir folders, each with its manifest.jsonl."),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR",
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR", rich_help_panel=OUTPUT,
                                              help="Copy every shard's files into DIR and write DIR/manifest.jsonl "
                                                   "(default: the files stay where they are)."),
-    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
-                                              help="Write one HTML report of the whole batch (links to the files "
-                                                   "by relative path)."),
-    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE",
+    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT,
+                                              help="Write one HTML report of the whole batch to FILE (.html; links "
+                                                   "to the files by relative path)."),
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", rich_help_panel=OUTPUT,
                                         help="Write one JUnit XML report, one testcase per prompt."),
-    json_out: bool = typer.Option(False, "--json", help="Print the whole batch's JSON summary (as `run --json`)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                                  help="Print the whole batch's JSON summary (as `run --json`)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
                                    help="Replace an existing merged manifest, --junit or --report file."),
     debug: bool = DEBUG_OPTION,
 ):
