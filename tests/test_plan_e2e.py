@@ -262,3 +262,21 @@ def test_dry_run_of_a_shard_lists_its_slice_and_a_semicolon_csv_is_read(sim, tmp
     assert proc.stdout.splitlines() == ["b\tTestSteps.steps=2", "d\tTestSteps.steps=4"]
     assert proc.stderr.endswith("2 prompts planned, all pass the server's /object_info (dry run, nothing sent)\n")
     assert sim.submissions == []
+
+
+def test_with_two_servers_each_file_goes_only_where_a_prompt_needs_it_once(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    png = (EXAMPLES / "input.png").read_bytes()
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        (photos / name).write_bytes(png + name.encode())
+    with SimServer() as one, SimServer() as two:
+        proc = cli("run", str(EXAMPLES / "load_image.json"), "--url", one.url, "--url", two.url, "--json",
+                   "--count", "2", "--input", f"LoadImage.image={photos}", "--set", "Sampler.seconds_per_step=0.01")
+        assert proc.returncode == 0, proc.stderr
+        prompts = json.loads(proc.stdout)["prompts"]
+        assert len(prompts) == 8 and {p["server"] for p in prompts} == {one.url.rstrip("/"), two.url.rstrip("/")}
+        for sim in (one, two):
+            used = {g["1"]["inputs"]["image"] for g in sent_graphs(sim)}
+            assert sorted(f.name for f in sim.input_dir.iterdir()) == sorted(used)  # only what it ran, once each
+        assert proc.stderr.count("uploaded ") == len(list(one.input_dir.iterdir())) + len(list(two.input_dir.iterdir()))
