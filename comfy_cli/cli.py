@@ -249,7 +249,7 @@ def run(
                 info = _fetch_object_info(sim.url if sim else servers[0], *conn)
                 made = _make(parts, info, dry_run)
                 if dry_run:
-                    raise typer.Exit(_dry_run(made, info, json_out))
+                    raise typer.Exit(_dry_run(made, info, json_out, slice_))
             target = sim.url if sim else servers[0]
             # Which server can run what: a server without a workflow's node types is not given it.
             node_types = [_node_types(u, *conn) for u in servers] if len(servers) > 1 else None
@@ -498,7 +498,7 @@ def submit(
             info = _fetch_object_info(target, token, header, ca_bundle, insecure)
             made = _make(parts, info, dry_run)
             if dry_run:
-                raise typer.Exit(_dry_run(made, info, json_out))
+                raise typer.Exit(_dry_run(made, info, json_out, slice_))
         else:
             made = _make(parts)
         from comfy_cli.runner import Options, Run
@@ -992,15 +992,17 @@ def _read_object_info(path):
     return data
 
 
-def _dry_run(made, info, json_out):
+def _dry_run(made, info, json_out, slice_=None):
     """Check every prompt of the plan as the server's validation would, building each graph only
     for its check. With data (or --json) the planned prompts are listed on stdout, one line
     each; problems are printed like a 400 on stderr. Exit code."""
     from comfy_cli import errors, plan, report
+    from comfy_cli.shard import indices as shard_indices
 
     code, listing, lines, bad = errors.OK, [], [], 0
     listed = json_out or bool(made.axes)
-    for wf in made:
+    chosen = range(len(made)) if slice_ is None else shard_indices(len(made), *slice_)  # (--shard: its slice)
+    for wf in map(made.__getitem__, chosen):
         problems = made.problems(wf, info)
         if listed:
             listing.append(dict(plan.entry(wf), ok=not problems,
@@ -1019,7 +1021,7 @@ def _dry_run(made, info, json_out):
     elif listing:
         sys.stdout.write("\n".join(listing) + "\n")
     if listed:
-        lines.append(f"{len(made)} prompt{'' if len(made) == 1 else 's'} planned, " + (
+        lines.append(f"{len(chosen)} prompt{'' if len(chosen) == 1 else 's'} planned, " + (
             f"{bad} would be rejected" if bad else "all pass the server's /object_info") + " (dry run, nothing sent)")
     if lines:
         sys.stderr.write("\n".join(lines) + "\n")

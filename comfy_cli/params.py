@@ -67,7 +67,7 @@ def read(path):
     text = _text(path)
     kind = os.path.splitext(path)[1].lower()
     if kind in (".csv", ".tsv", ".tab"):
-        rows = _table(path, text, "\t" if kind != ".csv" else ",")
+        rows = _table(path, text, "\t" if kind != ".csv" else _comma(text))
     elif kind in (".jsonl", ".ndjson"):
         rows = _objects(path, _jsonl(path, text))
     elif kind == ".json":
@@ -142,6 +142,13 @@ def _table(path, text, delimiter):
     if columns is None:
         raise UsageError(f"--params {path}: the file has no header row")
     return out
+
+
+def _comma(text):
+    """A .csv file's separator: ',' unless its header has ';' and no ',' (a spreadsheet saved where
+    the comma is the decimal point)."""
+    header = text.split("\n", 1)[0]
+    return ";" if ";" in header and "," not in header else ","
 
 
 def _cell(path, line, column, raw):

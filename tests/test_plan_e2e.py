@@ -251,3 +251,14 @@ def test_uploads_are_tried_again_when_the_server_is_busy_and_a_refused_file_reje
             ("load_image[a.png]", "success"), ("load_image[bad.png]", "rejected"), ("load_image[c.png]", "success")]
         assert f"cannot upload {photos / 'bad.png'}: " in prompts[1]["error"]["message"]
         assert len(sim.submissions) == 2
+
+
+def test_dry_run_of_a_shard_lists_its_slice_and_a_semicolon_csv_is_read(sim, tmp_path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("name;TestSteps.steps\na;1\nb;2\nc;3\nd;4\n")  # (a spreadsheet saved where ',' is decimal)
+    proc = cli("run", workflow(tmp_path, "steps"), "--url", sim.url, "--dry-run", "--params", str(rows),
+               "--shard", "2/2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["b\tTestSteps.steps=2", "d\tTestSteps.steps=4"]
+    assert proc.stderr.endswith("2 prompts planned, all pass the server's /object_info (dry run, nothing sent)\n")
+    assert sim.submissions == []
