@@ -100,3 +100,16 @@ def test_what_you_will_see_in_lines_is_what_lines_mode_says():
     said = [line for line in err.getvalue().splitlines() if "done (in" not in line]
     block = next(b for b in blocks(section("What you will see")) if b.startswith("txt2img: started"))
     assert [line for line in block.splitlines() if line.startswith("txt2img: ") and "done (in" not in line] == said
+
+
+def test_examples_install_this_package_without_a_placeholder():
+    """The CI and cluster examples are copied as they are: none may install from a made-up place."""
+    installs = []
+    for path in sorted((ROOT / "examples").rglob("*")):
+        if path.suffix in (".yml", ".yaml", ".sh"):
+            text = path.read_text()
+            assert "YOUR-ORG" not in text, path
+            installs += re.findall(r"pip install[^\n]*", text)
+    assert installs  # the examples do install comfy-cli
+    assert all("comfy-run-cli" in line or "$INSTALL" in line or "${{ env.INSTALL }}" in line
+               for line in installs), installs
