@@ -202,28 +202,37 @@ def summary_ids(summary):
     return [p["prompt_id"] for p in summary["prompts"]]
 
 
+def cut_b_off_until_moved(b, proxy, finish_within, *args):
+    """Run comfy-cli with `args`; once it has seen one of its prompts running on b, cut b off (the
+    proxy) until the client has moved b's prompts away, note what still waits on b, let b answer
+    again and run to the end. Returns (events, stderr, ids waiting on b when it came back,
+    exit code)."""
+    proc = start(*args)
+    events = Events(proc)
+    try:
+        assert events.until_seen_running(b, 20)
+        proxy.down()
+        assert events.wait(lambda lines: any(
+            e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
+            for e in lines), 30)
+        waiting_on_b = [item[1] for item in b.engine.pending_items()]
+        proxy.up()
+        lines, err = events.finish(finish_within)
+    finally:
+        proc.kill()
+        close(proxy)
+    return lines, err, waiting_on_b, proc.returncode
+
+
 def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
     with SimServer() as a, SimServer() as b:
         proxy = Proxy(b.port).up()
         path = workflow(tmp_path, "steps", **{"1__steps": 60})
-        proc = start("run", path, "--count", "10", "--url", a.url, "--url", proxy.url, "--events",
-                     "--failover-after", "1", "--per-server", "2", *FAST)
-        events = Events(proc)
-        try:
-            assert events.until_seen_running(b, 20)
-            proxy.down()
-            # Until the client has moved b's prompts away.
-            assert events.wait(lambda lines: any(
-                e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
-                for e in lines), 30)
-            # b went on with its queue while cut off; what still waits there when it answers again
-            # must be deleted before it runs.
-            waiting_on_b = [item[1] for item in b.engine.pending_items()]
-            proxy.up()
-            lines, err = events.finish(60)
-        finally:
-            proc.kill()
-            close(proxy)
+        # b went on with its queue while cut off; what still waits there when it answers again
+        # must be deleted before it runs.
+        lines, err, waiting_on_b, code = cut_b_off_until_moved(
+            b, proxy, 60, "run", path, "--count", "10", "--url", a.url, "--url", proxy.url, "--events",
+            "--failover-after", "1", "--per-server", "2", *FAST)
         summary = lines[-1]
         assert summary["event"] == "summary"
         # The prompts moved away that still waited on b never ran there: deleted when it came back.
@@ -234,7 +243,7 @@ def test_a_server_that_comes_back_has_our_moved_prompts_deleted_first(tmp_path):
         finals = {p["name"]: p for p in summary["prompts"]}
         assert len(finals) == 10
         # The one running on b when it went silent is lost (no --retry): exit 4.
-        assert proc.returncode == 4, err
+        assert code == 4, err
         lost = [p for p in finals.values() if p["status"] == "lost"]
         assert len(lost) == 1
         # It went on running on b while b was cut off: when b answered again, that was noticed.
@@ -301,21 +310,9 @@ def test_a_failed_withdrawal_is_tried_again_and_what_it_never_removed_is_listed(
         proxy = Proxy(b.port).up()
         path = workflow(tmp_path, "steps", **{"1__steps": 60, "1__seconds_per_step": 0.03})
         # Two on each; the one moved from b goes to a (it has room), so b has no new work.
-        proc = start("run", path, "--count", "4", "--url", a.url, "--url", proxy.url, "--events",
-                     "--failover-after", "1", "--per-server", "3", *FAST)
-        events = Events(proc)
-        try:
-            assert events.until_seen_running(b, 20)
-            proxy.down()
-            assert events.wait(lambda lines: any(
-                e["event"] == "finished" and (e["error"] or {}).get("message", "").startswith("moved")
-                for e in lines), 30)
-            waiting_on_b = [item[1] for item in b.engine.pending_items()]
-            proxy.up()
-            lines, err = events.finish(90)
-        finally:
-            proc.kill()
-            close(proxy)
+        lines, err, waiting_on_b, _code = cut_b_off_until_moved(
+            b, proxy, 90, "run", path, "--count", "4", "--url", a.url, "--url", proxy.url, "--events",
+            "--failover-after", "1", "--per-server", "3", *FAST)
         assert lines[-1]["event"] == "summary" and waiting_on_b
         assert "could not delete the prompts moved away from it" in err and "trying again" in err
         if times == 1:  # the second try removed them: none ran to its end on b
