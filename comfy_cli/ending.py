@@ -10,15 +10,9 @@ class Ending:
     def __init__(self, view, out, err, stream, opts, records, live=None, expecting=None, downloading=False):
         """`records`: the manifest lines (records.Records); `live`: the --report page;
         `downloading`: outputs are saved to a folder (else they are listed by URL)."""
-        self.view = view
-        self.out = out
-        self.err = err
-        self.stream = stream
-        self.opts = opts
-        self.records = records
-        self.live = live
-        self.expecting = expecting
-        self.downloading = downloading
+        self.view, self.out, self.err, self.stream = view, out, err, stream  # where it says things
+        self.records, self.live, self.expecting = records, live, expecting  # the files it may write
+        self.opts, self.downloading = opts, downloading
 
     def line(self, end, seconds):
         return sm.line(end, self.downloading, seconds)

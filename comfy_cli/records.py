@@ -15,16 +15,9 @@ class Records:
         """`manifest`/`worker`: the file and its writer (None without --output-dir); `live`: the
         --report page (or None); `saved(prompt_id)`: a prompt's files; `places`: prompt id ->
         index for prompts followed (not a batch's); `view_url(prompt, item)`: an output's URL."""
-        self.manifest = manifest
-        self.worker = worker
-        self.live = live
-        self.output_dir = opts.output_dir
-        self.include_temp = opts.include_temp
-        self.plan = opts.plan
-        self.run_id = run_id
-        self.saved = saved
-        self.places = places
-        self.view_url = view_url
+        self.manifest, self.worker, self.live = manifest, worker, live  # where lines go
+        self.opts, self.run_id = opts, run_id
+        self.saved, self.places, self.view_url = saved, places, view_url  # what it asks the run
         self.wanted = manifest is not None or live is not None
 
     def start(self):
@@ -48,8 +41,8 @@ class Records:
             return
         index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
-        doc = errors.redact_obj(record(prompt, index, self.run_id, self.saved(prompt.prompt_id), self.output_dir,
-                                       self.view_url, self.include_temp, self.plan, ended))
+        doc = errors.redact_obj(record(prompt, index, self.run_id, self.saved(prompt.prompt_id), self.opts.output_dir,
+                                       self.view_url, self.opts.include_temp, self.opts.plan, ended))
         if self.live is not None:
             self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)

@@ -13,16 +13,9 @@ class Shows:
         """`stream`: the --events writer or None; `opts`: the run's Options (json, output_dir,
         verbose); `several`: the run has several servers (lines name the server); `records`:
         the manifest lines (records.Records); `journal_put(fn, *args)`: the journal's worker."""
-        self.view = view
-        self.stream = stream
-        self.json = opts.json
-        self.output_dir = opts.output_dir
-        self.verbose = opts.verbose
-        self.several = several
-        self.records = records
-        self.expecting = expecting
-        self.journal = journal
-        self.journal_put = journal_put
+        self.view, self.stream, self.opts, self.several = view, stream, opts, several
+        self.records, self.expecting = records, expecting  # what a prompt's end goes to
+        self.journal, self.journal_put = journal, journal_put
         self.urls = 0  # /view URLs printed on stdout
 
     def urls_printed(self):
@@ -48,8 +41,8 @@ class Shows:
             self.journal_put(self.journal.output, c.prompt, report.output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.view_url(c.item), c.path)
-        elif not self.json and (c.path or not self.output_dir):
-            shown = c.path if self.output_dir else None  # (--expect's temporary folder: URLs, as without)
+        elif not self.opts.json and (c.path or not self.opts.output_dir):
+            shown = c.path if self.opts.output_dir else None  # (--expect's temporary folder: URLs, as without)
             self.view.result(shown or server.view_url(c.item))
             self.urls += shown is None
 
@@ -59,7 +52,7 @@ class Shows:
         if self.journal is not None and prompt.item is not None:
             self.journal_put(self.journal.ended, self.journal.end_record(prompt))
         self.view.update(prompt)
-        for line in report.failure_lines(prompt, self.verbose):
+        for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
         if prompt.checked:
             for line in self.expecting.changes(prompt) + self.expecting.diffs(prompt):
