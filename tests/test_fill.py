@@ -1,4 +1,4 @@
-"""How far a prompt is (`Prompt.fill`): the one figure bars, lines and --events show.
+"""How far a prompt is (`Prompt.progress.fill`): the one figure bars, lines and --events show.
 
 It must only move forward, mean the whole prompt (nodes done + the running node's steps, over its
 nodes; cached ones count as done), reach 100% only at the end and stay where it was on any other
