@@ -328,3 +328,11 @@ class ForRun:
 
                 shutil.rmtree(self.scratch, ignore_errors=True)
         return lines
+
+    def folder(self):
+        """The temporary folder outputs are saved in (no --output-dir), or None."""
+        return self.scratch
+
+    def folder_gone(self):
+        """finish() removed the temporary folder: nothing may point into it."""
+        return bool(self.scratch) and not self.kept
