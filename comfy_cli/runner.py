@@ -242,9 +242,10 @@ class Server:
     def _submit(self, c):
         prompt = self.sup.prompt(c.prompt_id)
         journal = self.run.journal
-        record = journal.submitted if journal is not None and prompt.item is not None else None
+        attempt = self.run.attempt(prompt)
+        record = journal.submitted if journal is not None and attempt.item is not None else None
         self.workers["submitter"].put(jobs.submit, self.client, prompt.workflow, self.client_id, c.prompt_id,
-                                      record and (lambda: record(prompt)), self.files)
+                                      record and (lambda: record(prompt, attempt)), self.files)
 
     def _read_queue(self, c):
         self.workers["reader"].put(jobs.read_queue, self.client, c.gen)
@@ -300,6 +301,7 @@ class Run:
             # fsync is slow: the main loop hands `output` and `end` lines to a worker of their own
             # (a `submit` line is written by the submitter, just before its POST leaves).
             self.journal_worker = Worker("journal", _Tagged(self.events, None))
+        self.items = {}  # prompt id -> (item, attempt, server) of the batch's prompts, as the journal left them
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
@@ -317,7 +319,8 @@ class Run:
             self.stream = EventStream(self.out, self.started)
         self._open_outputs()
         self.wall_started = time.time()
-        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
+        # `wait`'s prompts (not of a batch): their places in the order given
+        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.prompt_id not in self.items}
         self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         self.hurry = []  # the exit code, once a second signal asked to stop at once
         self._make_servers(urls)
@@ -371,25 +374,24 @@ class Run:
         # dispatcher.
         follow = [p for p in self.prompts if p.status != tr.WAITING]
         self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
-                               [p for p in follow if p.item is None] if i == 0 else [], self)
+                               [p for p in follow if p.prompt_id not in self.items] if i == 0 else [], self)
                         for i, url in enumerate(urls)]
         self.client = self.servers[0].client
-        for prompt in self.prompts:
-            if prompt.status != tr.WAITING and prompt.server is None:
-                prompt.server = self.client.base
         plan = Plan(per_server=opts.per_server if opts.per_server is not None else (2 if several else None),
                     retry=backoff.retries(opts.retry), limits=limits)
-        self.disp = Dispatcher([p for p in self.prompts if p.status == tr.WAITING], [s.sup for s in self.servers],
-                               plan, self.started, names=[s.name for s in self.servers],
-                               node_types=opts.node_types)
+        waiting = [p for p in self.prompts if p.status == tr.WAITING]
+        self.disp = Dispatcher(waiting, [s.sup for s in self.servers], plan, self.started,
+                               names=[s.name for s in self.servers], node_types=opts.node_types,
+                               items=[self.items[p.prompt_id][0] for p in waiting])
         for prompt in follow:
-            if prompt.item is not None:  # from the journal
-                self.disp.known(prompt)
+            if prompt.prompt_id in self.items:  # from the journal
+                item, attempt, server = self.items[prompt.prompt_id]
+                self.disp.known(prompt, item, attempt, server or self.client.base)
                 if prompt.status == tr.SUBMITTING:
-                    self._server_named(prompt.server).sup.resume(prompt, self.started,
-                                                                 self.journal.outputs.get(prompt.prompt_id))
+                    self._server_named(server).sup.resume(prompt, self.started,
+                                                          self.journal.outputs.get(prompt.prompt_id))
             else:
-                self.disp.prompts.append(prompt)
+                self.disp.follow(prompt, self.client.base)
 
     def _prompt(self, item, wf):
         """The batch's item `item`: new, or as the journal last saw it."""
@@ -407,11 +409,13 @@ class Run:
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
             self.resumed.add(prompt.prompt_id)
-        prompt.item = item
-        if record is not None:
-            prompt.server = record.get("server")
-            prompt.attempt = record.get("attempt") or 1
+        self.items[prompt.prompt_id] = (item, 1, None) if record is None else \
+            (item, record.get("attempt") or 1, record.get("server"))
         return prompt
+
+    def attempt(self, prompt):
+        """The dispatcher's record of one of the run's prompts (its item, try, server)."""
+        return self.disp.attempt(prompt.prompt_id)
 
     def _server_named(self, name):
         return next((s for s in self.servers if s.name == name), self.servers[0])
@@ -473,7 +477,6 @@ class Run:
     def _summarize(self, fatal):
         """After the loop: the end notes, --junit, the summary line, --json or --events' summary;
         the exit code (a fatal ServerError is raised again once they are written)."""
-        prompts = self.disp.prompts
         for server in self.servers:
             left = server.sup.outcome().not_withdrawn
             if left:  # it never answered again, or would not delete them: say what may still be queued there
@@ -500,7 +503,7 @@ class Run:
                 saved.update(server.sup.outcome().saved)
             if self.expecting and self.expecting.scratch and not self.expecting.kept:
                 saved = {}  # (the temporary folder is gone: no paths into it)
-            doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
+            doc = report.summary(self.disp.every(), self._view_url, [s.name for s in self.servers], code,
                                  self.opts.include_temp, saved, lazy=not self.stream)
             if self.stream:
                 self.stream.summary(doc)
@@ -538,13 +541,12 @@ class Run:
 
     def _finals(self):
         """Each batch item's last attempt, and the prompts followed (`wait`)."""
-        finals = list(self.disp.final.values())
-        return finals + [p for p in self.prompts if p.item is None]
+        return self.disp.finals()
 
     def _exit_code(self, fatal):
         outcomes = [s.sup.outcome() for s in self.servers]
         cancel_code = next((o.signal_code for o in outcomes if o.signal_code), errors.SIGINT)
-        finals = self._finals() if self.disp.prompts else self.prompts
+        finals = self._finals() or self.prompts
         codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
                  else report.exit_code(p, cancel_code) for p in finals]
         incomplete = self.junit_failed or (self.live is not None and self.live.problem) or (self.manifest and self.manifest.problem)
@@ -561,10 +563,11 @@ class Run:
 
         saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
                      self.earlier.get(prompt.prompt_id, {}))
-        index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        attempt = self.attempt(prompt)
+        index = attempt.item if attempt.item is not None else self.places.get(prompt.prompt_id)
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
-                                       self.opts.include_temp, self.opts.plan, ended))
+                                       self.opts.include_temp, self.opts.plan, ended, attempt))
         if self.live is not None:
             self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)
@@ -577,7 +580,7 @@ class Run:
         if self.manifest is None:
             return
         for prompt in self.prompts:
-            if prompt.item is not None and prompt.settled:
+            if prompt.prompt_id in self.items and prompt.settled:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self._record(prompt)
@@ -625,19 +628,21 @@ class Run:
                 do[type(command)](server, command)
 
     def _view_url(self, prompt, item):
+        attempt = self.attempt(prompt)
         for server in self.servers:
-            if server.name == getattr(prompt, "server", None):
+            if attempt is not None and server.name == attempt.server:
                 return server.client.view_url(item)
         return self.client.view_url(item)
 
     # ---- view commands --------------------------------------------------------------------
     def _added(self, server, c):
-        self.view.added(c.prompt)
+        attempt = self.attempt(c.prompt)
+        self.view.added(c.prompt, attempt.server)
         if self.several and isinstance(self.view, views.LinesView):
-            attempt = f" (attempt {c.prompt.attempt})" if c.prompt.attempt > 1 else ""
-            self.view.note(f"{c.prompt.workflow.name}: sent to {c.prompt.server}{attempt}")
+            which = f" (attempt {attempt.number})" if attempt.number > 1 else ""
+            self.view.note(f"{c.prompt.workflow.name}: sent to {attempt.server}{which}")
         if self.stream:
-            self.stream.added(c.prompt)
+            self.stream.added(c.prompt, attempt)
 
     def _changed(self, server, c):
         self.view.update(c.prompt)
@@ -645,10 +650,11 @@ class Run:
             self.stream.update(c.prompt)
 
     def _output(self, server, c):
-        if self.journal is not None and c.prompt.item is not None:
+        attempt = self.attempt(c.prompt)
+        if self.journal is not None and attempt.item is not None:
             from comfy_cli.report import output_key
 
-            self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
+            self.journal_worker.put(self.journal.output, c.prompt, attempt, output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.opts.output_dir):
@@ -659,8 +665,9 @@ class Run:
     def _report(self, server, c):
         prompt = c.prompt
         self._record(prompt)
-        if self.journal is not None and prompt.item is not None:
-            self.journal_worker.put(self.journal.ended, self.journal.end_record(prompt))
+        attempt = self.attempt(prompt)
+        if self.journal is not None and attempt.item is not None:
+            self.journal_worker.put(self.journal.ended, self.journal.end_record(prompt, attempt))
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)
@@ -704,14 +711,14 @@ class Run:
         names = sorted({p.workflow.path for p in self.prompts})
         title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
-                "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
+                "total": len(self.disp.finals()), "started": clock(self.wall_started),
                 "updated": clock(time.time()), "files": files,
                 "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
 
     def _write_junit(self):
         from comfy_cli.outputs import write_new
 
-        text = errors.redact(report.junit_xml(self.disp.prompts, time.monotonic() - self.started)).encode()
+        text = errors.redact(report.junit_xml(self.disp.every(), time.monotonic() - self.started)).encode()
         try:
             write_new(self.opts.junit, lambda fh: fh.write(text), self.opts.overwrite)
         except OSError as exc:
