@@ -4,7 +4,9 @@ Each line says what made the prompt (workflow file, name, the values that make i
 what came of it (status, timings, per-node timings, error, the files saved, by paths relative
 to DIR), so a script, `jq`, or the HTML report can join every file to its values. Lines are
 appended and flushed one by one (by a worker: the run's loop does no I/O): a killed run leaves
-a valid prefix (a line cut short at the very end is dropped by the next run that appends). A
+a valid prefix (a line cut short at the very end is dropped by the next run that appends); the
+file is fsynced once, when the run closes it (a line per fsync would cost a disk flush per
+prompt; a crash of the machine mid-run loses at most the lines since the OS last wrote). A
 run taken up from its --journal appends only the prompts it adds. Lines of one run share
 `run`; an item retried (--retry) has one line per attempt, the last one its outcome.
 """
@@ -112,7 +114,11 @@ class Manifest:
 
     def close(self):
         try:
-            self._fh.close()
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            finally:
+                self._fh.close()
         except OSError as exc:
             self.problem = self.problem or f"cannot write {self.path}: {exc.strerror or exc}"
 

@@ -11,7 +11,6 @@ when first asked for (by the submitter or `--dry-run`), so a 100,000-row file co
 not 100,000 graphs.
 """
 
-import glob
 import hashlib
 import json
 import os
@@ -113,6 +112,11 @@ def _range(source, start, end, step):
     return [round(low + sign * k * size, places) for k in range(n)]
 
 
+def _has_magic(text):
+    """What glob.has_magic says, without loading glob for a plain path."""
+    return any(c in text for c in "*?[")
+
+
 def input_files(spec):
     """`--input NODE.INPUT=DIR` or `=GLOB` -> Axis of the files, sorted by name; None when it
     names one file (a plain `--input`, the same for every prompt)."""
@@ -123,7 +127,9 @@ def input_files(spec):
                        and f.lower().endswith(batch.MEDIA) and os.path.isfile(os.path.join(raw, f)))
         if not found:
             raise UsageError(f"{source}: no image, video or audio file in {raw}")
-    elif glob.has_magic(raw):
+    elif _has_magic(raw):
+        import glob  # (here: most runs have no --input)
+
         found = sorted(f for f in glob.glob(raw) if os.path.isfile(f))
         if not found:
             raise UsageError(f"{source}: the pattern matches no file")

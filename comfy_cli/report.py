@@ -193,8 +193,8 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
         },
         "nodes": {
             "total": len(graph),
-            "executed": len((p.ran - p.cached) & graph.keys()),
-            "cached": len(p.cached & graph.keys()),
+            "executed": len((p.progress.ran - p.progress.cached) & graph.keys()),
+            "cached": len(p.progress.cached & graph.keys()),
         },
         "node_timings": node_timings(p),
         "outputs": [
@@ -213,13 +213,14 @@ def prompt_summary(p, view_url, include_temp=False, saved=None):
 def node_timings(p):
     """Every node the prompt ran or took from the cache, in the order they started:
     {"node", "class_type", "title", "seconds", "cached"}. The seconds are the client's view
-    (between the messages' receive times, see tracker.py); None where no message was seen."""
+    (between the messages' receive times, see progress.py); None where no message was seen."""
     graph = p.workflow.graph
+    seen = p.progress
     out = []
-    for node, (start, end) in p.spans.items():
+    for node, (start, end) in seen.spans.items():
         out.append(_node_timing(p.workflow, graph, node, round(end - start, 4) if end is not None else None,
-                                node in p.cached))
-    for node in sorted(p.ran - p.spans.keys(), key=_node_order):
+                                node in seen.cached))
+    for node in sorted(seen.ran - seen.spans.keys(), key=_node_order):
         out.append(_node_timing(p.workflow, graph, node, None, False))
     return out
 

@@ -43,23 +43,24 @@ class EventStream:
             return
         pid = prompt.prompt_id
         status, node, cached = self._seen.get(pid, (None, None, 0))
-        fill = round(prompt.fill, 4)
+        p = prompt.progress
+        fill = round(p.fill, 4)
         if status in tr.BEFORE_RUN and prompt.status == tr.RUNNING:
             self.emit("started", prompt, fill=fill)
-        if len(prompt.cached) > cached:
-            self.emit("cached", prompt, nodes=sorted(prompt.cached), fill=fill)
-        if prompt.node is not None and prompt.node != node:
-            self.emit("node", prompt, node=prompt.node, title=prompt.workflow.title(prompt.node), fill=fill)
-        elif prompt.step is not None:
+        if len(p.cached) > cached:
+            self.emit("cached", prompt, nodes=sorted(p.cached), fill=fill)
+        if p.node is not None and p.node != node:
+            self.emit("node", prompt, node=p.node, title=prompt.workflow.title(p.node), fill=fill)
+        elif p.step is not None:
             now = time.monotonic()
-            value, top = prompt.step
-            said = (prompt.node, value, top)
+            value, top = p.step
+            said = (p.node, value, top)
             if said != self._said.get(pid) and (now - self._progress_at.get(pid, 0.0) >= PROGRESS_GAP
                                                 or value >= top):
                 self._progress_at[pid] = now
                 self._said[pid] = said
-                self.emit("progress", prompt, node=prompt.node, value=value, max=top, fill=fill)
-        self._seen[pid] = (prompt.status, prompt.node, len(prompt.cached))
+                self.emit("progress", prompt, node=p.node, value=value, max=top, fill=fill)
+        self._seen[pid] = (prompt.status, p.node, len(p.cached))
 
     def output(self, prompt, node, item, url, path=None):
         self.emit("output", prompt, node=node, filename=item.get("filename"), subfolder=item.get("subfolder", ""),
@@ -67,7 +68,7 @@ class EventStream:
 
     def finished(self, prompt):
         extra = {"expected": [o.as_dict() for o in prompt.checked]} if prompt.checked is not None else {}
-        self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.fill, 4),
+        self.emit("finished", prompt, status=prompt.status, error=prompt.error, fill=round(prompt.progress.fill, 4),
                   node_timings=node_timings(prompt), **extra)
 
     def transport(self, text, polling):

@@ -233,7 +233,7 @@ class Submissions(Part):
             out.append(Note(f"{prompt.workflow.name}: warning: {warning}"))
         elif e.kind == ev.REFUSED and prompt.status in (tr.CANCELLED, tr.TIMEOUT, tr.DETACHED):
             # Given up on while its POST was out (a signal, a limit): it never was on the server.
-            prompt.refused_late(e.at, rejection(e.body or {}))
+            prompt.reject(e.at, rejection(e.body or {}))
             self.p.stop.not_to_cancel(prompt.prompt_id)
             out.append(Changed(prompt))
         self.p.after.settle(prompt, out)

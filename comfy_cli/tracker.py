@@ -39,21 +39,13 @@ The real server is not tidy, and the rules below come from its recordings:
 - `execution_error` with exception_type ExecutionBlocked is a warning: execution goes on;
 - cached nodes never get `executing`; they count as done, so a bar can reach 100%.
 
-How far a prompt is (`fill`, 0..1) is the one figure bars, lines and --events show: nodes done
-(cached ones included) plus the running node's step fraction, over the prompt's nodes (`share`).
-It only moves forward (a node that starts its steps again, a `progress_state` that marks the
-running node finished before its last step, never pull it back), is 1 only on success, and stays
-where it was on any other end.
-
-Per-node timings (`spans`) are the client's view: a node starts when its `executing` (or its
-first `progress`) is received and is done when the next node's is, its `executed` or a
-`progress_state` saying it finished, or the prompt's end, whichever comes first. A cached node
-takes no time. Nodes known only from /history (no messages seen) have no span.
+Each prompt's nodes (cached, ran, done, when each ran, the one running and its steps) and how
+far it is (`fill`) are kept in its `Progress` (progress.py, which says how `fill` and the node
+timings are reckoned): the tracker hands it each node's news and tells it how the prompt ended.
 """
 
-import math
-
 from comfy_cli import events as ev
+from comfy_cli.progress import Progress
 
 WAITING = "waiting"  # in the batch, not sent yet
 SUBMITTING = "submitting"  # POST /prompt in flight, or its answer lost and not yet resolved
@@ -75,28 +67,6 @@ SEEN_ON_SERVER = frozenset({SUBMITTED, RUNNING, SUCCESS, FAILED, INTERRUPTED})  
 ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIMEOUT, ERROR, DETACHED, MISMATCH})
 SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
-ALMOST = 0.99  # the most an unfinished prompt's fill reaches: 100% means it succeeded
-
-
-def step_share(step):
-    """(value, max) of a node's steps as a fraction 0..1, or None when it cannot be one (max <= 0,
-    not a number, infinite)."""
-    try:
-        value, top = float(step[0]), float(step[1])
-    except (OverflowError, TypeError, ValueError, IndexError):
-        return None
-    if not (top > 0 and math.isfinite(top) and math.isfinite(value)):
-        return None
-    return min(max(value / top, 0.0), 1.0)
-
-
-def share(done, total, running_share=None):
-    """How far a prompt is: `done` of its `total` nodes, plus the running node's step fraction
-    (None: no steps known), below 1 (ALMOST at most) until it has ended."""
-    if total <= 0:
-        return 0.0
-    return min(ALMOST, (done + (running_share or 0.0)) / total)
-
 
 class Prompt:
     def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED, error=None):
@@ -110,16 +80,7 @@ class Prompt:
         self.ended_at = None
         self.server_start_ms = None
         self.server_end_ms = None
-        self.cached = set()
-        self.ran = set()  # nodes the server really executed
-        self.done = set()  # nodes finished, cached ones included
-        # node id -> [first seen running, seen done or None], in the order they started; the
-        # times are events' `at` (when the client received them): the client's view of the run.
-        self.spans = {}
-        self.node = None  # node running now
-        self.node_at = None  # when it started (the `executing` event's time)
-        self.step = None  # (value, max) of that node's progress
-        self.fill = 0.0  # how far the whole prompt is, 0..1: only moves forward (see the module doc)
+        self.progress = Progress(workflow)  # its nodes: cached, ran, done, timings, the running one, fill
         self.outputs = {}  # node id -> UI output dict, in arrival order
         self.error = error  # dict describing why it did not succeed
         self.warnings = []
@@ -138,24 +99,6 @@ class Prompt:
     @property
     def ended(self):
         return self.status in ENDED
-
-    @property
-    def total(self):
-        return len(self.workflow.graph)
-
-    @property
-    def done_count(self):
-        return len(self.done & self.workflow.graph.keys())
-
-    def figure(self):
-        """How far the prompt is now, from its nodes and steps alone (`fill` is this, kept from
-        going back)."""
-        graph = self.workflow.graph
-        node = self.node
-        running = None
-        if node is not None and node in graph and node not in self.done and self.step is not None:
-            running = step_share(self.step)
-        return share(self.done_count, self.total, running)
 
     @property
     def on_server(self):
@@ -184,11 +127,8 @@ class Prompt:
             self.warnings.append({"type": "node_errors", "node_errors": node_errors})
 
     def reject(self, at, error):
-        self._end(REJECTED, at, error)
-
-    def refused_late(self, at, error):
-        """We had stopped waiting (cancelled, timed out, detached) while its POST was out, and
-        the server then refused it: it never had the prompt, whatever we had assumed."""
+        """The server refused it (or it was refused before sending): it never had the prompt,
+        whatever we had assumed, even if we had stopped waiting for it meanwhile."""
         self._end(REJECTED, at, error)
 
     def give_up(self, status, at, message):
@@ -235,7 +175,7 @@ class Prompt:
         if method is None or not method(self, event):
             return False
         if not self.ended:
-            self.fill = max(self.fill, self.figure())
+            self.progress.advance()
         return True
 
     def _start(self, e):
@@ -246,92 +186,35 @@ class Prompt:
         self.server_start_ms = e.timestamp
         return True
 
-    def _running(self, at):
+    def _running(self, at, missed=True):
+        """A node's news: the prompt runs. Seen first in the middle of a run, what came before
+        was missed (`missed`); but execution_cached comes right after execution_start, so seeing
+        it means nothing of note was missed even if the start itself was."""
         if self.status in BEFORE_RUN:
             self.status = RUNNING
             self.started_at = at
-            # We are seeing the middle of a run; what came before was missed.
-            self.needs_history = True
+            if missed:
+                self.needs_history = True
 
-    def _cached(self, e):
-        self._start_silently(e.at)
-        new = set(e.nodes) - self.cached
-        self.cached |= new
-        self.done |= new
-        for node in e.nodes:
-            if node in new:
-                self.spans.setdefault(node, [e.at, e.at])
-        return bool(new)
-
-    def _switch(self, node, at):
-        """`node` runs now: the one before it is done."""
-        if self.node is not None:
-            self.done.add(self.node)
-            self._close(self.node, at)
-        self.node = node
-        self.node_at = at
-        self.ran.add(node)
-        span = self.spans.get(node)
-        if span is None:
-            self.spans[node] = [at, None]
-        else:
-            span[1] = None  # (runs again: its span reaches to its last end)
-
-    def _close(self, node, at):
-        span = self.spans.get(node)
-        if span is not None and span[1] is None:
-            span[1] = at
-
-    def _start_silently(self, at):
-        # execution_cached comes right after execution_start: seeing it means the prompt
-        # started, and nothing of note was missed even if the start itself was.
-        if self.status in BEFORE_RUN:
-            self.status = RUNNING
-            self.started_at = at
+    def _node(self, e):
+        """Cached, progress, progress_state, executing {node}: the Progress keeps them."""
+        kind = type(e)
+        self._running(e.at, missed=kind is not ev.Cached)
+        return _NODE_NEWS[kind](self.progress, e)
 
     def _executing(self, e):
-        if e.node is None:
-            # The done marker. Before any terminal event it means we missed that event.
-            if self.server_done:
-                return False
-            self.server_done = self.needs_history = True
-            return True
-        self._running(e.at)
-        node = e.display_node or e.node
-        if node == self.node:
+        if e.node is not None:
+            return self._node(e)
+        # The done marker. Before any terminal event it means we missed that event.
+        if self.server_done:
             return False
-        self._switch(node, e.at)
-        self.step = None
+        self.server_done = self.needs_history = True
         return True
-
-    def _progress(self, e):
-        self._running(e.at)
-        node = e.node or self.node
-        if node != self.node and node is not None:
-            self._switch(node, e.at)
-        step = (e.value, e.max)
-        if step == self.step:
-            return False
-        self.step = step
-        return True
-
-    def _progress_state(self, e):
-        self._running(e.at)
-        before = len(self.done)
-        for node in e.finished:
-            self.done.add(node)
-            self._close(node, e.at)
-            if node not in self.cached:
-                self.ran.add(node)
-        return len(self.done) != before
 
     def _executed(self, e):
         node = e.display_node or e.node
         if not self.ended:
-            self.done.add(node)
-            self._close(node, e.at)
-            if node not in self.cached:
-                self.ran.add(node)
+            self.progress.executed(node, e.at)
         if e.output is not None and self.outputs.get(node) != e.output:
             self.outputs[node] = e.output
             return True
@@ -339,12 +222,7 @@ class Prompt:
 
     def _succeeded(self, e):
         self.server_end_ms = e.timestamp
-        graph = self.workflow.graph.keys()
-        if not self.ran - self.outputs.keys():
-            # We saw no node run (the picture came from /history, which lists only the cached
-            # nodes and the outputs): every node the server did not take from its cache ran.
-            self.ran |= graph - self.cached
-        self.done |= graph
+        self.progress.succeeded(self.outputs)
         self._end(SUCCESS, e.at, None)
         return True
 
@@ -392,34 +270,33 @@ class Prompt:
         return True
 
     def _end(self, status, at, error):
-        if self.node is not None and status == SUCCESS:
-            self.done.add(self.node)
-        if self.node is not None and status in SERVER_ENDS:
-            self._close(self.node, at)  # (given up on: when it ended is not known)
+        self.progress.stop(at, status == SUCCESS, status in SERVER_ENDS)
         self.status = status
         self.ended_at = at
         self.error = error
-        if status == SUCCESS:
-            self.fill = 1.0  # any other end keeps the fill where it was
-        self.node = None
-        self.node_at = None
-        self.step = None
         if self.on_end is not None:
             self.on_end(self)
 
 
+# Event type -> what takes it: the prompt's phase here, its nodes in its Progress.
 _HANDLERS = {
     ev.Started: Prompt._start,
-    ev.Cached: Prompt._cached,
+    ev.Cached: Prompt._node,
     ev.Executing: Prompt._executing,
-    ev.Progress: Prompt._progress,
-    ev.ProgressState: Prompt._progress_state,
+    ev.Progress: Prompt._node,
+    ev.ProgressState: Prompt._node,
     ev.Executed: Prompt._executed,
     ev.Succeeded: Prompt._succeeded,
     ev.Failed: Prompt._failed,
     ev.Interrupted: Prompt._interrupted,
     ev.Queued: Prompt._queued,
     ev.Vanished: Prompt._vanished,
+}
+_NODE_NEWS = {
+    ev.Cached: Progress.from_cache,
+    ev.Executing: Progress.executing,
+    ev.Progress: Progress.stepped,
+    ev.ProgressState: Progress.finished,
 }
 
 

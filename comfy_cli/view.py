@@ -57,11 +57,12 @@ def _isatty(stream):
 
 
 def step_text(prompt):
-    if prompt.node is None:
+    now = prompt.progress
+    if now.node is None:
         return ""
-    text = prompt.workflow.title(prompt.node)
-    if prompt.step is not None:
-        value, top = prompt.step
+    text = prompt.workflow.title(now.node)
+    if now.step is not None:
+        value, top = now.step
         text += f" {_num(value)}/{_num(top)}"
     return text
 
@@ -146,10 +147,11 @@ class LinesView(QuietView):
             return
         if status in tr.BEFORE_RUN and prompt.status == tr.RUNNING:
             self.note(f"{name}: started")
-        if prompt.node is not None and prompt.node != node:
-            node, quarter = prompt.node, -1
+        running, step = prompt.progress.node, prompt.progress.step
+        if running is not None and running != node:
+            node, quarter = running, -1
             self._said(prompt, f"node {node} {prompt.workflow.title(node)}")
-        step = _steps(prompt.step) if prompt.step is not None else None
+        step = _steps(step) if step is not None else None
         if step is not None:
             q = min(4, int(4 * step[0] / step[1]))
             if q > quarter and q > 0:
@@ -167,16 +169,17 @@ class LinesView(QuietView):
             return
         self._last = now
         for pid, (prompt, said) in list(self._running.items()):
-            if prompt.ended or prompt.node is None or prompt.node_at is None or now - said < self.quiet:
+            node, since = prompt.progress.node, prompt.progress.node_at
+            if prompt.ended or node is None or since is None or now - said < self.quiet:
                 continue
-            self.note(f"{prompt.workflow.name}: node {prompt.node} {prompt.workflow.title(prompt.node)} still "
-                      f"running ({_clock_text(now - prompt.node_at)}, {percent(prompt)}%)")
+            self.note(f"{prompt.workflow.name}: node {node} {prompt.workflow.title(node)} still "
+                      f"running ({_clock_text(now - since)}, {percent(prompt)}%)")
             self._running[pid] = (prompt, now)
 
 
 def percent(prompt):
     """How far the whole prompt is, in whole percent: 100 only once it succeeded."""
-    return int(prompt.fill * 100 + 1e-9)
+    return int(prompt.progress.fill * 100 + 1e-9)
 
 
 def _end_detail(prompt):
@@ -189,7 +192,8 @@ def _end_detail(prompt):
     elif prompt.started_at is not None and prompt.ended_at is not None:
         bits.append(f"in {prompt.ended_at - prompt.started_at:.2f}s")
     if prompt.status == tr.SUCCESS:
-        bits.append(f"{len(prompt.ran - prompt.cached)} executed, {len(prompt.cached)} cached")
+        cached = prompt.progress.cached
+        bits.append(f"{len(prompt.progress.ran - cached)} executed, {len(cached)} cached")
     return f" ({', '.join(bits)})" if bits else ""
 
 
@@ -414,9 +418,9 @@ class BarsView(QuietView):
             bar.refresh()
             self._dirty.discard(pid)
             return
-        step = _steps(prompt.step) if prompt.step is not None else None
+        step = _steps(prompt.progress.step) if prompt.progress.step is not None else None
         if step is not None:
-            self.speeds[pid].see(prompt.node, step[0], now)
+            self.speeds[pid].see(prompt.progress.node, step[0], now)
         if now - self._drawn[pid] >= self.interval:
             self._draw(pid)
         else:
@@ -424,10 +428,10 @@ class BarsView(QuietView):
 
     def _fill(self, bar, prompt, speed):
         """Put the prompt's state into the bar (no drawing)."""
-        line = bar.line
-        line.nodes = (prompt.done_count, prompt.total)
+        line, now = bar.line, prompt.progress
+        line.nodes = (now.done_count, now.total)
         line.speed = line.busy = None
-        self._set(bar, prompt.fill, 1)  # on any end but success it stays where it was
+        self._set(bar, now.fill, 1)  # on any end but success it stays where it was
         if prompt.ended:
             line.title = line.step = None
             line.state = END_WORDS.get(prompt.status, prompt.status)
@@ -437,15 +441,15 @@ class BarsView(QuietView):
         line.polling = self.polling
         line.detail = ""
         line.state = "running" if prompt.status == tr.RUNNING else "queued"
-        line.title = prompt.workflow.title(prompt.node) if prompt.node is not None else None
-        step = _steps(prompt.step) if prompt.step is not None and prompt.node is not None else None
-        line.step = prompt.step if step is not None else None
+        line.title = prompt.workflow.title(now.node) if now.node is not None else None
+        step = _steps(now.step) if now.step is not None and now.node is not None else None
+        line.step = now.step if step is not None else None
         if step is not None:
             value, top = step
-            if speed is not None and speed.rate and speed.node == prompt.node:
+            if speed is not None and speed.rate and speed.node == now.node:
                 line.speed = (_rate_text(speed.rate), _clock_text((top - value) / speed.rate))
-        elif prompt.node is not None and prompt.node_at is not None and self.clock() - prompt.node_at >= BUSY:
-            line.busy = self.clock() - prompt.node_at
+        elif now.node is not None and now.node_at is not None and self.clock() - now.node_at >= BUSY:
+            line.busy = self.clock() - now.node_at
 
     @staticmethod
     def _set(bar, n, total):
@@ -496,8 +500,8 @@ class BarsView(QuietView):
 
 def _busy(prompt, now):
     """A node runs without steps (yet) and has for a while: its bar shows for how long."""
-    return (not prompt.ended and prompt.node is not None and prompt.step is None and prompt.node_at is not None
-            and now - prompt.node_at >= BUSY)
+    p = prompt.progress
+    return not prompt.ended and p.node is not None and p.step is None and p.node_at is not None and now - p.node_at >= BUSY
 
 
 class ManyBarsView(BarsView):
@@ -540,9 +544,9 @@ class ManyBarsView(BarsView):
                     self.shown[key] = None
             self._redraw(force=len(self.ended) == self.count)
             return
-        step = _steps(prompt.step) if prompt.step is not None else None
+        step = _steps(prompt.progress.step) if prompt.progress.step is not None else None
         if step is not None:
-            self.speeds[pid].see(prompt.node, step[0], self.clock())
+            self.speeds[pid].see(prompt.progress.node, step[0], self.clock())
         if prompt.status == tr.RUNNING:
             self.shown[self._slot(prompt)] = pid
         self._redraw()

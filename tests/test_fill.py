@@ -1,4 +1,4 @@
-"""How far a prompt is (`Prompt.fill`): the one figure bars, lines and --events show.
+"""How far a prompt is (`Prompt.progress.fill`): the one figure bars, lines and --events show.
 
 It must only move forward, mean the whole prompt (nodes done + the running node's steps, over its
 nodes; cached ones count as done), reach 100% only at the end and stay where it was on any other
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from comfy_cli import events as ev
+from comfy_cli import progress
 from comfy_cli import tracker as tr
 from comfy_cli import view
 from comfy_cli.sim import SimServer
@@ -53,7 +54,7 @@ def replay(name, *views):
             if prompt.handle(event):
                 for v in views:
                     v.update(prompt)
-            seen.append((x["msg"]["type"], prompt.node, prompt.step, prompt.fill))
+            seen.append((x["msg"]["type"], prompt.progress.node, prompt.progress.step, prompt.progress.fill))
     return prompt, seen
 
 
@@ -62,7 +63,7 @@ def test_fill_only_moves_forward_and_is_full_only_at_the_end_on_the_real_traces(
     prompt, seen = replay(name)
     fills = [fill for _, _, _, fill in seen]
     assert all(b >= a for a, b in zip(fills, fills[1:])), fills
-    assert prompt.status == tr.SUCCESS and prompt.fill == 1.0
+    assert prompt.status == tr.SUCCESS and prompt.progress.fill == 1.0
     end = next(i for i, (kind, *_rest) in enumerate(seen) if kind == "execution_success")
     assert all(fill < 1.0 for fill in fills[:end])  # 100% only at the end
 
@@ -96,7 +97,7 @@ def test_a_node_that_starts_its_steps_again_does_not_pull_the_fill_back():
     for e in [ev.Started(0, "p", None), ev.Executing(0, "p", "1", "1")] + \
             [ev.Progress(0, "p", "1", i, 4) for i in range(1, 5)] + [ev.Progress(0, "p", "1", i, 4) for i in (1, 2)]:
         p.handle(e)
-        fills.append(p.fill)
+        fills.append(p.progress.fill)
     assert fills[-1] == fills[-3] == pytest.approx(0.5)
     assert fills == sorted(fills)
 
@@ -112,14 +113,14 @@ def test_an_end_other_than_success_keeps_the_fill():
         for e in (ev.Started(0, "p", None), ev.Executing(0, "p", "1", "1"), ev.Progress(0, "p", "1", 3, 4)):
             p.handle(e)
         end(p)
-        assert p.ended and p.fill == pytest.approx(3 / 8)
+        assert p.ended and p.progress.fill == pytest.approx(3 / 8)
 
 
 def test_share_stays_below_full_until_the_end_and_takes_junk_steps():
-    assert tr.share(7, 7) == tr.ALMOST
-    assert tr.share(0, 0) == 0.0
-    assert tr.step_share((5, 0)) is None and tr.step_share(("x", 3)) is None
-    assert tr.step_share((float("nan"), 3)) is None and tr.step_share((9, 3)) == 1.0
+    assert progress.share(7, 7) == progress.ALMOST
+    assert progress.share(0, 0) == 0.0
+    assert progress.step_share((5, 0)) is None and progress.step_share(("x", 3)) is None
+    assert progress.step_share((float("nan"), 3)) is None and progress.step_share((9, 3)) == 1.0
 
 
 def test_lines_and_bars_show_the_same_figure():
@@ -134,7 +135,7 @@ def test_lines_and_bars_show_the_same_figure():
             pass
 
         def update(self, prompt):
-            if prompt.node == "3" and prompt.step == (1, 3):
+            if prompt.progress.node == "3" and prompt.progress.step == (1, 3):
                 bv._draw(prompt.prompt_id)
                 drawn.append(str(bv.bars[prompt.prompt_id]))
 

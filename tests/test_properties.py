@@ -460,12 +460,12 @@ class Invariants:
                 assert (p.status, p.ended_at) == self.ended[pid], "an ended prompt changed"
             elif p.ended:
                 self.ended[pid] = (p.status, p.ended_at)
-            assert 0 <= p.done_count <= p.total
+            assert 0 <= p.progress.done_count <= p.progress.total
             if p.status == tr.SUCCESS:
-                assert p.done_count == p.total
+                assert p.progress.done_count == p.progress.total
             if p.ended:
-                assert p.node is None and p.step is None
-            assert p.step is None or len(p.step) == 2
+                assert p.progress.node is None and p.progress.step is None
+            assert p.progress.step is None or len(p.progress.step) == 2
         assert {p.prompt_id for p in board.open} == {pid for pid, p in board.prompts.items() if not p.ended}
         assert board.all_ended == all(p.ended for p in board.prompts.values())
         assert board.running_id is None or board.running_id in board.prompts

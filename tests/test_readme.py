@@ -64,8 +64,8 @@ def replay(name, *views, at=None):
         if event is not None and prompt.handle(event):
             for v in views:
                 v.update(prompt)
-            if at and (prompt.node, prompt.step) == at[:2]:
-                return prompt, prompt.node_at + at[2]
+            if at and (prompt.progress.node, prompt.progress.step) == at[:2]:
+                return prompt, prompt.progress.node_at + at[2]
     return prompt, None
 
 

@@ -260,7 +260,7 @@ def test_catch_up_holds_events_until_the_queue_says_which_prompt_runs():
     h.feed([ev.Executing(h.now, None, "1", None)])
     assert h.prompt(1).status == tr.SUBMITTED
     h.answer_round(running=["p1"], pending=["p0"])
-    assert h.prompt(1).status == tr.RUNNING and h.prompt(1).node == "1"
+    assert h.prompt(1).status == tr.RUNNING and h.prompt(1).progress.node == "1"
     assert h.prompt(0).status == tr.SUBMITTED
 
 
@@ -557,7 +557,7 @@ def test_a_given_prompt_holds_socket_events_until_the_queue_says_which_runs():
     h.feed(ev.Connected(h.now, False))
     h.feed([ev.Executing(h.now, None, "1", None)])  # the server's prompt-less re-send on connect
     h.answer_round(running=["p0"])
-    assert h.prompt().status == tr.RUNNING and h.prompt().node == "1"
+    assert h.prompt().status == tr.RUNNING and h.prompt().progress.node == "1"
 
 
 def test_a_given_prompt_the_server_does_not_know_is_lost_after_two_rounds():

@@ -50,9 +50,9 @@ class Replay:
             if event is None:
                 continue
             prompt = self.board.feed(event)
-            if prompt is not None and prompt.step is not None:
+            if prompt is not None and prompt.progress.step is not None:
                 seen = self.steps.setdefault(prompt.prompt_id, [])
-                step = (prompt.node,) + tuple(prompt.step)
+                step = (prompt.progress.node,) + tuple(prompt.progress.step)
                 if not seen or seen[-1] != step:
                     seen.append(step)
 
@@ -75,8 +75,8 @@ def test_steps_ok_success_with_every_step():
     p = r.only
     assert p.status == tr.SUCCESS
     assert files(p) == ["steps_ok_00001_.png"]
-    assert p.ran == {"1", "2"} and p.cached == set()
-    assert p.done_count == p.total == 2
+    assert p.progress.ran == {"1", "2"} and p.progress.cached == set()
+    assert p.progress.done_count == p.progress.total == 2
     assert [s[1:] for s in r.steps[p.prompt_id]] == [(i, 20) for i in range(1, 21)]
     assert not p.needs_history
     assert p.started_at is not None and p.ended_at > p.started_at
@@ -88,8 +88,8 @@ def test_steps_ok_success_with_every_step():
 def test_cached_rerun_counts_cached_nodes_as_done():
     p = Replay("steps_ok_cached").only
     assert p.status == tr.SUCCESS
-    assert p.cached == {"1", "2"} and p.ran == set()
-    assert p.done_count == 2
+    assert p.progress.cached == {"1", "2"} and p.progress.ran == set()
+    assert p.progress.done_count == 2
     assert files(p) == ["steps_ok_00001_.png"]
 
 
@@ -175,7 +175,7 @@ def test_reconnect_resend_routes_to_running_prompt():
     board.feed(ev.Started(1.0, "p1", None))
     board.feed(ev.Executing(1.1, "p1", "1", "1"))
     assert board.feed(ev.Executing(2.0, None, "2", None)) is p
-    assert p.node == "2" and "1" in p.done
+    assert p.progress.node == "2" and "1" in p.progress.done
     other = tr.Board()
     other.add(tr.Prompt("p2", wf))
     assert other.feed(ev.Executing(2.0, None, "2", None)) is None  # nothing of ours is running
@@ -227,8 +227,11 @@ def test_history_replay_agrees_with_the_socket(name):
 
 
 def state(prompt):
-    """Everything a Prompt knows, as a comparable copy."""
-    return {k: copy.deepcopy(v) for k, v in vars(prompt).items() if k != "on_end"}
+    """Everything a Prompt knows (its Progress's too), as a comparable copy."""
+    known = {k: copy.deepcopy(v) for k, v in vars(prompt).items() if k not in ("on_end", "progress")}
+    known["progress"] = {k: copy.deepcopy(getattr(prompt.progress, k)) for k in type(prompt.progress).__slots__
+                         if k != "workflow"}
+    return known
 
 
 JUNK = [b"", b"nope", b"[]", b'{"type": 5}', b'{"type":"progress","data":{"value":"x","max":2}}',
@@ -264,7 +267,7 @@ def test_duplicates_and_junk_change_nothing():
             assert board.feed(event) is None, junk
         assert {"p": state(p), "r": state(r)} == before, junk
         assert board.running_id == running == "r"
-    assert r.status == tr.RUNNING and r.step == (2, 4) and p.status == tr.SUCCESS
+    assert r.status == tr.RUNNING and r.progress.step == (2, 4) and p.status == tr.SUCCESS
 
 
 def test_executing_with_a_junk_node_is_not_the_done_marker():

@@ -17,14 +17,25 @@ BYTECODE_WAS_OFF = os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None
 REPO = Path(__file__).resolve().parents[2]
 
 
-def parse_args(description, default_runs):
+def parse_args(description, default_runs, against=False):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=default_runs,
                         help=f"timed runs per command (default {default_runs})")
+    if against:
+        parser.add_argument("--against", metavar="DIR", help="also time the comfy_cli in DIR (another checkout)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if getattr(args, "against", None):
+        if not os.path.isfile(os.path.join(args.against, "comfy_cli", "__init__.py")):
+            parser.error(f"--against {args.against}: no comfy_cli package there")
+        args.against = os.path.abspath(args.against)
     return args
+
+
+def tree_env(tree):
+    """The environment that makes a child import the comfy_cli in `tree` (ahead of this one)."""
+    return dict(os.environ, PYTHONPATH=tree)
 
 
 def header(title, runs):
@@ -46,13 +57,15 @@ def timed(cmd, cwd=REPO, **kw):
     return time.perf_counter() - start, proc
 
 
-def alternate(commands, runs, cwd=REPO):
-    """commands: {label: argv}.  Run them round-robin `runs` times in `cwd`; every run
-    must exit 0.  Returns {label: [seconds, ...]}."""
+def alternate(commands, runs, cwd=REPO, envs=None):
+    """commands: {label: argv}; envs: {label: environment} for those that need their own.
+    Run them round-robin `runs` times in `cwd`; every run must exit 0.
+    Returns {label: [seconds, ...]}."""
+    envs = envs or {}
     times = {label: [] for label in commands}
     for _ in range(runs):
         for label, cmd in commands.items():
-            seconds, proc = timed(cmd, cwd=cwd)
+            seconds, proc = timed(cmd, cwd=cwd, env=envs.get(label))
             if proc.returncode != 0:
                 sys.exit(f"{label!r} exited {proc.returncode}\n$ {' '.join(cmd)}\n"
                          f"{proc.stdout}{proc.stderr}")
