@@ -1,6 +1,7 @@
 """--report FILE during a run: the page is rewritten by a worker of its own, at the pace of
 `htmlreport.Pace` and never two rewrites at once, then once more at the end (main thread)."""
 
+import os
 import threading
 import time
 
@@ -56,3 +57,25 @@ class LiveReport:
     def stop(self):
         self.worker.stop()
         self.worker.join(30)  # (an older page must not replace the last one)
+
+
+def meta(opts, paths, servers, total, wall_started, seconds, code=None, running=None, queued=None):
+    """What the page says besides the prompts' lines (made on the main thread). `opts`: the
+    run's Options; `paths`: the workflow files; `servers`: their base URLs; `total`: how many
+    prompts the run has; `code`: the exit code once the run is over (None: still running)."""
+    from comfy_cli.errors import redact
+
+    def clock(t):
+        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
+
+    def way_to(folder):  # from the page to a folder, as a relative link prefix
+        rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(os.path.abspath(opts.report)))
+        return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+
+    names = sorted(set(paths))
+    title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return {"title": redact(title), "finished": code is not None, "exit_code": code, "wall_s": seconds,
+            "servers": list(servers), "total": total, "started": clock(wall_started), "updated": clock(time.time()),
+            "files": way_to(opts.output_dir) if opts.output_dir else None,
+            "expected": way_to(opts.expect) if opts.expect else None, "refresh": 5, "running": running,
+            "queued": queued}

@@ -15,7 +15,6 @@ withdrawing, dropping a deaf socket), the downloader (/view) and, with --expect,
 submission or a round.
 """
 
-import datetime
 import os
 import queue
 import signal
@@ -28,14 +27,18 @@ from typing import Optional
 
 from comfy_cli import backoff, errors, jobs
 from comfy_cli import events as ev
-from comfy_cli import report
+from comfy_cli import livereport, runfiles
+from comfy_cli import summary as sm
 from comfy_cli import supervisor as sv
 from comfy_cli import tracker as tr
 from comfy_cli import view as views
 from comfy_cli.client import Client
+from comfy_cli.ending import Ending
 from comfy_cli.errors import ServerError
 from comfy_cli.limits import Limits
 from comfy_cli.listener import Listener
+from comfy_cli.records import Records
+from comfy_cli.shows import Shows
 from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
@@ -271,6 +274,9 @@ class Server:
     def _check_server(self, c):
         self.workers["reader"].put(jobs.check_server, self.client)
 
+    def view_url(self, item):
+        return self.client.view_url(item)
+
     def _reconnect(self, c):
         if self.listener is not None:  # (closing a socket can block: a worker does it)
             self.workers["reader"].put(jobs.reconnect, self.listener)
@@ -287,7 +293,6 @@ class Run:
         self.journal = None
         self.earlier = {}  # prompt id -> {output key: path}: files of prompts that ended in an earlier run
         self.resumed = set()  # ids of prompts taken up from the journal (their files may be there already)
-        self.junit_failed = False
         if opts.journal:
             from comfy_cli.journal import Journal, fingerprint
 
@@ -315,44 +320,23 @@ class Run:
             from comfy_cli.stream import EventStream
 
             self.stream = EventStream(self.out, self.started)
-        self._open_outputs()
+        files = runfiles.open_files(opts, lambda name: Worker(name, _Tagged(self.events, None)))
+        self.folder, self.expecting, self.live = files.folder, files.expecting, files.live
         self.wall_started = time.time()
         self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
-        self.urls_printed = 0  # /view URLs on stdout (a --simulate run says they die with it)
         self.hurry = []  # the exit code, once a second signal asked to stop at once
         self._make_servers(urls)
+        self.records = Records(files.manifest, files.manifest_worker, self.live, opts, self.client_id, self._saved,
+                               self.places, self._view_url)
+        self.shows = shows = Shows(self.view, self.stream, opts, self.several, self.records, self.expecting,
+                                   self.journal, self.journal_worker.put if self.journal is not None else None)
+        self.ending = Ending(self.view, self.out, self.err, self.stream, opts, self.records, self.live,
+                             self.expecting, downloading=self.folder is not None)
         self._do = {  # command type -> what carries it out, given (server, command)
             **{kind: _io for kind in sv.IO_COMMANDS},
-            sv.Added: self._added, sv.Changed: self._changed, sv.Output: self._output, sv.Report: self._report,
-            sv.Note: self._note, sv.Mode: self._mode,
+            sv.Added: shows.added, sv.Changed: shows.changed, sv.Output: shows.output, sv.Report: shows.report,
+            sv.Note: shows.note, sv.Mode: shows.mode,
         }
-
-    def _open_outputs(self):
-        """--output-dir (the folder and its manifest) and --report, each with its writer."""
-        opts = self.opts
-        self.folder = self.expecting = None
-        self.manifest = None
-        if opts.expect:
-            from comfy_cli.expect import ForRun
-
-            self.expecting = ForRun(opts.expect, opts.tolerance, opts.update_expected, opts.output_dir,
-                                    opts.overwrite, opts.include_temp)
-        if opts.output_dir or self.expecting:
-            from comfy_cli.outputs import OutputDir
-
-            self.folder = OutputDir(opts.output_dir or self.expecting.scratch, opts.overwrite)
-        if opts.output_dir:
-            from comfy_cli.manifest import Manifest
-
-            self.manifest = Manifest(opts.output_dir)
-            if opts.report:  # (the page may go into a folder of its own in DIR)
-                os.makedirs(os.path.dirname(os.path.abspath(opts.report)), exist_ok=True)
-            self.manifest_worker = Worker("manifest", _Tagged(self.events, None))
-        self.live = None  # --report
-        if opts.report:
-            from comfy_cli.livereport import LiveReport
-
-            self.live = LiveReport(opts.report, Worker("report", _Tagged(self.events, None)))
 
     def _make_servers(self, urls):
         """Every server of the run (client, listener, workers, supervisor) and the dispatcher
@@ -413,6 +397,11 @@ class Run:
             prompt.attempt = record.get("attempt") or 1
         return prompt
 
+    @property
+    def urls_printed(self):
+        """How many /view URLs went to stdout (a --simulate run says they die with it)."""
+        return self.shows.urls_printed()
+
     def _server_named(self, name):
         return next((s for s in self.servers if s.name == name), self.servers[0])
 
@@ -432,13 +421,12 @@ class Run:
                 server.start()
             if self.journal is not None:
                 self.journal_worker.start()
-            if self.manifest is not None:
-                self.manifest_worker.start()
+            self.records.start()
             for line in self.expecting.start_notes() if self.expecting else ():
                 self.view.note(line)
             if self.live is not None:
                 self.live.worker.start()
-            self._earlier_records()
+            self.records.earlier(self.prompts)
             self._loop()
             if self.hurry:
                 self._stop_at_once()
@@ -460,10 +448,7 @@ class Run:
             self.journal_worker.stop()
             self.journal_worker.join(10)  # every line written before the file is closed
             self.journal.close()
-        if self.manifest is not None:
-            self.manifest_worker.stop()
-            self.manifest_worker.join(10)
-            self.manifest.close()
+        self.records.close()
         if self.live is not None:
             self.live.stop()
         for server in self.servers:
@@ -471,53 +456,26 @@ class Run:
         self.view.close()
 
     def _summarize(self, fatal):
-        """After the loop: the end notes, --junit, the summary line, --json or --events' summary;
-        the exit code (a fatal ServerError is raised again once they are written)."""
-        prompts = self.disp.prompts
-        for server in self.servers:
-            left = server.sup.outcome().not_withdrawn
-            if left:  # it never answered again, or would not delete them: say what may still be queued there
-                why = "did not answer again" if server.sup.silent_since() else "could not delete them there"
-                self.view.note(f"{server.name}: {why}; these prompts moved away from it may still be in its queue: "
-                               f"{' '.join(left)}")
-        if self.manifest is not None and self.manifest.problem:
-            self.view.note(f"--output-dir: {self.manifest.problem}")
-        if self.opts.junit:
-            self._write_junit()
-        if self.live is not None:
-            self.live.write(self.live.records, self._report_meta(self._exit_code(fatal)))
-            if self.live.problem:
-                self.view.note(self.live.problem)
-        code = self._exit_code(fatal)
-        for line in self.expecting.finish(self._finals()) if self.expecting else ():
-            self.view.note(line)
-        if fatal is None and not self.opts.submit_only:  # (`submit` says what it sent itself)
-            self.err.write(self._summary_line() + "\n")
-            self.err.flush()
-        if self.opts.json or self.stream:
-            saved = dict(self.earlier)
-            for server in self.servers:
-                saved.update(server.sup.outcome().saved)
-            if self.expecting and self.expecting.scratch and not self.expecting.kept:
-                saved = {}  # (the temporary folder is gone: no paths into it)
-            doc = report.summary(prompts, self._view_url, [s.name for s in self.servers], code,
-                                 self.opts.include_temp, saved, lazy=not self.stream)
-            if self.stream:
-                self.stream.summary(doc)
-            else:
-                report.write_json(self.out, doc)
-                self.out.flush()
+        """After the loop: what the run says and writes at its end (ending.py); the exit code (a
+        fatal ServerError is raised again once they are written)."""
+        code = self.ending.finish(self._end(), fatal, time.monotonic() - self.started, self._view_url,
+                                  self._report_meta)
         for server in self.servers:
             server.client.close()
         if fatal is not None:
             raise fatal
         return code
 
-    def _summary_line(self):
-        every = [s.sup.outcome().saved for s in self.servers] + [self.earlier]
-        files = sum(1 for one in every for saved in one.values() for path in saved.values()
-                    if path is not None or self.folder is None)
-        return report.summary_line(self._finals(), files, time.monotonic() - self.started)
+    def _end(self):
+        """The run as the loop left it, for the summary (values only)."""
+        sups = [s.sup for s in self.servers]
+        return sm.End([s.name for s in self.servers], [sup.outcome() for sup in sups],
+                      [sup.silent_since() for sup in sups], self.disp.prompts,
+                      self._finals(), self.earlier)
+
+    def _finals(self):
+        """Each batch item's last attempt, then the prompts followed (`wait`'s)."""
+        return list(self.disp.final.values()) + [p for p in self.prompts if p.prompt_id in self.places]
 
     def _stop_at_once(self):
         """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
@@ -528,61 +486,13 @@ class Run:
         if left:
             line = "comfy-cli: stopped at once: prompts may still run on the server: " + " ".join(left)
         else:
-            line = self._summary_line()
+            line = self.ending.line(self._end(), time.monotonic() - self.started)
         try:
             self.out.flush()
             self.err.write(line + "\n")
             self.err.flush()
         finally:
             os._exit(self.hurry[0])
-
-    def _finals(self):
-        """Each batch item's last attempt, and the prompts followed (`wait`)."""
-        finals = list(self.disp.final.values())
-        return finals + [p for p in self.prompts if p.item is None]
-
-    def _exit_code(self, fatal):
-        outcomes = [s.sup.outcome() for s in self.servers]
-        cancel_code = next((o.signal_code for o in outcomes if o.signal_code), errors.SIGINT)
-        finals = self._finals() if self.disp.prompts else self.prompts
-        codes = [errors.OK if self.opts.submit_only and p.status in (tr.SUBMITTED, tr.RUNNING)
-                 else report.exit_code(p, cancel_code) for p in finals]
-        incomplete = self.junit_failed or (self.live is not None and self.live.problem) or (self.manifest and self.manifest.problem)
-        if any(o.files_missing for o in outcomes) or incomplete or fatal is not None:
-            codes.append(errors.UNREACHABLE)  # asked-for files are missing, or the run broke off
-        return errors.worst(codes)
-
-    # ---- the manifest's lines (written by its worker) -----------------------------------------
-    def _record(self, prompt):
-        """A prompt ended: its manifest line, kept for the report and handed to the writer."""
-        if self.manifest is None and not self.opts.report:
-            return
-        from comfy_cli.manifest import record
-
-        saved = next((files for files in (s.sup.saved(prompt.prompt_id) for s in self.servers) if files is not None),
-                     self.earlier.get(prompt.prompt_id, {}))
-        index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
-        ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
-        doc = errors.redact_obj(record(prompt, index, self.client_id, saved, self.opts.output_dir, self._view_url,
-                                       self.opts.include_temp, self.opts.plan, ended))
-        if self.live is not None:
-            self.live.add(doc)
-        # (A killed run may have written a line it did not journal: not twice.)
-        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
-            self.manifest_worker.put(self.manifest.write, doc)
-
-    def _earlier_records(self):
-        """A run taken up from its journal: the prompts that ended before keep their lines (a
-        line the killed run had no time to write is written now)."""
-        if self.manifest is None:
-            return
-        for prompt in self.prompts:
-            if prompt.item is not None and prompt.settled:
-                doc = self.manifest.earlier.get(prompt.prompt_id)
-                if doc is None:
-                    self._record(prompt)
-                elif self.live is not None:
-                    self.live.add(doc)
 
     def _loop(self):
         import gc
@@ -627,58 +537,13 @@ class Run:
     def _view_url(self, prompt, item):
         for server in self.servers:
             if server.name == getattr(prompt, "server", None):
-                return server.client.view_url(item)
+                return server.view_url(item)
         return self.client.view_url(item)
 
-    # ---- view commands --------------------------------------------------------------------
-    def _added(self, server, c):
-        self.view.added(c.prompt)
-        if self.several and isinstance(self.view, views.LinesView):
-            attempt = f" (attempt {c.prompt.attempt})" if c.prompt.attempt > 1 else ""
-            self.view.note(f"{c.prompt.workflow.name}: sent to {c.prompt.server}{attempt}")
-        if self.stream:
-            self.stream.added(c.prompt)
-
-    def _changed(self, server, c):
-        self.view.update(c.prompt)
-        if self.stream:
-            self.stream.update(c.prompt)
-
-    def _output(self, server, c):
-        if self.journal is not None and c.prompt.item is not None:
-            from comfy_cli.report import output_key
-
-            self.journal_worker.put(self.journal.output, c.prompt, output_key(c.node, c.item), c.path)
-        if self.stream:
-            self.stream.output(c.prompt, c.node, c.item, server.client.view_url(c.item), c.path)
-        elif not self.opts.json and (c.path or not self.opts.output_dir):
-            shown = c.path if self.opts.output_dir else None  # (--expect's temporary folder: URLs, as without)
-            self.view.result(shown or server.client.view_url(c.item))
-            self.urls_printed += shown is None
-
-    def _report(self, server, c):
-        prompt = c.prompt
-        self._record(prompt)
-        if self.journal is not None and prompt.item is not None:
-            self.journal_worker.put(self.journal.ended, self.journal.end_record(prompt))
-        self.view.update(prompt)
-        for line in report.failure_lines(prompt, self.opts.verbose):
-            self.view.note(line)
-        if prompt.checked:
-            for line in self.expecting.changes(prompt) + self.expecting.diffs(prompt):
-                self.view.note(line)
-        if self.stream:
-            self.stream.finished(prompt)
-
-    def _note(self, server, c):
-        self.view.note(f"{server.name}: {c.text}" if self.several and server is not None
-                       and not c.text.startswith(server.name) else c.text)
-
-    def _mode(self, server, c):
-        text = f"{server.name}: {c.text}" if self.several and server is not None else c.text
-        self.view.transport(text, c.polling)
-        if self.stream:
-            self.stream.transport(text, c.polling)
+    def _saved(self, pid):
+        """A prompt's files ({output key: path}), from the server that saved them or an earlier run."""
+        return next((files for files in (s.sup.saved(pid) for s in self.servers) if files is not None),
+                    self.earlier.get(pid, {}))
 
     # ---- --report: rewritten during the run by a worker, at the pace of htmlreport.Pace --------
     def _tick_and_report(self):
@@ -692,28 +557,6 @@ class Run:
             self.live.rewrite(self._report_meta(None, running=running, queued=len(open_) - running))
 
     def _report_meta(self, code, running=None, queued=None):
-        """What the page says besides the prompts' lines (made on the main thread)."""
-        def clock(t):
-            return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
-
-        def way_to(folder):  # from the page to a folder, as a relative link prefix
-            rel = os.path.relpath(os.path.abspath(folder), os.path.dirname(os.path.abspath(self.opts.report)))
-            return "" if rel == "." else rel.replace(os.sep, "/") + "/"
-
-        files = way_to(self.opts.output_dir) if self.opts.output_dir else None
-        names = sorted({p.workflow.path for p in self.prompts})
-        title = "comfy-cli report: " + ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        return {"title": errors.redact(title), "finished": code is not None, "exit_code": code, "wall_s": time.monotonic() - self.started, "servers": [s.name for s in self.servers],
-                "total": len(self.disp.final) + len(self.places), "started": clock(self.wall_started),
-                "updated": clock(time.time()), "files": files,
-                "expected": way_to(self.opts.expect) if self.opts.expect else None, "refresh": 5, "running": running, "queued": queued}
-
-    def _write_junit(self):
-        from comfy_cli.outputs import write_new
-
-        text = errors.redact(report.junit_xml(self.disp.prompts, time.monotonic() - self.started)).encode()
-        try:
-            write_new(self.opts.junit, lambda fh: fh.write(text), self.opts.overwrite)
-        except OSError as exc:
-            self.view.note(f"--junit {self.opts.junit}: cannot write: {exc.strerror or exc}")
-            self.junit_failed = True  # a report that was asked for is missing: not a success
+        return livereport.meta(self.opts, [p.workflow.path for p in self.prompts], [s.name for s in self.servers],
+                               len(self.disp.final) + len(self.places), self.wall_started,
+                               time.monotonic() - self.started, code, running, queued)
