@@ -21,12 +21,18 @@ def back(h):
 
 
 # ---- Connection -------------------------------------------------------------------------
-def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
+def two_moved_and_back():
+    """Two accepted prompts moved away; the server answers again (a Withdraw goes out)."""
     h = Harness(n=2, alone=False)
     h.accept(0)
     h.accept(1)
     moved_away(h, "p0", "p1")
     back(h)
+    return h
+
+
+def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
+    h = two_moved_and_back()
     assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1")]
     h.feed(ev.Withdrawn(h.now, ("p1",), (), (), "HTTP 500"))  # p1 went, p0 did not
     assert "trying again in 1 s" in h.of(sv.Note)[-2].text
@@ -50,6 +56,16 @@ def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
     assert h.sup.outcome().not_withdrawn == [] and h.sup.done
     h.advance(60)
     assert len(h.of(sv.Withdraw)) == 4
+
+
+def test_a_withdrawal_that_deleted_makes_sure_with_one_more_pass():
+    h = two_moved_and_back()
+    h.feed(ev.Withdrawn(h.now, ("p0", "p1"), (), (), None))
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1"), ("p0", "p1")] and not h.sup.done
+    notes = len(h.of(sv.Note))
+    h.feed(ev.Withdrawn(h.now, (), ("p1",), ("p0",), None))  # p1 had started; p0 even ended here
+    assert len(h.of(sv.Note)) == notes  # (both were counted as removed already)
+    assert h.sup.take_ran_twice() == ["p0"] and h.sup.done and len(h.of(sv.Withdraw)) == 2
 
 
 def test_a_moved_prompt_that_ran_anyway_is_told_to_the_dispatcher_once():
@@ -196,20 +212,6 @@ def test_a_cancel_pass_without_an_answer_is_given_up_after_the_cancel_wait():
     assert h.sup.done and h.prompt().error["message"] == "cancelled by you: removed from the queue"
     h.feed(ev.CancelDone(h.now, (), ("p0",), None))  # the late answer changes nothing
     assert len(h.of(sv.Cancel)) == 2 and h.prompt().error["message"] == "cancelled by you: removed from the queue"
-
-
-def test_a_withdrawal_that_deleted_makes_sure_with_one_more_pass():
-    h = Harness(n=2, alone=False)
-    h.accept(0)
-    h.accept(1)
-    moved_away(h, "p0", "p1")
-    back(h)
-    h.feed(ev.Withdrawn(h.now, ("p0", "p1"), (), (), None))
-    assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1"), ("p0", "p1")] and not h.sup.done
-    notes = len(h.of(sv.Note))
-    h.feed(ev.Withdrawn(h.now, (), ("p1",), ("p0",), None))  # p1 had started; p0 even ended here
-    assert len(h.of(sv.Note)) == notes  # (both were counted as removed already)
-    assert h.sup.take_ran_twice() == ["p0"] and h.sup.done and len(h.of(sv.Withdraw)) == 2
 
 
 def test_the_supervisor_wakes_for_the_earliest_of_its_parts():
