@@ -79,194 +79,286 @@ def _root(
     pass
 
 
+class _Options:
+    """Options several commands share, declared once: each class attribute is one option
+    (`name: type = typer.Option(...)`), in `--help` order. A command parameter annotated with
+    such a class stands for all of them (see `_grouped`); the command gets one instance, holding
+    their values as attributes of the same names."""
+
+    def __init__(self, **values):
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    @classmethod
+    def fields(cls):
+        """name -> type, in order: a subclass may give a field of its base another option."""
+        import typing
+
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def parameters(cls):
+        import inspect
+
+        return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=getattr(cls, name))
+                for name, kind in cls.fields().items()]
+
+
+def _grouped(command):
+    """`command` as typer should see it: each parameter annotated with an `_Options` class is
+    replaced, where it stands, by that class's options; the command is called with one
+    instance of the class holding their values."""
+    import functools
+    import inspect
+
+    groups, params = {}, []
+    for param in inspect.signature(command).parameters.values():
+        if isinstance(param.annotation, type) and issubclass(param.annotation, _Options):
+            groups[param.name] = param.annotation
+            params.extend(param.annotation.parameters())
+        else:
+            params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def call(**values):
+        for name, group in groups.items():
+            values[name] = group(**{field: values.pop(field) for field in group.fields()})
+        return command(**values)
+
+    call.__signature__ = inspect.Signature(params)
+    call.__annotations__ = {param.name: param.annotation for param in params}
+    return call
+
+
 URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
                           rich_help_panel=CONNECTION, help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means http://HOST:8188, "
                                "ComfyUI's port; a scheme without a port keeps the scheme's (https://HOST is 443).")
 DEBUG_OPTION = typer.Option(False, "--debug", rich_help_panel=OUTPUT, help="Show tracebacks for errors.")
-# Credentials: commands that open a websocket (`run`, `wait`) send them on it too.
-TOKEN_WS_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
-                               rich_help_panel=CONNECTION,
-                               help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
-HEADER_WS_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
-                                help="An extra header on every request and the websocket (repeatable).")
-TOKEN_OPTION = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
-                            rich_help_panel=CONNECTION, help="Send 'Authorization: Bearer TOKEN' on every request.")
-HEADER_OPTION = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
-                             help="An extra header on every request (repeatable).")
-CA_OPTION = typer.Option(None, "--ca-bundle", metavar="FILE", rich_help_panel=CONNECTION,
-                         help="Check the server's TLS certificate against these CA certificates.")
-INSECURE_OPTION = typer.Option(False, "--insecure", rich_help_panel=CONNECTION,
-                               help="Do not check TLS certificates (a warning is printed).")
 
 
-EXPECT_OPTION = typer.Option(None, "--expect", metavar="DIR", rich_help_panel=OUTPUT,
-                             help="Compare every output with its expected file, DIR/NAME/NODE_INDEX.EXT: images "
-                                  "pixel by pixel within --tolerance, other files byte for byte. A prompt whose "
-                                  "outputs differ, or have no expected file, ends 'mismatch' (exit 1).")
-TOLERANCE_OPTION = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]", rich_help_panel=OUTPUT,
-                                help="With --expect: the largest mean difference of an image (levels of 0..255) "
-                                     "and share of its pixels off by more than 32 levels (default 2.0,1%).")
-UPDATE_EXPECTED_OPTION = typer.Option(False, "--update-expected", rich_help_panel=OUTPUT,
-                                      help="With --expect: write this run's outputs into DIR where they are "
-                                           "missing or differ, and remove expected files no output has.")
-REPORT_OPTION = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT,
-                             help="Write an HTML report to FILE (.html) (self-contained: a summary, the outputs, a grid of what "
-                                  "varies, every prompt), rewritten every few seconds during the run.")
+class _Conn(_Options):
+    """How to reach the server: credentials and TLS. --insecure warns once, when the first
+    connection is about to be made."""
+
+    token: Optional[str] = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
+                                        rich_help_panel=CONNECTION,
+                                        help="Send 'Authorization: Bearer TOKEN' on every request.")
+    header: List[str] = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
+                                     help="An extra header on every request (repeatable).")
+    ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", metavar="FILE", rich_help_panel=CONNECTION,
+                                            help="Check the server's TLS certificate against these CA certificates.")
+    insecure: bool = typer.Option(False, "--insecure", rich_help_panel=CONNECTION,
+                                  help="Do not check TLS certificates (a warning is printed).")
+
+    warned = False
+
+    def options(self):
+        """The runner's (and a Client's) connection settings."""
+        if self.insecure and not self.warned:
+            import urllib3
+
+            self.warned = True
+            sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # warned once, here
+        return {"token": self.token, "headers": tuple(self.header), "ca_bundle": self.ca_bundle,
+                "insecure": self.insecure}
+
+    def client(self, url):
+        from comfy_cli.client import Client
+
+        return Client(url, **self.options())
 
 
+class _SocketConn(_Conn):
+    """The same, for commands that open a websocket (`run`, `wait`): credentials go on it too."""
+
+    token: Optional[str] = typer.Option(None, "--token", envvar="COMFY_TOKEN", show_envvar=True, metavar="TOKEN",
+                                        rich_help_panel=CONNECTION,
+                                        help="Send 'Authorization: Bearer TOKEN' on every request and the websocket.")
+    header: List[str] = typer.Option([], "--header", metavar="'NAME: VALUE'", rich_help_panel=CONNECTION,
+                                     help="An extra header on every request and the websocket (repeatable).")
+
+
+# What makes the batch (`run`, `submit`), read by `_load`.
+WORKFLOWS_ARG = typer.Argument(..., metavar="WORKFLOW...",
+                               help="Workflow files, API or UI format; '-' reads one from stdin.")
+COUNT_OPTION = typer.Option(1, "--count", min=1, max=100000, metavar="N", rich_help_panel=BATCH,
+                            help="Submit each prompt N times; copy i gets seed/noise_seed + i.")
+SAME_SEED_OPTION = typer.Option(False, "--same-seed", rich_help_panel=BATCH, help="With --count: keep the seeds equal.")
 SHARD_OPTION = typer.Option(None, "--shard", metavar="K/N|auto", rich_help_panel=BATCH,
                             help="Run only slice K of N of the batch (prompt i when i mod N = K-1), for N jobs of "
                                  "a CI matrix or a cluster: no overlap, no gap. auto: K and N from the engine's variables "
                                  "(GitLab, CircleCI, Buildkite, Slurm array, Kubernetes Indexed Job, COMFY_SHARD).")
 
 
-URLS_OPTION = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL", rich_help_panel=SERVERS,
-                           help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
-                                "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the scheme's "
-                                "(https://HOST is 443). Repeat it (or separate with commas) to spread the batch over "
-                                "several servers.")
+class _What(_Options):
+    """What goes into each prompt, and --dry-run."""
 
-# What makes the batch (`run`, `submit`): declared once, read by `_plan`.
-WORKFLOWS_ARG = typer.Argument(..., metavar="WORKFLOW...",
-                               help="Workflow files, API or UI format; '-' reads one from stdin.")
-SET_OPTION = typer.Option([], "--set", metavar="NODE.INPUT=VALUE", rich_help_panel=WHAT,
-                          help="Set an input (repeatable). NODE: id, _meta.title, or a class_type that occurs once. "
-                               "VALUE: JSON if it parses, else a string.")
-INPUT_OPTION = typer.Option([], "--input", metavar="NODE.INPUT=PATH", rich_help_panel=WHAT,
-                            help="Upload a local file and point the input at it (repeatable). A folder or a quoted "
-                                 "glob ('photos/*.png') makes one prompt per file, sorted by name.")
-PARAMS_OPTION = typer.Option(None, "--params", metavar="FILE", rich_help_panel=WHAT,
-                             help="One prompt per row of a CSV/TSV (header row), JSONL or JSON array file; keys "
-                                  "NODE.INPUT as for --set, @NODE.INPUT a local file to upload, name the prompt's "
-                                  "name.")
-SWEEP_OPTION = typer.Option([], "--sweep", metavar="NODE.INPUT=V1,V2,...", rich_help_panel=WHAT,
-                            help="One prompt per value (repeatable: every combination). Values as for --set, or a "
-                                 "JSON array, or a range START..END:STEP.")
-COUNT_OPTION = typer.Option(1, "--count", min=1, max=100000, metavar="N", rich_help_panel=BATCH,
-                            help="Submit each prompt N times; copy i gets seed/noise_seed + i.")
-SAME_SEED_OPTION = typer.Option(False, "--same-seed", rich_help_panel=BATCH, help="With --count: keep the seeds equal.")
-DRY_RUN_OPTION = typer.Option(False, "--dry-run", rich_help_panel=WHAT,
-                              help="Convert and check every prompt against the server's /object_info and list "
-                                   "them; submit nothing (exit 0 if fine, 2 if not).")
+    sets: List[str] = typer.Option([], "--set", metavar="NODE.INPUT=VALUE", rich_help_panel=WHAT,
+                                   help="Set an input (repeatable). NODE: id, _meta.title, or a class_type that "
+                                        "occurs once. VALUE: JSON if it parses, else a string.")
+    inputs: List[str] = typer.Option([], "--input", metavar="NODE.INPUT=PATH", rich_help_panel=WHAT,
+                                     help="Upload a local file and point the input at it (repeatable). A folder or "
+                                          "a quoted glob ('photos/*.png') makes one prompt per file, sorted by name.")
+    params: Optional[str] = typer.Option(None, "--params", metavar="FILE", rich_help_panel=WHAT,
+                                         help="One prompt per row of a CSV/TSV (header row), JSONL or JSON array "
+                                              "file; keys NODE.INPUT as for --set, @NODE.INPUT a local file to "
+                                              "upload, name the prompt's name.")
+    sweeps: List[str] = typer.Option([], "--sweep", metavar="NODE.INPUT=V1,V2,...", rich_help_panel=WHAT,
+                                     help="One prompt per value (repeatable: every combination). Values as for "
+                                          "--set, or a JSON array, or a range START..END:STEP.")
+    dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=WHAT,
+                                 help="Convert and check every prompt against the server's /object_info and list "
+                                      "them; submit nothing (exit 0 if fine, 2 if not).")
 
-# How a run is followed and reported (`run`, `wait`).
-PROGRESS_OPTION = typer.Option(Progress.auto, "--progress", rich_help_panel=OUTPUT, help="auto: bars on a terminal, lines otherwise.")
+
+class _Shown(_Options):
+    """How a run is followed and reported (`run`, `wait`)."""
+
+    json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                                  help="Print one JSON summary of every prompt on stdout.")
+    progress: Progress = typer.Option(Progress.auto, "--progress", rich_help_panel=OUTPUT,
+                                      help="auto: bars on a terminal, lines otherwise.")
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", metavar="DIR", rich_help_panel=OUTPUT,
+                                             help="Download every output file into DIR; stdout lists the paths.")
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT, help="Replace existing files in "
+                                   "--output-dir, --junit and --report (default: never).")
+    include_temp: bool = typer.Option(False, "--include-temp", rich_help_panel=OUTPUT,
+                                      help="Also list or download temp/preview outputs.")
+    expect: Optional[str] = typer.Option(None, "--expect", metavar="DIR", rich_help_panel=OUTPUT,
+                                         help="Compare every output with its expected file, DIR/NAME/NODE_INDEX.EXT: "
+                                              "images pixel by pixel within --tolerance, other files byte for "
+                                              "byte. A prompt whose outputs differ, or have no expected file, ends "
+                                              "'mismatch' (exit 1).")
+    tolerance: Optional[str] = typer.Option(None, "--tolerance", metavar="MEAN[,SHARE%]", rich_help_panel=OUTPUT,
+                                            help="With --expect: the largest mean difference of an image (levels "
+                                                 "of 0..255) and share of its pixels off by more than 32 levels "
+                                                 "(default 2.0,1%).")
+    update_expected: bool = typer.Option(False, "--update-expected", rich_help_panel=OUTPUT,
+                                         help="With --expect: write this run's outputs into DIR where they are "
+                                              "missing or differ, and remove expected files no output has.")
+    events: bool = typer.Option(False, "--events", rich_help_panel=OUTPUT,
+                                help="Print NDJSON events on stdout as things happen; the last is the summary.")
+    junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", rich_help_panel=OUTPUT,
+                                        help="Write a JUnit XML report, one testcase per prompt.")
+    html_report: Optional[str] = typer.Option(None, "--report", metavar="FILE", rich_help_panel=OUTPUT,
+                                              help="Write an HTML report to FILE (.html) (self-contained: a summary, "
+                                                   "the outputs, a grid of what varies, every prompt), rewritten "
+                                                   "every few seconds during the run.")
+    verbose: bool = typer.Option(False, "-v", "--verbose", rich_help_panel=OUTPUT,
+                                 help="Show server tracebacks of failed nodes.")
+
+    def options(self):
+        """Checked (a usage error for a bad combination or file) -> the runner's settings."""
+        if self.json_out and self.events:
+            raise _usage("--json and --events cannot be used together: --events ends with the summary")
+        _check_report_file(self.junit, self.overwrite)
+        tolerance = _expect_options(self.expect, self.tolerance, self.update_expected)
+        _check_html_report(self.html_report, self.overwrite, self.output_dir)
+        return {"progress": self.progress.value, "json": self.json_out, "output_dir": self.output_dir,
+                "overwrite": self.overwrite, "include_temp": self.include_temp, "expect": self.expect,
+                "tolerance": tolerance, "update_expected": self.update_expected, "events": self.events,
+                "junit": self.junit, "report": self.html_report, "verbose": self.verbose}
+
+
+# Limits and the socket's watch (`run`, `wait`).
 TIMEOUT_OPTION = typer.Option(None, "--timeout", min=0.001, metavar="S", rich_help_panel=LIMITS,
                               help="Give up after S seconds with nothing new from the server.")
 DEADLINE_OPTION = typer.Option(None, "--deadline", min=0.001, metavar="S", rich_help_panel=LIMITS,
                                help="Give up S seconds after the start, whatever happens.")
-OUTPUT_DIR_OPTION = typer.Option(None, "--output-dir", metavar="DIR", rich_help_panel=OUTPUT,
-                                 help="Download every output file into DIR; stdout lists the paths.")
-OVERWRITE_OPTION = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
-                                help="Replace existing files in --output-dir, --junit and --report (default: never).")
-INCLUDE_TEMP_OPTION = typer.Option(False, "--include-temp", rich_help_panel=OUTPUT, help="Also list or download temp/preview outputs.")
-EVENTS_OPTION = typer.Option(False, "--events", rich_help_panel=OUTPUT,
-                             help="Print NDJSON events on stdout as things happen; the last is the summary.")
-JUNIT_OPTION = typer.Option(None, "--junit", metavar="FILE", rich_help_panel=OUTPUT, help="Write a JUnit XML report, one testcase per prompt.")
 SILENCE_OPTION = typer.Option(15.0, "--silence-check", min=0.1, metavar="S", rich_help_panel=CONNECTION,
                               help="Check over HTTP when the websocket has been quiet for S seconds while prompts "
                                    "are open.")
-VERBOSE_OPTION = typer.Option(False, "-v", "--verbose", rich_help_panel=OUTPUT, help="Show server tracebacks of failed nodes.")
-SUMMARY_OPTION = typer.Option(False, "--json", rich_help_panel=OUTPUT, help="Print one JSON summary of every prompt on stdout.")
+
+
+class _Servers(_Options):
+    """Where `run` runs its batch."""
+
+    urls: List[str] = typer.Option([], "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                                   rich_help_panel=SERVERS,
+                                   help=f"ComfyUI server address (default {DEFAULT_URL}). A HOST alone means "
+                                        "http://HOST:8188, ComfyUI's port; a scheme without a port keeps the "
+                                        "scheme's (https://HOST is 443). Repeat it (or separate with commas) to "
+                                        "spread the batch over several servers.")
+    simulate: bool = typer.Option(False, "--simulate", rich_help_panel=SERVERS,
+                                  help="Run against the built-in simulator on a free loopback port.")
+    per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K", rich_help_panel=SERVERS,
+                                             help="With several servers: at most K of ours waiting on one server "
+                                                  "at once (default 2; one server: no limit).")
+    failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S", rich_help_panel=SERVERS,
+                                         help="With several servers: move the prompts that had not started off "
+                                              "a server that has not answered for S seconds.")
+
+    def named(self, ctx):
+        """The servers --url names, checked (the default server if none); --simulate wins over
+        $COMFY_URL but not over a --url given on the command line."""
+        if self.simulate and self.urls and ctx.get_parameter_source("urls").name != "ENVIRONMENT":
+            raise _usage("--simulate and --url cannot be used together")
+        return _servers([] if self.simulate else self.urls)
+
+
+RETRY_OPTION = typer.Option(0, "--retry", min=0, metavar="N", rich_help_panel=BATCH,
+                            help="Send a prompt that failed, was lost or ended in error again, up to N times, on "
+                                 "another server when there is one.")
+JOURNAL_OPTION = typer.Option(None, "--journal", metavar="FILE", rich_help_panel=BATCH,
+                              help="Record what was submitted where and how it ended (append-only, fsynced). Run "
+                                   "the same command again with it after a crash to take the batch up: nothing "
+                                   "runs twice.")
+NO_CANCEL_OPTION = typer.Option(False, "--no-cancel", rich_help_panel=LIMITS,
+                                help="On Ctrl-C or a time limit, leave our prompts on the server.")
+RUN_POLL_OPTION = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S", rich_help_panel=CONNECTION,
+                               help="While the websocket is down, check /queue and /history every S seconds.")
 
 
 @app.command(epilog=EXIT_CODES)
+@_grouped
 def run(
     ctx: typer.Context,
     workflows: List[str] = WORKFLOWS_ARG,
-    sets: List[str] = SET_OPTION,
-    inputs: List[str] = INPUT_OPTION,
-    params: Optional[str] = PARAMS_OPTION,
-    sweeps: List[str] = SWEEP_OPTION,
-    dry_run: bool = DRY_RUN_OPTION,
-    json_out: bool = SUMMARY_OPTION,
-    progress: Progress = PROGRESS_OPTION,
-    output_dir: Optional[str] = OUTPUT_DIR_OPTION,
-    overwrite: bool = OVERWRITE_OPTION,
-    include_temp: bool = INCLUDE_TEMP_OPTION,
-    expect: Optional[str] = EXPECT_OPTION,
-    tolerance: Optional[str] = TOLERANCE_OPTION,
-    update_expected: bool = UPDATE_EXPECTED_OPTION,
-    events: bool = EVENTS_OPTION,
-    junit: Optional[str] = JUNIT_OPTION,
-    html_report: Optional[str] = REPORT_OPTION,
-    verbose: bool = VERBOSE_OPTION,
+    *,
+    what: _What,
+    shown: _Shown,
     debug: bool = DEBUG_OPTION,
-
     count: int = COUNT_OPTION,
     same_seed: bool = SAME_SEED_OPTION,
-    retry: int = typer.Option(0, "--retry", min=0, metavar="N", rich_help_panel=BATCH,
-                              help="Send a prompt that failed, was lost or ended in error again, up to N times, "
-                                   "on another server when there is one."),
+    retry: int = RETRY_OPTION,
     shard: Optional[str] = SHARD_OPTION,
-    journal: Optional[str] = typer.Option(None, "--journal", metavar="FILE", rich_help_panel=BATCH,
-                                          help="Record what was submitted where and how it ended (append-only, "
-                                               "fsynced). Run the same command again with it after a crash to "
-                                               "take the batch up: nothing runs twice."),
-    urls: List[str] = URLS_OPTION,
-    simulate: bool = typer.Option(False, "--simulate", rich_help_panel=SERVERS,
-                                  help="Run against the built-in simulator on a free loopback port."),
-    per_server: Optional[int] = typer.Option(None, "--per-server", min=1, metavar="K", rich_help_panel=SERVERS,
-                                             help="With several servers: at most K of ours waiting on one server "
-                                                  "at once (default 2; one server: no limit)."),
-    failover_after: float = typer.Option(20.0, "--failover-after", min=0.1, metavar="S", rich_help_panel=SERVERS,
-                                         help="With several servers: move the prompts that had not started off "
-                                              "a server that has not answered for S seconds."),
+    journal: Optional[str] = JOURNAL_OPTION,
+    servers: _Servers,
     timeout: Optional[float] = TIMEOUT_OPTION,
     deadline: Optional[float] = DEADLINE_OPTION,
-    no_cancel: bool = typer.Option(False, "--no-cancel", rich_help_panel=LIMITS,
-                                   help="On Ctrl-C or a time limit, leave our prompts on the server."),
-    poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S", rich_help_panel=CONNECTION,
-                                        help="While the websocket is down, check /queue and /history every S "
-                                             "seconds."),
+    no_cancel: bool = NO_CANCEL_OPTION,
+    poll_interval: float = RUN_POLL_OPTION,
     silence_check: float = SILENCE_OPTION,
-    token: Optional[str] = TOKEN_WS_OPTION,
-    header: List[str] = HEADER_WS_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _SocketConn,
 ):
     """Submit workflows, show live progress, wait until every prompt has ended.
 
     WORKFLOW: a workflow file, API or UI format; '-' reads one from stdin."""
     with _guard(debug):
-        if json_out and events:
-            raise _usage("--json and --events cannot be used together: --events ends with the summary")
-        if simulate and urls:
-            if ctx.get_parameter_source("urls").name != "ENVIRONMENT":
-                raise _usage("--simulate and --url cannot be used together")
-            urls = []  # --simulate wins over $COMFY_URL
-        servers = _servers(urls)
+        settings = shown.options()
+        urls = servers.named(ctx)
         slice_ = _shard(shard)
-        _check_report_file(junit, overwrite)
-        tolerance = _expect_options(expect, tolerance, update_expected)
-        _check_html_report(html_report, overwrite, output_dir)
-        parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
-        conn = (token, header, ca_bundle, _insecure(insecure))
+        parts = _load(workflows, what, count, same_seed)
         made = None if parts.ui else _make(parts)  # a mistake is refused before a simulator starts
-        sim = _start_simulator() if simulate else None
+        sim = _start_simulator() if servers.simulate else None
         try:
-            if dry_run or parts.needs_info:
-                info = _fetch_object_info(sim.url if sim else servers[0], *conn)
-                made = _make(parts, info, dry_run)
-                if dry_run:
-                    raise typer.Exit(_dry_run(made, info, json_out, slice_))
-            target = sim.url if sim else servers[0]
+            target = sim.url if sim else urls[0]
+            if what.dry_run or parts.needs_info:
+                made = _with_info(parts, target, conn, what.dry_run, shown.json_out, slice_)
             # Which server can run what: a server without a workflow's node types is not given it.
-            node_types = [_node_types(u, *conn) for u in servers] if len(servers) > 1 else None
+            node_types = [_node_types(u, conn) for u in urls] if len(urls) > 1 else None
             from comfy_cli.runner import Options, Run
 
-            opts = Options(url=target, urls=tuple([target] + servers[1:]), per_server=per_server, retry=retry,
-                           failover_after=failover_after, node_types=node_types, workflows=made.select(slice_),
-                           journal=journal, journal_options={"count": count, "same_seed": same_seed,
-                                                             "shard": slice_ and "%d/%d" % slice_, "inputs": inputs},
-                           batch_key=made.digest() if journal else None,
-                           progress=progress.value, json=json_out, timeout=timeout, deadline=deadline,
-                           verbose=verbose, include_temp=include_temp, no_cancel=no_cancel,
-                           poll_interval=poll_interval, silence_check=silence_check, output_dir=output_dir,
-                           overwrite=overwrite, events=events, junit=junit, report=html_report, expect=expect,
-                           tolerance=tolerance, update_expected=update_expected,
-                           uploads=parts.fixed, token=token, plan=_plan_record(made, slice_) if output_dir else None,
-                           headers=tuple(header), ca_bundle=ca_bundle, insecure=conn[3])
+            batch = {"count": count, "same_seed": same_seed, "shard": slice_ and "%d/%d" % slice_,
+                     "inputs": what.inputs}
+            opts = Options(url=target, urls=tuple([target] + urls[1:]), per_server=servers.per_server, retry=retry,
+                           failover_after=servers.failover_after, node_types=node_types,
+                           workflows=made.select(slice_), journal=journal, journal_options=batch,
+                           batch_key=made.digest() if journal else None, timeout=timeout, deadline=deadline,
+                           no_cancel=no_cancel, poll_interval=poll_interval, silence_check=silence_check,
+                           uploads=parts.fixed, plan=_plan_record(made, slice_) if shown.output_dir else None,
+                           **settings, **conn.options())
             runner = Run(opts)
             code = runner.execute()
             if sim and runner.urls_printed:
@@ -289,7 +381,7 @@ class _Parts:
         self.needs_info = self.ui or bool(axes)
 
 
-def _load(workflows, sets, inputs, params, sweeps, count, same_seed):
+def _load(workflows, what, count, same_seed):
     """The batch options of `run` and `submit` -> _Parts: every file read, every option parsed."""
     from comfy_cli import batch, plan, workflow
     from comfy_cli import params as data
@@ -297,17 +389,17 @@ def _load(workflows, sets, inputs, params, sweeps, count, same_seed):
     if workflows.count("-") > 1:
         raise _usage("WORKFLOW: '-' (stdin) can be given only once")
     loaded = [workflow.load(path) for path in workflows]
-    assignments = [batch.parse_assignment("--set", spec) for spec in sets]
+    assignments = [batch.parse_assignment("--set", spec) for spec in what.sets]
     axes, fixed = [], []
-    if params:
-        axes.append(plan.rows(data.read(params)))
-    for spec in inputs:
+    if what.params:
+        axes.append(plan.rows(data.read(what.params)))
+    for spec in what.inputs:
         axis = plan.input_files(spec)
         if axis is None:
             fixed.append(batch.parse_assignment("--input", spec, as_path=True))
         else:
             axes.append(axis)
-    axes.extend(plan.sweep(spec) for spec in sweeps)
+    axes.extend(plan.sweep(spec) for spec in what.sweeps)
     return _Parts(loaded, assignments, fixed, axes, count, same_seed)
 
 
@@ -324,12 +416,24 @@ def _make(parts, info=None, dry_run=False):
     return made
 
 
+def _with_info(parts, url, conn, dry_run, json_out, slice_):
+    """The plan made with the server's /object_info (UI-format files, data to check); a dry run
+    ends here, with its exit code."""
+    info = _fetch_object_info(url, conn)
+    made = _make(parts, info, dry_run)
+    if dry_run:
+        raise typer.Exit(_dry_run(made, info, json_out, slice_))
+    return made
+
+
 @app.command(epilog="Exit codes: 0 converted; 2 a bad or unconvertible file, or FILE exists; 4 the server "
                    "could not be reached.")
+@_grouped
 def convert(
     ctx: typer.Context,
     path: str = typer.Argument(..., metavar="WORKFLOW", help="A UI-format (or API-format) workflow; '-' reads "
                                                              "stdin."),
+    *,
     url: Optional[str] = URL_OPTION,
     object_info_file: Optional[str] = typer.Option(None, "--object-info", metavar="FILE",
                                                    help="Read node types from a saved /object_info instead of "
@@ -338,10 +442,7 @@ def convert(
                                          help="Write the API-format JSON to FILE instead of stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
                                    help="Replace FILE if it exists (default: never)."),
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _Conn,
     debug: bool = DEBUG_OPTION,
 ):
     """Convert a UI-format workflow (what ComfyUI's Save writes) to API format, as the ComfyUI page would."""
@@ -359,7 +460,7 @@ def convert(
             if object_info_file:
                 info = _read_object_info(object_info_file)
             else:
-                info = _fetch_object_info(url or DEFAULT_URL, token, header, ca_bundle, _insecure(insecure))
+                info = _fetch_object_info(url or DEFAULT_URL, conn)
             wf = workflow.convert(wf, info, strict=False)  # what the page would send, with a warning
         from comfy_cli.errors import ascii_only
 
@@ -388,14 +489,13 @@ STATUS_EXIT = "Exit codes: 0 a server answered (with several, at least one); 4 n
 
 
 @app.command(epilog=STATUS_EXIT)
+@_grouped
 def status(
+    *,
     urls: List[str] = STATUS_URLS_OPTION,
     json_out: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
                                   help="Print the answer as JSON (schema comfy-cli.status/1)."),
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _Conn,
     debug: bool = DEBUG_OPTION,
 ):
     """Is each server reachable? Its version, devices, and how many prompts run and wait.
@@ -403,13 +503,11 @@ def status(
     with _guard(debug):
         import json
 
-        from comfy_cli.client import Client
         from comfy_cli.errors import ServerError
 
-        insecure = _insecure(insecure)
         docs, problems = [], []
         for url in _servers(urls):
-            client = Client(url, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+            client = conn.client(url)
             try:
                 info = client.server_info()
             except ServerError as exc:
@@ -468,45 +566,36 @@ validation (the others are still submitted and printed); 4 the server could not 
 
 
 @app.command(epilog=SUBMIT_EXIT)
+@_grouped
 def submit(
     workflows: List[str] = WORKFLOWS_ARG,
+    *,
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document with every prompt's handle."),
-    sets: List[str] = SET_OPTION,
-    inputs: List[str] = INPUT_OPTION,
-    params: Optional[str] = PARAMS_OPTION,
-    sweeps: List[str] = SWEEP_OPTION,
+    what: _What,
     count: int = COUNT_OPTION,
     same_seed: bool = SAME_SEED_OPTION,
-    dry_run: bool = DRY_RUN_OPTION,
     shard: Optional[str] = SHARD_OPTION,
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _Conn,
     debug: bool = DEBUG_OPTION,
 ):
     """Submit workflows and exit at once, printing one handle per prompt for `wait` and `cancel`."""
     with _guard(debug):
         import uuid
 
-        parts = _load(workflows, sets, inputs, params, sweeps, count, same_seed)
+        parts = _load(workflows, what, count, same_seed)
         slice_ = _shard(shard)
         target = url or DEFAULT_URL
-        insecure = _insecure(insecure)
-        if dry_run or parts.needs_info:
-            info = _fetch_object_info(target, token, header, ca_bundle, insecure)
-            made = _make(parts, info, dry_run)
-            if dry_run:
-                raise typer.Exit(_dry_run(made, info, json_out, slice_))
+        if what.dry_run or parts.needs_info:
+            made = _with_info(parts, target, conn, what.dry_run, json_out, slice_)
         else:
             made = _make(parts)
         from comfy_cli.runner import Options, Run
 
         client_id = str(uuid.uuid4())  # one per submit: one `wait` socket gets the progress of them all
-        opts = Options(url=target, workflows=made.select(slice_), progress="none", uploads=parts.fixed, token=token,
-                       headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure, client_id=client_id,
-                       socket=False, submit_only=True, no_cancel=True, detach_on_signal=True)
+        opts = Options(url=target, workflows=made.select(slice_), progress="none", uploads=parts.fixed,
+                       client_id=client_id, socket=False, submit_only=True, no_cancel=True, detach_on_signal=True,
+                       **conn.options())
         from comfy_cli.errors import ServerError
 
         run = Run(opts)
@@ -561,39 +650,32 @@ WAIT_EXIT = EXIT_CODES.replace("130 cancelled (Ctrl-C)", "130 stopped waiting (C
                                                          "unless --cancel)")
 
 
+# What `wait` and `cancel` act on.
+TARGETS_ARG = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
+                             help="Handles printed by `submit`, or prompt ids; '-' reads them from stdin "
+                                  "(whitespace-separated).")
+HANDLES_URL_OPTION = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
+                                  rich_help_panel=CONNECTION,
+                                  help=f"The server of bare prompt ids (default {DEFAULT_URL}); handles carry their "
+                                       "own. With a user:password@, its credentials are used.")
+
+
 @app.command(epilog=WAIT_EXIT)
+@_grouped
 def wait(
-    targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
-                                        help="Handles printed by `submit`, or prompt ids; '-' reads them from "
-                                             "stdin (whitespace-separated)."),
-    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
-                                      rich_help_panel=CONNECTION,
-                                      help=f"The server of bare prompt ids (default {DEFAULT_URL}); handles "
-                                           "carry their own. With a user:password@, its credentials are used."),
-    json_out: bool = SUMMARY_OPTION,
-    progress: Progress = PROGRESS_OPTION,
+    targets: List[str] = TARGETS_ARG,
+    *,
+    url: Optional[str] = HANDLES_URL_OPTION,
+    shown: _Shown,
     timeout: Optional[float] = TIMEOUT_OPTION,
     deadline: Optional[float] = DEADLINE_OPTION,
-    output_dir: Optional[str] = OUTPUT_DIR_OPTION,
-    overwrite: bool = OVERWRITE_OPTION,
-    include_temp: bool = INCLUDE_TEMP_OPTION,
-    expect: Optional[str] = EXPECT_OPTION,
-    tolerance: Optional[str] = TOLERANCE_OPTION,
-    update_expected: bool = UPDATE_EXPECTED_OPTION,
-    events: bool = EVENTS_OPTION,
-    junit: Optional[str] = JUNIT_OPTION,
-    html_report: Optional[str] = REPORT_OPTION,
     cancel: bool = typer.Option(False, "--cancel", rich_help_panel=LIMITS,
                                 help="On Ctrl-C, SIGTERM or a time limit, cancel the prompts (default: leave "
                                      "them running)."),
     poll_interval: float = typer.Option(1.0, "--poll-interval", min=0.05, metavar="S", rich_help_panel=CONNECTION,
                                         help="Without a websocket, check /queue and /history every S seconds."),
     silence_check: float = SILENCE_OPTION,
-    token: Optional[str] = TOKEN_WS_OPTION,
-    header: List[str] = HEADER_WS_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    verbose: bool = VERBOSE_OPTION,
+    conn: _SocketConn,
     debug: bool = DEBUG_OPTION,
 ):
     """Wait for prompts submitted earlier: the same progress, outputs, reports and exit codes as `run`.
@@ -601,27 +683,15 @@ def wait(
     HANDLE|PROMPT_ID: what `submit` printed, or a prompt id (a UUID, as `queue` shows it); '-' reads them
     from stdin (whitespace-separated), e.g. `comfy-cli submit x.json | comfy-cli wait -`."""
     with _guard(debug):
-        from comfy_cli import tracker as tr
-        from comfy_cli.workflow import Workflow
-
-        if json_out and events:
-            raise _usage("--json and --events cannot be used together: --events ends with the summary")
-        _check_report_file(junit, overwrite)
-        tolerance = _expect_options(expect, tolerance, update_expected)
-        _check_html_report(html_report, overwrite, output_dir)
+        settings = shown.options()
         given = _targets(targets)
-        target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
+        target, client = _server_of(given, url, conn)
         client_ids = {h.client_id for h in given}
         live = len(client_ids) == 1 and None not in client_ids
-        graphs = _graphs(client, [h.prompt_id for h in given])
-        client.close()
-        prompts = [tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
-                             status=tr.SUBMITTED) for h in given]
-        from comfy_cli import handles
-
-        earlier = handles.cancelled()
-        for prompt in prompts:  # one `cancel` removed: gone from the server, yet not lost
-            prompt.cancelled_earlier = earlier.get(prompt.prompt_id)
+        try:
+            prompts = _followed(client, given)
+        finally:
+            client.close()
         if not live:
             why = "prompt ids carry no client id" if None in client_ids else \
                 "the handles come from different submissions"
@@ -629,15 +699,29 @@ def wait(
                              f"/history every {poll_interval:g} s\n")
         from comfy_cli.runner import Options, Run
 
-        opts = Options(url=target, workflows=[], prompts=prompts, progress=progress.value, json=json_out,
-                       timeout=timeout, deadline=deadline, verbose=verbose, include_temp=include_temp,
+        opts = Options(url=target, workflows=[], prompts=prompts, timeout=timeout, deadline=deadline,
                        no_cancel=not cancel, poll_interval=poll_interval, silence_check=silence_check,
-                       output_dir=output_dir, overwrite=overwrite, events=events, junit=junit, report=html_report,
-                       token=token, expect=expect, tolerance=tolerance, update_expected=update_expected,
-                       headers=tuple(header), ca_bundle=ca_bundle, insecure=insecure,
-                       client_id=next(iter(client_ids)) if live else None, socket=live,
-                       detach_on_signal=not cancel)
+                       client_id=next(iter(client_ids)) if live else None, socket=live, detach_on_signal=not cancel,
+                       **settings, **conn.options())
         raise typer.Exit(Run(opts).execute())
+
+
+def _followed(client, given):
+    """The handles' prompts, to follow from where they are on the server: their graphs (so bars
+    can name nodes), and what an earlier `cancel` removed (gone from the server, yet not lost)."""
+    from comfy_cli import handles
+    from comfy_cli import tracker as tr
+    from comfy_cli.workflow import Workflow
+
+    graphs = _graphs(client, [h.prompt_id for h in given])
+    earlier = handles.cancelled()
+    prompts = []
+    for h in given:
+        prompt = tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
+                           status=tr.SUBMITTED)
+        prompt.cancelled_earlier = earlier.get(h.prompt_id)
+        prompts.append(prompt)
+    return prompts
 
 
 CANCEL_EXIT = """Each prompt's line says only what the server confirmed. Exit codes (the most serious wins):
@@ -648,20 +732,15 @@ server could not be reached."""
 
 
 @app.command(epilog=CANCEL_EXIT)
+@_grouped
 def cancel(
-    targets: List[str] = typer.Argument(..., metavar="HANDLE|PROMPT_ID...",
-                                        help="Handles printed by `submit`, or prompt ids; '-' reads them from "
-                                             "stdin."),
-    url: Optional[str] = typer.Option(None, "--url", envvar="COMFY_URL", show_envvar=True, metavar="URL",
-                                      rich_help_panel=CONNECTION,
-                                      help=f"The server of bare prompt ids (default {DEFAULT_URL})."),
+    targets: List[str] = TARGETS_ARG,
+    *,
+    url: Optional[str] = HANDLES_URL_OPTION,
     timeout: float = typer.Option(10.0, "--timeout", min=0.0, metavar="S",
                                   help="Wait at most S seconds for the server to confirm (an interrupt takes "
                                        "effect at the prompt's next check)."),
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _Conn,
     debug: bool = DEBUG_OPTION,
 ):
     """Cancel prompts: delete them from the queue if pending, interrupt them (and only them) if running.
@@ -672,7 +751,7 @@ def cancel(
         from comfy_cli import cancels, errors, handles
 
         given = _targets(targets)
-        _target, client = _server_of(given, url, token, header, ca_bundle, _insecure(insecure))
+        _target, client = _server_of(given, url, conn)
         deleted, interrupted = set(), set()
         earlier = handles.cancelled()
         try:
@@ -697,13 +776,12 @@ def cancel(
 
 
 @app.command(name="queue", epilog="Exit codes: 0 the queue was read; 4 the server could not be reached or used.")
+@_grouped
 def queue_cmd(
+    *,
     url: Optional[str] = URL_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the queue as JSON."),
-    token: Optional[str] = TOKEN_OPTION,
-    header: List[str] = HEADER_OPTION,
-    ca_bundle: Optional[str] = CA_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    conn: _Conn,
     debug: bool = DEBUG_OPTION,
 ):
     """What runs and waits on the server, with prompt ids; marks the prompts `submit` sent from here."""
@@ -711,10 +789,8 @@ def queue_cmd(
         import json
 
         from comfy_cli import handles
-        from comfy_cli.client import Client
 
-        client = Client(url or DEFAULT_URL, token=token, headers=header, ca_bundle=ca_bundle,
-                        insecure=_insecure(insecure))
+        client = conn.client(url or DEFAULT_URL)
         try:
             items = client.queue_items()
         finally:
@@ -803,10 +879,10 @@ def _targets(args):
     return out
 
 
-def _server_of(given, url, token, header, ca_bundle, insecure):
+def _server_of(given, url, conn):
     """The one server all handles and prompt ids name (bare ids: --url) -> (URL to use, Client).
     A --url naming the handles' server lends them its user:password, which handles never carry."""
-    from comfy_cli.client import Client, split_url
+    from comfy_cli.client import split_url
 
     default = url or DEFAULT_URL
     base = split_url(default)[0]
@@ -816,7 +892,7 @@ def _server_of(given, url, token, header, ca_bundle, insecure):
                      "server's handles to a separate command")
     server = servers.pop()
     target = default if server == base else server
-    return target, Client(target, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+    return target, conn.client(target)
 
 
 def _graphs(client, prompt_ids):
@@ -856,15 +932,6 @@ def _clean_graph(graph):
                 clean["_meta"] = {"title": text(meta.get("title"))}
             out[text(nid)] = clean
     return out
-
-
-def _insecure(flag):
-    if flag:
-        import urllib3
-
-        sys.stderr.write("comfy-cli: warning: --insecure: TLS certificates are not checked\n")
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # warned once, here
-    return flag
 
 
 def _expect_options(expect, tolerance, update):
@@ -957,20 +1024,18 @@ def _plan_record(made, slice_):
     return {"fingerprint": made.digest(), "size": len(made), "shard": "%d/%d" % (slice_ or (1, 1))}
 
 
-def _node_types(url, token, header, ca_bundle, insecure):
+def _node_types(url, conn):
     """The node types a server has, or None if its /object_info cannot be read (then any goes)."""
     from comfy_cli.errors import ServerError
 
     try:
-        return set(_fetch_object_info(url, token, header, ca_bundle, insecure))
+        return set(_fetch_object_info(url, conn))
     except ServerError:
         return None
 
 
-def _fetch_object_info(url, token, header, ca_bundle, insecure):
-    from comfy_cli.client import Client
-
-    client = Client(url, token=token, headers=header, ca_bundle=ca_bundle, insecure=insecure)
+def _fetch_object_info(url, conn):
+    client = conn.client(url)
     try:
         return client.object_info()
     finally:

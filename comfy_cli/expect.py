@@ -155,6 +155,7 @@ class Check(NamedTuple):
     decode: bool = True  # decode images (False: bytes only)
     diffs: bool = True  # write a difference image beside each output that differs
     overwrite: bool = False  # a difference image may replace an existing file
+    cpus: Optional[frozenset] = None  # where images may be decoded (compare.compare_files)
 
 
 def check_prompt(check, name, found):
@@ -241,7 +242,7 @@ def _compare(check, entry, target):
         if expected == entry.text:
             return compare.Result(True, "text")
         return compare.Result(False, "text", f"the text differs: expected {_short(expected)}, got {_short(entry.text)}")
-    return compare.compare_files(target, entry.path, check.tolerance, check.decode)
+    return compare.compare_files(target, entry.path, check.tolerance, check.decode, check.cpus)
 
 
 def _short(text, limit=60):
@@ -279,7 +280,8 @@ class ForRun:
         import tempfile
 
         self.pillow = compare.pillow() is not None
-        self.check = Check(root, tolerance or compare.DEFAULT, update, decode=self.pillow, overwrite=overwrite)
+        self.check = Check(root, tolerance or compare.DEFAULT, update, decode=self.pillow, overwrite=overwrite,
+                           cpus=compare.cpus_allowed())  # (made before the run keeps to one CPU)
         self.include_temp = include_temp
         self.scratch = None if output_dir else tempfile.mkdtemp(prefix="comfy-cli-expect-")
         self.kept = False  # the temporary folder is kept (something differed)

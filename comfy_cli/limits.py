@@ -3,7 +3,8 @@
 The supervisor ends prompts at `timeout` and `deadline`, the dispatcher stops handing out
 work at the `deadline` and moves work off a server silent for `failover_after`, a download
 stops at the deadline it is given (`Download.until`), the listener gives each try to open
-the socket `connect_try()`. None of them has a number of its own.
+the socket `connect_try()`, and after a second Ctrl-C the process is gone `hurry_grace` later
+(stopping.gone_by). None of them has a number of its own.
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ class Limits:
     timeout: Optional[float] = None  # seconds of silence (counted from receive times) per run
     connect_timeout: float = 10.0  # the longest the run waits for its first websocket
     failover_after: float = 20.0  # a server silent this long loses its prompts that had not started
+    hurry_grace: float = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
     def deadline_at(self, started):
         """The monotonic time of the deadline, or None."""

@@ -17,7 +17,6 @@ submission or a round.
 
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -25,9 +24,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from comfy_cli import backoff, errors, jobs
+from comfy_cli import backoff, jobs
 from comfy_cli import events as ev
-from comfy_cli import livereport, runfiles
+from comfy_cli import livereport, runfiles, signals
 from comfy_cli import summary as sm
 from comfy_cli import supervisor as sv
 from comfy_cli import tracker as tr
@@ -42,7 +41,6 @@ from comfy_cli.shows import Shows
 from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
-HURRY_GRACE = 2.0  # after a second Ctrl-C, the longest the process may take to leave
 
 
 @dataclass
@@ -142,48 +140,6 @@ class Worker(threading.Thread):
                 result = ev.WorkerCrashed(time.monotonic(), f"{type(exc).__name__}: {exc}")
             if result is not None:  # (a journal write answers nothing)
                 self.results.put(result)
-
-
-def _catch_signals(events, hurry):
-    """SIGINT and SIGTERM become events for the supervisor; a second one asks to stop at once
-    (its exit code goes into `hurry`, a list the main loop watches); returns what restores the
-    handlers before. An inherited SIG_IGN is kept: a shell that starts us in the background
-    means it. Only the main thread may set handlers: a run started from another thread (a
-    library user's) leaves the signals to its program."""
-    saved = {}
-    signalled = []
-
-    def on(code):
-        def handler(signum, frame):
-            if hurry:
-                os._exit(code)  # a third time: not even a last draw
-            if signalled:
-                # Asked twice: stop without waiting for the cancel. The loop sees it at its next
-                # turn (within TICK, never in the middle of a draw: this handler draws nothing)
-                # and leaves a clean screen; the timer ends the process should it not get there.
-                hurry.append(code)
-                timer = threading.Timer(HURRY_GRACE, os._exit, (code,))
-                timer.daemon = True
-                timer.start()
-                events.put((None, None))
-                return
-            signalled.append(code)
-            events.put((None, ev.Signal(time.monotonic(), code)))
-
-        return handler
-
-    for signum, code in ((signal.SIGINT, errors.SIGINT), (signal.SIGTERM, errors.SIGTERM)):
-        if threading.current_thread() is not threading.main_thread():
-            break
-        if signal.getsignal(signum) is signal.SIG_IGN:
-            continue
-        saved[signum] = signal.signal(signum, on(code))
-
-    def restore():
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-
-    return restore
 
 
 def _io(server, c):
@@ -345,7 +301,7 @@ class Run:
 
         opts = self.opts
         several = len(urls) > 1
-        limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
+        self.limits = limits = Limits(deadline=opts.deadline, timeout=opts.timeout, connect_timeout=opts.connect_timeout,
                         failover_after=opts.failover_after)
         policy = sv.Policy(poll_interval=opts.poll_interval, silence_check=opts.silence_check, limits=limits,
                            no_cancel=opts.no_cancel, download=self.folder is not None, expect=bool(opts.expect),
@@ -414,7 +370,7 @@ class Run:
         """Run to the end; return the exit code. A fatal ServerError is raised again after the
         summary (--json, --events, --junit) has been written, so scripts always get one."""
         fatal = None
-        restore = _catch_signals(self.events, self.hurry)
+        restore = signals.catch(self.events, self.hurry, self.limits)
         cpus = _one_cpu()
         try:
             for server in self.servers:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from comfy_cli import compare, expect
@@ -208,6 +210,7 @@ def test_diff_image_highlights_the_changed_pixels(tmp_path):
     assert path == str(tmp_path / "b.diff.png")
     with Image.open(path) as d:
         assert d.size == (40, 30)
+        d = d.convert("RGB")
         assert d.getpixel((12, 12)) == (230, 0, 0)  # changed
         r_, g, b_ = d.getpixel((30, 25))  # unchanged: faded grey
         assert r_ == g == b_ and r_ > 150
@@ -440,3 +443,204 @@ def test_report_shows_expected_got_and_difference_side_by_side():
     text = dict(record["expected"][0], output="node 4 text 1", file="wf/4_text_1.txt", got=None, diff=None)
     only = htmldiff.section([dict(record, expected=[text])], {"expected": "e/"})
     assert '<a href="e/wf/4_text_1.txt">expected file</a>' in only and "trio" not in only.split("</style>")[1]
+
+
+# ---- the fast path against a plain computation ------------------------------------------------
+def first_frame(path):
+    """The rule: the first frame, RGB, or RGBA when it has transparency."""
+    with Image.open(path) as img:
+        img.seek(0)
+        alpha = "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info)
+        return img.convert("RGBA" if alpha else "RGB")
+
+
+def reference(expected, got, tolerance=DEFAULT):
+    """(same, mean, share, size, largest channel difference per pixel) by a loop over pixels."""
+    if open(expected, "rb").read() == open(got, "rb").read():
+        return True, None, None, None, None
+    a, b = first_frame(expected), first_frame(got)
+    if a.size != b.size:
+        return False, None, None, b.size, None
+    if a.mode != b.mode:
+        a, b = a.convert("RGBA"), b.convert("RGBA")
+    bands = len(a.mode)
+    one, two = a.tobytes(), b.tobytes()
+    count = a.size[0] * a.size[1]
+    total, off, largest = 0, 0, []
+    for i in range(count):
+        d = [abs(one[i * bands + k] - two[i * bands + k]) for k in range(bands)]
+        total += sum(d)
+        largest.append(max(d))
+        off += max(d) > compare.OFF_LEVEL
+    mean, share = total / (count * bands), off / count
+    return mean <= tolerance.mean and share <= tolerance.share, mean, share, b.size, largest
+
+
+def reference_diff(got, largest):
+    """The difference image drawn as the first version did: RGB composites over the faded output."""
+    with Image.open(got) as img:
+        img.seek(0)
+        grey = img.convert("L").convert("RGB")
+    diff = Image.new("L", grey.size)
+    diff.putdata(largest)
+    faded = Image.blend(grey, Image.new("RGB", grey.size, (255, 255, 255)), 0.6)
+    small = diff.point([0] + [255] * 32 + [0] * 223)
+    off = diff.point([0] * 33 + [255] * 223)
+    picture = Image.composite(Image.new("RGB", grey.size, (255, 200, 0)), faded, small)
+    return Image.composite(Image.new("RGB", grey.size, (230, 0, 0)), picture, off).tobytes()
+
+
+def animated(path, frames, **kw):
+    frames[0].save(path, save_all=True, append_images=frames[1:], **kw)
+    return str(path)
+
+
+def with_text(img, path, **text):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return save(img, path, pnginfo=info)
+
+
+def patched(img, box=(5, 5, 15, 11), by=80):
+    img = img.copy()
+    img.paste(img.crop(box).point(lambda v: (v + by) % 256), box)
+    return img
+
+
+# The expected picture decoded on the helper thread (even on one CPU): every CPU, and two at least.
+CPUS = (compare.cpus_allowed() or frozenset()) | {0, 1}
+
+PAIRS = {  # name: (expected, got), each made in a folder
+    "equal": lambda d: (save(gradient(), d / "a.png"), save(gradient(), d / "b.png")),
+    "other encoding": lambda d: (save(gradient(), d / "a.png", compress_level=9),
+                                 save(gradient(), d / "b.png", compress_level=1)),
+    "only the text differs": lambda d: (with_text(gradient(), d / "a.png", prompt='{"seed": 1}'),
+                                        with_text(gradient(), d / "b.png", prompt='{"seed": 1}', workflow="{}")),
+    "noisy": lambda d: (save(gradient(), d / "a.png"), save(jitter(gradient(), 3), d / "b.png")),
+    "noisy, one stray": lambda d: (save(gradient(), d / "a.png"),
+                                   save(patched(jitter(gradient(), 2), (3, 3, 4, 4), 100), d / "b.png")),
+    "one pixel 33 levels off": lambda d: (save(gradient(), d / "a.png"),
+                                          save(patched(gradient(), (3, 3, 4, 4), 33), d / "b.png")),
+    "one pixel 32 levels off": lambda d: (save(gradient(), d / "a.png"),
+                                          save(patched(gradient(), (3, 3, 4, 4), 32), d / "b.png")),
+    "changed": lambda d: (save(noise(1, (48, 40)), d / "a.png"), save(noise(2, (48, 40)), d / "b.png")),
+    "changed patch": lambda d: (save(gradient(), d / "a.png"), save(patched(gradient()), d / "b.png")),
+    "brighter": lambda d: (save(gradient(), d / "a.png"),
+                           save(gradient().point(lambda v: min(255, v + 9)), d / "b.png")),
+    "wrong size": lambda d: (save(gradient((48, 40)), d / "a.png"), save(gradient((40, 48)), d / "b.png")),
+    "RGBA against RGB": lambda d: (save(gradient(), d / "a.png"), save(patched(gradient()).convert("RGBA"), d / "b.png")),
+    "RGB against RGBA": lambda d: (save(noise(3, (48, 40), "RGBA"), d / "a.png"), save(gradient((48, 40)), d / "b.png")),
+    "greyscale": lambda d: (save(gradient().convert("L"), d / "a.png"), save(patched(gradient()), d / "b.png")),
+    "palette": lambda d: (save(gradient(), d / "a.png"), save(patched(gradient()).quantize(64), d / "b.png")),
+    "palette with transparency": lambda d: (save(gradient(), d / "a.png"),
+                                            save(patched(gradient()).quantize(64), d / "b.png", transparency=3)),
+    "jpeg": lambda d: (save(gradient(), d / "a.png"), save(patched(gradient()), d / "b.jpg", quality=70)),
+    "animated webp": lambda d: (save(gradient(), d / "a.png"),
+                                animated(d / "b.webp", [patched(gradient()), noise(4, (128, 96))], lossless=True)),
+    "animated gif": lambda d: (animated(d / "a.gif", [gradient().quantize(), noise(5, (128, 96)).quantize()]),
+                               animated(d / "b.gif", [patched(gradient()).quantize(), gradient().quantize()])),
+    "animated png": lambda d: (save(gradient(), d / "a.png"),
+                               animated(d / "b.png", [patched(gradient()), noise(6, (128, 96))])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_figures_and_difference_image_are_the_plain_computations(tmp_path, name):
+    """The comparison works in C, skips decoding where it can and draws the difference image as a
+    palette PNG: its figures and pixels are exactly those of a loop over the pixels and of the
+    first version's drawing."""
+    expected, got = PAIRS[name](tmp_path)
+    for tolerance, cpus in ((DEFAULT, None), (Tolerance(0.0, 0.0), None), (DEFAULT, CPUS), (Tolerance(0.0, 0.0), CPUS)):
+        same, mean, share, size, largest = reference(expected, got, tolerance)
+        r = compare.compare_files(expected, got, tolerance, cpus=cpus)
+        assert (r.same, r.mean, r.share) == (same, mean, share), name
+        assert r.share == 0 or name != "one pixel 32 levels off"
+        if size is not None:
+            assert r.size == size
+        if largest is None or same:
+            continue
+        path = compare.write_diff(r, got, str(tmp_path / f"d{tolerance.mean}.png"))
+        with Image.open(path) as drawn:
+            assert drawn.convert("RGB").tobytes() == reference_diff(got, largest), name
+
+
+def test_the_cases_cover_every_way_through(tmp_path):
+    """The pairs above take each way: bytes, picture chunks, decoding (with and without the
+    output's own pixels kept for the drawing), a size seen before decoding."""
+    seen = {}
+    for name, make in PAIRS.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        r = compare.compare_files(*make(folder))
+        way = (r.how, r.diff is not None, r.picture is not None, r.mean is None)
+        seen.setdefault(way, name)
+    assert set(seen) == {("bytes", False, False, True), ("pixels", False, False, False),
+                         ("pixels", True, False, False), ("pixels", True, True, False),
+                         ("pixels", False, False, True)}, seen
+
+
+def test_a_png_with_other_text_is_not_decoded(tmp_path):
+    """Same picture chunks: the same pixels, known without decoding (a broken picture stream shows it)."""
+    from comfy_cli import pngdata
+
+    a = with_text(gradient(), tmp_path / "a.png", workflow='{"nodes": [1]}')
+    b = with_text(gradient(), tmp_path / "b.png", workflow='{"nodes": [2]}')
+    assert pngdata.same_pixels(open(a, "rb").read(), open(b, "rb").read()) == (128, 96)
+    c = save(gradient(), tmp_path / "c.png", compress_level=1)
+    assert pngdata.same_pixels(open(a, "rb").read(), open(c, "rb").read()) is None  # other IDAT: decode
+    assert pngdata.same_pixels(b"GIF89a", b"GIF89a") is None
+    whole = open(a, "rb").read()
+    assert pngdata.same_pixels(whole[:-12], whole[:-12]) is None  # no IEND
+    assert compare.compare_files(a, b) == compare.Result(True, "pixels", None, 0.0, 0.0, (128, 96))
+
+
+@settings(database=None, derandomize=True, deadline=None, max_examples=60,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["RGB", "RGBA", "L", "LA", "P"]), st.sampled_from(["RGB", "RGBA", "L", "P"]),
+       st.integers(1, 9), st.integers(1, 7), st.binary(min_size=2, max_size=2),
+       st.sampled_from([0, 1, 20, 40, 255]), st.sampled_from(["png", "webp", "gif"]))
+def test_any_pair_has_the_figures_of_the_plain_computation(tmp_path, one, two, w, h, seeds, amount, ext):
+    base = noise(seeds[0], (w, h), "RGB")
+    a = save(base.convert(one) if one != "P" else base.quantize(16), tmp_path / "a.png")
+    other = jitter(base, amount, seed=seeds[1])
+    b = save(other.convert(two) if two != "P" else other.quantize(16), tmp_path / f"b.{ext}",
+             **({"lossless": True} if ext == "webp" else {}))
+    same, mean, share, _, largest = reference(a, b, Tolerance(1.0, 0.05))
+    r = compare.compare_files(a, b, Tolerance(1.0, 0.05))
+    assert (r.same, r.mean, r.share) == (same, mean, share)
+    if largest is not None and not same:
+        with Image.open(compare.write_diff(r, b, str(tmp_path / "d.png"), overwrite=True)) as drawn:
+            assert drawn.convert("RGB").tobytes() == reference_diff(b, largest)
+
+
+def test_the_helper_thread_may_use_every_cpu_of_the_run(tmp_path):
+    """A run keeps its threads on one CPU; the decoding thread is let out onto the CPUs the run
+    was allowed, and what goes wrong is told as when decoding in turn (the expected file first)."""
+    import threading
+
+    allowed = compare.cpus_allowed()
+    a, b = save(gradient(), tmp_path / "a.png"), save(jitter(gradient(), 3), tmp_path / "b.png")
+    cut_a, cut_b = tmp_path / "cut_a.png", tmp_path / "cut_b.png"
+    cut_a.write_bytes(open(a, "rb").read()[:300])  # the header is there, the pixels not
+    cut_b.write_bytes(open(b, "rb").read()[:200])
+    seen = {}
+
+    def pinned():
+        os.sched_setaffinity(0, {min(allowed)})
+        seen["mine"] = os.sched_getaffinity(0)
+        seen["result"] = compare.compare_files(a, b, cpus=CPUS)
+        seen["got broken"] = compare.compare_files(a, str(cut_b), cpus=CPUS)
+        seen["both broken"] = compare.compare_files(str(cut_a), str(cut_b), cpus=CPUS)
+
+    worker = threading.Thread(target=pinned)
+    worker.start()
+    worker.join(30)
+    assert seen["mine"] == {min(allowed)}
+    assert seen["result"].same and seen["result"].mean > 0
+    assert "cut_b.png cannot be decoded" in seen["got broken"].problem
+    assert "cut_a.png cannot be decoded" in seen["both broken"].problem  # the expected one, told first
+    helper = [t for t in threading.enumerate() if t.name.startswith("comfy-cli-decode")]
+    assert len(helper) == 1 and os.sched_getaffinity(helper[0].native_id) == allowed

@@ -71,6 +71,23 @@ def test_texts_are_true_for_the_command_they_are_on():
         assert "'-' reads" in text and "stdin" in text, name
 
 
+# Options whose meaning differs between commands, and in how many ways (each way declared once).
+MEANINGS = {"--url": 4,  # one server; run's several; status's several; the server of bare ids (wait, cancel)
+            "--json": 5, "--token": 3, "--header": 2,  # the websocket too (run, wait); sim requires it
+            "--output-dir": 3, "--overwrite": 3, "--junit": 2, "--report": 2,  # merge's, sim's, convert's
+            "--timeout": 2, "--poll-interval": 2}  # cancel's wait for a confirmation; wait has no socket
+
+
+def test_an_option_on_several_commands_says_the_same_wherever_it_means_the_same():
+    versions = {}
+    for name in NAMES:
+        for param in COMMAND.commands[name].params:
+            if isinstance(param, click.Option):
+                said = (param.help, param.metavar, param.rich_help_panel, repr(param.default), param.envvar)
+                versions.setdefault(param.opts[-1], set()).add(said)
+    assert {flag: len(said) for flag, said in versions.items() if len(said) > 1} == MEANINGS
+
+
 def test_did_you_mean_is_said_once():
     proc = helptext("rnu")
     assert proc.returncode == 2 and proc.stderr.count("Did you mean") == 1, proc.stderr
