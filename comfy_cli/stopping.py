@@ -220,7 +220,6 @@ class Stopping(Part):
         return min(times, default=None)
 
 
-
 def gone_by(limits, asked_at):
     """A second signal at `asked_at` asked to stop at once: the time by which the process must
     have left, whether or not the loop got to its last draw (signals.watchdog enforces it)."""
