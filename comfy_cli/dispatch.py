@@ -19,6 +19,11 @@ Retries: a prompt that ended `failed`, `lost` or `error` gets a new attempt, up 
 times, on another server when there is one. Every attempt is a tracker Prompt of its own; the
 item's last attempt decides its exit code.
 
+What an attempt is beyond its prompt (its item, which try it is, its server, whether it was
+moved, the servers tried before) is the dispatcher's `Attempt` record, never the tracker's: the
+runner asks for it (`attempt`, `every`, `finals`) and hands it to the journal, the report and
+the view. Prompts followed rather than dispatched (`wait`) get one too (no item).
+
 The dispatcher holds no socket and reads no clock: the runner feeds it, tagged by server, what
 it would feed a supervisor, and it answers with (server index, commands) groups.
 """
@@ -44,20 +49,29 @@ class Plan:
     limits: Limits = field(default_factory=Limits)
 
 
-class _Attempt:
-    """What the dispatcher knows of one attempt beyond the prompt itself."""
+class Attempt:
+    """What the dispatcher knows of one attempt beyond its prompt. Only the dispatcher changes
+    it; the journal, the report and the view read it."""
 
-    __slots__ = ("moved", "tried")
+    __slots__ = ("item", "number", "server", "moved", "tried")
 
-    def __init__(self, tried=()):
+    def __init__(self, item=None, number=1, server=None, tried=()):
+        self.item = item  # its place in the batch (None: followed, not of a batch); its attempts share it
+        self.number = number  # which try of its item this is (--retry; a move is not a try)
+        self.server = server  # the server it was sent to, once it was
         self.moved = False  # taken from a server that stopped answering, before it ran
         self.tried = tried  # servers earlier attempts of its item went to
 
+    def again(self, moved):
+        """The record of its item's next attempt."""
+        return Attempt(self.item, self.number + (0 if moved else 1), None, self.tried + (self.server,))
+
 
 class Dispatcher:
-    def __init__(self, prompts, sups, plan, now, names=None, node_types=None):
-        """`prompts`: the batch (status waiting), in order; `sups`: one Supervisor per server;
-        `node_types`: per server, the set of node types it has (None: unknown, anything goes)."""
+    def __init__(self, prompts, sups, plan, now, names=None, node_types=None, items=None):
+        """`prompts`: the batch (status waiting), in order; `items`: their places in the batch
+        (default: 0, 1, ...); `sups`: one Supervisor per server; `node_types`: per server, the
+        set of node types it has (None: unknown, anything goes)."""
         self.sups = sups
         self.plan = plan
         self.limits = plan.limits
@@ -66,29 +80,35 @@ class Dispatcher:
         self.node_types = node_types or [None] * len(sups)
         self.waiting = deque()
         self.later = []  # (due, prompt): retries waiting out their backoff
-        self.attempts = {}  # prompt id -> _Attempt
+        self.attempts = {}  # prompt id -> Attempt
         self.prompts = []  # every attempt, in the order they were made
         self.final = {}  # item -> its latest attempt
+        self.followed = []  # prompts followed, not of the batch (`wait`)
         self.moved = set()  # servers whose prompts were moved away (until they answer again)
         self.stopped = None  # (status, message) once a signal or the deadline ended the run
         self.fatal = None  # when no server could be reached at all
         self.ever_usable = False
         for i, prompt in enumerate(prompts):
-            if prompt.item is None:
-                prompt.item = i
-            self._add(prompt)
+            self._add(prompt, Attempt(i if items is None else items[i]))
 
-    def known(self, prompt):
-        """A prompt of the batch that is not dispatched here (taken up from a journal)."""
-        self.attempts[prompt.prompt_id] = _Attempt()
+    def known(self, prompt, item, number=1, server=None):
+        """A prompt of the batch that is not dispatched here (taken up from a journal): attempt
+        `number` of `item`, sent to `server`."""
+        self.attempts[prompt.prompt_id] = Attempt(item, number, server)
         self.prompts.append(prompt)
-        self.final[prompt.item] = prompt
+        self.final[item] = prompt
 
-    def _add(self, prompt, front=False, tried=(), due=None):
+    def follow(self, prompt, server):
+        """A prompt not of the batch, followed on `server` (`wait`)."""
+        self.attempts[prompt.prompt_id] = Attempt(None, 1, server)
+        self.prompts.append(prompt)
+        self.followed.append(prompt)
+
+    def _add(self, prompt, attempt, front=False, due=None):
         """A new attempt: it waits in line (first, for a retry), or until `due`."""
-        self.attempts[prompt.prompt_id] = _Attempt(tried)
+        self.attempts[prompt.prompt_id] = attempt
         self.prompts.append(prompt)
-        self.final[prompt.item] = prompt
+        self.final[attempt.item] = prompt
         if due is not None:
             self.later.append((due, prompt))
         elif front:
@@ -110,6 +130,18 @@ class Dispatcher:
         else:
             groups = [(i, self.sups[i].feed(item, now))]
         return groups + self._after(now)
+
+    def attempt(self, prompt_id):
+        """The Attempt of one of its prompts (None: not one of them)."""
+        return self.attempts.get(prompt_id)
+
+    def every(self):
+        """(prompt, Attempt) of every attempt made, in the order they were made."""
+        return [(p, self.attempts[p.prompt_id]) for p in self.prompts]
+
+    def finals(self):
+        """Each batch item's latest attempt, then the prompts followed."""
+        return list(self.final.values()) + self.followed
 
     @property
     def done(self):
@@ -182,7 +214,7 @@ class Dispatcher:
             fresh = [i for i in free if self.names[i] not in tried] or free
             i = min(fresh, key=lambda j: (self._load(j), j))
             self.waiting.popleft()
-            prompt.server = self.names[i]
+            self.attempts[prompt.prompt_id].server = self.names[i]
             self.sups[i].assign(prompt)
             touched.add(i)
         for i in sorted(touched):
@@ -201,17 +233,14 @@ class Dispatcher:
         return self.sups[i].load()
 
     def _maybe_retry(self, prompt, i, now):
-        if self.stopped is not None or prompt.status not in RETRIED or self.final.get(prompt.item) is not prompt:
+        attempt = self.attempts[prompt.prompt_id]
+        if self.stopped is not None or prompt.status not in RETRIED or self.final.get(attempt.item) is not prompt:
             return
-        moved = self.attempts[prompt.prompt_id].moved
-        if not moved and not self.plan.retry.allows(prompt.attempt):
+        if not attempt.moved and not self.plan.retry.allows(attempt.number):
             return
         again = tr.Prompt(str(uuid.uuid4()), prompt.workflow, None, status=tr.WAITING)
-        again.item = prompt.item
-        again.attempt = prompt.attempt + (0 if moved else 1)  # moved before it ran: not a retry
-        tried = self.attempts[prompt.prompt_id].tried + (prompt.server,)
-        wait = 0.0 if moved else self.plan.retry.delay(prompt.attempt)
-        self._add(again, front=True, tried=tried, due=now + wait if wait > 0 else None)
+        wait = 0.0 if attempt.moved else self.plan.retry.delay(attempt.number)
+        self._add(again, attempt.again(attempt.moved), front=True, due=now + wait if wait > 0 else None)
 
     def _due_retries(self, now):
         """Retries whose wait is over go first in line, in the order they were made."""
@@ -256,7 +285,7 @@ class Dispatcher:
         moved = next((p for p in self.prompts if p.prompt_id == pid), None)
         if moved is None:
             return
-        latest = self.final[moved.item]
+        latest = self.final[self.attempts[pid].item]
         warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
                                                     "been moved away from that server"}
         for prompt in {id(latest): latest, id(moved): moved}.values():

@@ -86,20 +86,21 @@ class Journal:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
-    def submitted(self, prompt):
-        self._write({"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
-                     "server": prompt.server, "event": "submit"})
+    def submitted(self, prompt, attempt):
+        """Its POST is about to leave; `attempt`: its dispatch.Attempt (item, number, server)."""
+        self._write({"item": attempt.item, "attempt": attempt.number, "prompt_id": prompt.prompt_id,
+                     "server": attempt.server, "event": "submit"})
 
-    def output(self, prompt, key, path):
+    def output(self, prompt, attempt, key, path):
         """An output file was handled (downloaded to `path`, or its URL shown): not again."""
-        self._write({"item": prompt.item, "prompt_id": prompt.prompt_id, "event": "output", "key": list(key),
+        self._write({"item": attempt.item, "prompt_id": prompt.prompt_id, "event": "output", "key": list(key),
                      "path": path})
 
     @staticmethod
-    def end_record(prompt):
+    def end_record(prompt, attempt):
         """The `end` line, made on the main thread (the prompt may change once it is queued)."""
-        return {"item": prompt.item, "attempt": prompt.attempt, "prompt_id": prompt.prompt_id,
-                "server": prompt.server, "event": "end", "status": prompt.status, "error": prompt.error,
+        return {"item": attempt.item, "attempt": attempt.number, "prompt_id": prompt.prompt_id,
+                "server": attempt.server, "event": "end", "status": prompt.status, "error": prompt.error,
                 "outputs": dict(prompt.outputs)}
 
     def ended(self, record):

@@ -22,12 +22,13 @@ SCHEMA = "comfy-cli.manifest/1"
 NAME = "manifest.jsonl"
 
 
-def record(prompt, index, run, saved, output_dir, view_url, include_temp=False, plan=None, ended=None):
+def record(prompt, index, run, saved, output_dir, view_url, include_temp=False, plan=None, ended=None, attempt=None):
     """The manifest line of a prompt that ended (a plain dict; pure). `saved`: {output key:
     local path or None}; `output_dir`: what paths are made relative to (None: no folder).
     `plan`: {"fingerprint", "size", "shard"}, the batch and the slice this run took (what
-    `merge` joins shards by); `ended`: the wall-clock time (UTC, ISO 8601) it ended."""
-    doc = report.prompt_summary(prompt, view_url, include_temp, saved)
+    `merge` joins shards by); `ended`: the wall-clock time (UTC, ISO 8601) it ended; `attempt`:
+    its dispatch.Attempt (which try, which server)."""
+    doc = report.prompt_summary(prompt, view_url, include_temp, saved, attempt)
     for out in doc["outputs"]:
         if out["path"] is not None and output_dir is not None:
             out["path"] = os.path.relpath(out["path"], output_dir).replace(os.sep, "/")

@@ -16,6 +16,7 @@ from typing import List, NamedTuple
 from comfy_cli import errors, report
 from comfy_cli import shard as sh
 from comfy_cli import tracker as tr
+from comfy_cli.dispatch import Attempt
 from comfy_cli.errors import UsageError
 
 SHOWN_MISSING = 10  # item numbers named per incomplete slice
@@ -82,7 +83,7 @@ def combine(shards):
     first = shards[0]
     items, origin = _latest(shards)
     gaps = _gaps(shards, first.n, first.size, items)
-    codes = [report.exit_code(_prompt(i, attempts[-1])) for i, attempts in items.items()]
+    codes = [report.exit_code(_prompt(attempts[-1])) for attempts in items.values()]
     codes += [errors.UNREACHABLE] if gaps else []
     return Merged(first.plan, first.n, first.size, dict(sorted(items.items())), origin, gaps, errors.worst(codes))
 
@@ -130,7 +131,7 @@ def summary(merged, paths):
     file is now (None if it was not saved)."""
     prompts, servers = [], []
     # the keys of a prompt in `run --json` (a manifest line holds them and more), in its order
-    keys = list(report.prompt_summary(_prompt(0, {}), lambda p, item: None))
+    keys = list(report.prompt_summary(_prompt({}), lambda p, item: None))
     for attempts in merged.items.values():
         for record in attempts:
             entry = {key: record.get(key) for key in keys}
@@ -146,19 +147,19 @@ def summary(merged, paths):
 
 
 def prompts(merged):
-    """Every attempt as a tracker Prompt (what report.junit_xml and summary_line read)."""
-    return [_prompt(index, record) for index, attempts in merged.items.items() for record in attempts]
+    """Every attempt as (tracker Prompt, dispatch.Attempt): what report.junit_xml reads."""
+    return [(_prompt(record), Attempt(index, record.get("attempt") or 1, record.get("server")))
+            for index, attempts in merged.items.items() for record in attempts]
 
 
-def _prompt(index, record):
+def _prompt(record):
     from comfy_cli.workflow import Workflow
 
     p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "", {}),
-                  status=record.get("status"))
+                  status=record.get("status"), error=record.get("error"))
     timings = record.get("timings") or {}
     p.submitted_at, p.started_at, p.ended_at = 0.0, timings.get("queued_s"), timings.get("total_s")
-    p.item, p.attempt, p.server = index, record.get("attempt") or 1, record.get("server")
-    p.error, p.number = record.get("error"), record.get("number")
+    p.number = record.get("number")
     return p
 
 

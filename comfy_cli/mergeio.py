@@ -37,7 +37,7 @@ def execute(folders, output_dir=None, html=None, junit=None, json_out=False, ove
         problems += _write("--output-dir", os.path.join(output_dir, NAME), text, overwrite)
     if junit is not None:
         attempts = merge.prompts(merged)
-        took = sum(p.ended_at or 0.0 for p in attempts)
+        took = sum(p.ended_at or 0.0 for p, _ in attempts)
         problems += _write("--junit", junit, errors.redact(report.junit_xml(attempts, took)), overwrite)
     if html is not None:
         problems += _write("--report", html, _html(merged, now, html, code), overwrite)

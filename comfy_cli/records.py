@@ -11,13 +11,15 @@ from comfy_cli.manifest import record
 
 
 class Records:
-    def __init__(self, manifest, worker, live, opts, run_id, saved, places, view_url):
+    def __init__(self, manifest, worker, live, opts, run_id, saved, places, view_url, attempt):
         """`manifest`/`worker`: the file and its writer (None without --output-dir); `live`: the
         --report page (or None); `saved(prompt_id)`: a prompt's files; `places`: prompt id ->
-        index for prompts followed (not a batch's); `view_url(prompt, item)`: an output's URL."""
+        index for prompts followed (not a batch's); `view_url(prompt, item)`: an output's URL;
+        `attempt(prompt)`: its dispatch.Attempt (item, try, server)."""
         self.manifest, self.worker, self.live = manifest, worker, live  # where lines go
         self.opts, self.run_id = opts, run_id
         self.saved, self.places, self.view_url = saved, places, view_url  # what it asks the run
+        self.attempt = attempt
         self.wanted = manifest is not None or live is not None
 
     def start(self):
@@ -39,10 +41,11 @@ class Records:
         """A prompt ended: its line, kept for the report and handed to the writer."""
         if not self.wanted:
             return
-        index = prompt.item if prompt.item is not None else self.places.get(prompt.prompt_id)
+        attempt = self.attempt(prompt)
+        index = attempt.item if attempt.item is not None else self.places.get(prompt.prompt_id)
         ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
         doc = errors.redact_obj(record(prompt, index, self.run_id, self.saved(prompt.prompt_id), self.opts.output_dir,
-                                       self.view_url, self.opts.include_temp, self.opts.plan, ended))
+                                       self.view_url, self.opts.include_temp, self.opts.plan, ended, attempt))
         if self.live is not None:
             self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)
@@ -55,7 +58,7 @@ class Records:
         if self.manifest is None:
             return
         for prompt in prompts:
-            if prompt.item is not None and prompt.settled:
+            if prompt.settled and self.attempt(prompt).item is not None:
                 doc = self.manifest.earlier.get(prompt.prompt_id)
                 if doc is None:
                     self.add(prompt)

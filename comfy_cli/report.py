@@ -2,6 +2,7 @@
 
 from comfy_cli import errors
 from comfy_cli import tracker as tr
+from comfy_cli.dispatch import Attempt
 
 SCHEMA = "comfy-cli.run/1"
 
@@ -129,8 +130,9 @@ def output_key(node, item):
     return (node, item.get("filename"), item.get("subfolder", ""), item.get("type", "output"))
 
 
-def summary(prompts, view_url, servers, exit_code_value, include_temp=False, saved=None, lazy=False):
-    """The --json document (and the last --events line). `prompts`: every attempt, in order;
+def summary(attempts, view_url, servers, exit_code_value, include_temp=False, saved=None, lazy=False):
+    """The --json document (and the last --events line). `attempts`: (prompt, dispatch.Attempt)
+    of every attempt, in order;
     `view_url(prompt, item)`: an output's URL; `servers`: their base URLs, the first the main
     one; `saved`: prompt_id -> {output key: path}. `lazy`: "prompts" is a generator (for
     `write_json`, so a batch of thousands is never held as one document)."""
@@ -142,7 +144,7 @@ def summary(prompts, view_url, servers, exit_code_value, include_temp=False, sav
     }
     if len(servers) > 1:
         doc["servers"] = list(servers)
-    each = (prompt_summary(p, view_url, include_temp, saved.get(p.prompt_id, {})) for p in prompts)
+    each = (prompt_summary(p, view_url, include_temp, saved.get(p.prompt_id, {}), a) for p, a in attempts)
     doc["prompts"] = each if lazy else list(each)
     return doc
 
@@ -173,15 +175,16 @@ def write_json(out, doc):
     out.write("\n}\n")
 
 
-def prompt_summary(p, view_url, include_temp=False, saved=None):
+def prompt_summary(p, view_url, include_temp=False, saved=None, attempt=None):
+    """One prompt's entry; `attempt`: its dispatch.Attempt (None: a first attempt, not sent)."""
     graph = p.workflow.graph
     return {
         "workflow": p.workflow.path,
         "name": p.workflow.name,
         "values": dict(p.workflow.values),
         "prompt_id": p.prompt_id,
-        "server": p.server,
-        "attempt": p.attempt,
+        "server": (attempt or FIRST).server,
+        "attempt": (attempt or FIRST).number,
         "status": p.status,
         "number": p.number,
         "timings": {
@@ -241,33 +244,35 @@ def _span(a, b):
 
 
 FAILURES = (tr.FAILED, tr.INTERRUPTED, tr.MISMATCH)  # JUnit failures; other ends are errors
+FIRST = Attempt()  # what a prompt given without its Attempt is taken for: a first, of no batch
 
 
 def junit_xml(attempts, duration):
     """A JUnit XML report: one testcase per batch item (its last attempt), with its time, the
-    server that ran it, every attempt, and the failure message."""
+    server that ran it, every attempt, and the failure message. `attempts`: (prompt,
+    dispatch.Attempt or None) of every attempt, in order."""
     from xml.etree import ElementTree as ET
 
-    attempts = list(attempts)
+    attempts = [(p, a or FIRST) for p, a in attempts]
     last = {}
-    for p in attempts:
-        last[p.item if p.item is not None else p.prompt_id] = p
-    prompts = list(last.values())
+    for p, a in attempts:
+        last[a.item if a.item is not None else p.prompt_id] = (p, a)
+    prompts = [p for p, _ in last.values()]
     failed = sum(p.status in FAILURES for p in prompts)
     broken = sum(p.status not in FAILURES and p.status != tr.SUCCESS for p in prompts)
     suite = ET.Element("testsuite", name="comfy-cli", tests=str(len(prompts)), failures=str(failed),
                        errors=str(broken), skipped="0", time=f"{duration:.3f}")
-    for p in prompts:
+    for p, at in last.values():
         case = ET.SubElement(suite, "testcase", classname=p.workflow.path, name=p.workflow.name,
                              time=f"{_span(p.submitted_at, p.ended_at) or 0.0:.3f}")
         props = ET.SubElement(case, "properties")
         props.append(ET.Element("property", name="prompt_id", value=p.prompt_id))
-        if p.server:
-            props.append(ET.Element("property", name="server", value=p.server))
-        earlier = [a for a in attempts if a is not p and a.item is not None and a.item == p.item]
-        for a in earlier:
-            props.append(ET.Element("property", name=f"attempt {a.attempt}",
-                                    value=f"{a.status} on {getattr(a, 'server', None)} (prompt {a.prompt_id})"))
+        if at.server:
+            props.append(ET.Element("property", name="server", value=at.server))
+        earlier = [(e, a) for e, a in attempts if e is not p and a.item is not None and a.item == at.item]
+        for e, a in earlier:
+            props.append(ET.Element("property", name=f"attempt {a.number}",
+                                    value=f"{e.status} on {a.server} (prompt {e.prompt_id})"))
         if p.status == tr.SUCCESS:
             continue
         message = " ".join(failure_lines(p))[:2000] or p.status

@@ -201,9 +201,10 @@ class Server:
     def _submit(self, c):
         prompt = self.sup.prompt(c.prompt_id)
         journal = self.run.journal
-        record = journal.submitted if journal is not None and prompt.item is not None else None
+        attempt = self.run.attempt(prompt)
+        record = journal.submitted if journal is not None and attempt.item is not None else None
         self.workers["submitter"].put(jobs.submit, self.client, prompt.workflow, self.client_id, c.prompt_id,
-                                      record and (lambda: record(prompt)), self.files)
+                                      record and (lambda: record(prompt, attempt)), self.files)
 
     def _read_queue(self, c):
         self.workers["reader"].put(jobs.read_queue, self.client, c.gen)
@@ -261,6 +262,7 @@ class Run:
             # fsync is slow: the main loop hands `output` and `end` lines to a worker of their own
             # (a `submit` line is written by the submitter, just before its POST leaves).
             self.journal_worker = Worker("journal", _Tagged(self.events, None))
+        self.items = {}  # prompt id -> (item, attempt, server) of the batch's prompts, as the journal left them
         if opts.prompts is not None:
             self.prompts = list(opts.prompts)
         else:
@@ -279,13 +281,15 @@ class Run:
         files = runfiles.open_files(opts, lambda name: Worker(name, _Tagged(self.events, None)))
         self.folder, self.expecting, self.live = files.folder, files.expecting, files.live
         self.wall_started = time.time()
-        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.item is None}  # `wait`'s prompts
+        # `wait`'s prompts (not of a batch): their places in the order given
+        self.places = {p.prompt_id: i for i, p in enumerate(self.prompts) if p.prompt_id not in self.items}
         self.hurry = []  # the exit code, once a second signal asked to stop at once
         self._make_servers(urls)
         self.records = Records(files.manifest, files.manifest_worker, self.live, opts, self.client_id, self._saved,
-                               self.places, self._view_url)
-        self.shows = shows = Shows(self.view, self.stream, opts, self.several, self.records, self.expecting,
-                                   self.journal, self.journal_worker.put if self.journal is not None else None)
+                               self.places, self._view_url, self.attempt)
+        self.shows = shows = Shows(self.view, self.stream, opts, self.several, self.records, self.attempt,
+                                   self.expecting, self.journal,
+                                   self.journal_worker.put if self.journal is not None else None)
         self.ending = Ending(self.view, self.out, self.err, self.stream, opts, self.records, self.live,
                              self.expecting, downloading=self.folder is not None)
         self._do = {  # command type -> what carries it out, given (server, command)
@@ -311,25 +315,24 @@ class Run:
         # dispatcher.
         follow = [p for p in self.prompts if p.status != tr.WAITING]
         self.servers = [Server(i, url, opts, self.client_id, self.events, policy, self.started,
-                               [p for p in follow if p.item is None] if i == 0 else [], self)
+                               [p for p in follow if p.prompt_id not in self.items] if i == 0 else [], self)
                         for i, url in enumerate(urls)]
         self.client = self.servers[0].client
-        for prompt in self.prompts:
-            if prompt.status != tr.WAITING and prompt.server is None:
-                prompt.server = self.client.base
         plan = Plan(per_server=opts.per_server if opts.per_server is not None else (2 if several else None),
                     retry=backoff.retries(opts.retry), limits=limits)
-        self.disp = Dispatcher([p for p in self.prompts if p.status == tr.WAITING], [s.sup for s in self.servers],
-                               plan, self.started, names=[s.name for s in self.servers],
-                               node_types=opts.node_types)
+        waiting = [p for p in self.prompts if p.status == tr.WAITING]
+        self.disp = Dispatcher(waiting, [s.sup for s in self.servers], plan, self.started,
+                               names=[s.name for s in self.servers], node_types=opts.node_types,
+                               items=[self.items[p.prompt_id][0] for p in waiting])
         for prompt in follow:
-            if prompt.item is not None:  # from the journal
-                self.disp.known(prompt)
+            if prompt.prompt_id in self.items:  # from the journal
+                item, attempt, server = self.items[prompt.prompt_id]
+                self.disp.known(prompt, item, attempt, server or self.client.base)
                 if prompt.status == tr.SUBMITTING:
-                    self._server_named(prompt.server).sup.resume(prompt, self.started,
-                                                                 self.journal.outputs.get(prompt.prompt_id))
+                    self._server_named(server).sup.resume(prompt, self.started,
+                                                          self.journal.outputs.get(prompt.prompt_id))
             else:
-                self.disp.prompts.append(prompt)
+                self.disp.follow(prompt, self.client.base)
 
     def _prompt(self, item, wf):
         """The batch's item `item`: new, or as the journal last saw it."""
@@ -347,11 +350,13 @@ class Run:
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
             self.resumed.add(prompt.prompt_id)
-        prompt.item = item
-        if record is not None:
-            prompt.server = record.get("server")
-            prompt.attempt = record.get("attempt") or 1
+        self.items[prompt.prompt_id] = (item, 1, None) if record is None else \
+            (item, record.get("attempt") or 1, record.get("server"))
         return prompt
+
+    def attempt(self, prompt):
+        """The dispatcher's record of one of the run's prompts (its item, try, server)."""
+        return self.disp.attempt(prompt.prompt_id)
 
     @property
     def urls_printed(self):
@@ -426,12 +431,12 @@ class Run:
         """The run as the loop left it, for the summary (values only)."""
         sups = [s.sup for s in self.servers]
         return sm.End([s.name for s in self.servers], [sup.outcome() for sup in sups],
-                      [sup.silent_since() for sup in sups], self.disp.prompts,
+                      [sup.silent_since() for sup in sups], self.disp.every(),
                       self._finals(), self.earlier)
 
     def _finals(self):
         """Each batch item's last attempt, then the prompts followed (`wait`'s)."""
-        return list(self.disp.final.values()) + [p for p in self.prompts if p.prompt_id in self.places]
+        return self.disp.finals()
 
     def _stop_at_once(self):
         """The second Ctrl-C: no waiting for the cancel. The bars are drawn a last time as they are
@@ -491,8 +496,9 @@ class Run:
                 do[type(command)](server, command)
 
     def _view_url(self, prompt, item):
+        attempt = self.attempt(prompt)
         for server in self.servers:
-            if server.name == getattr(prompt, "server", None):
+            if attempt is not None and server.name == attempt.server:
                 return server.view_url(item)
         return self.client.view_url(item)
 
@@ -514,5 +520,5 @@ class Run:
 
     def _report_meta(self, code, running=None, queued=None):
         return livereport.meta(self.opts, [p.workflow.path for p in self.prompts], [s.name for s in self.servers],
-                               len(self.disp.final) + len(self.places), self.wall_started,
+                               len(self.disp.finals()), self.wall_started,
                                time.monotonic() - self.started, code, running, queued)

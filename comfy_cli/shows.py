@@ -9,11 +9,14 @@ from comfy_cli import view as views
 
 
 class Shows:
-    def __init__(self, view, stream, opts, several, records, expecting=None, journal=None, journal_put=None):
+    def __init__(self, view, stream, opts, several, records, attempt, expecting=None, journal=None,
+                 journal_put=None):
         """`stream`: the --events writer or None; `opts`: the run's Options (json, output_dir,
         verbose); `several`: the run has several servers (lines name the server); `records`:
-        the manifest lines (records.Records); `journal_put(fn, *args)`: the journal's worker."""
+        the manifest lines (records.Records); `attempt(prompt)`: its dispatch.Attempt (item,
+        try, server); `journal_put(fn, *args)`: the journal's worker."""
         self.view, self.stream, self.opts, self.several = view, stream, opts, several
+        self.attempt = attempt
         self.records, self.expecting = records, expecting  # what a prompt's end goes to
         self.journal, self.journal_put = journal, journal_put
         self.urls = 0  # /view URLs printed on stdout
@@ -24,12 +27,13 @@ class Shows:
 
     def added(self, server, c):
         prompt = c.prompt
-        self.view.added(prompt)
+        attempt = self.attempt(prompt)
+        self.view.added(prompt, attempt.server)
         if self.several and isinstance(self.view, views.LinesView):
-            attempt = f" (attempt {prompt.attempt})" if prompt.attempt > 1 else ""
-            self.view.note(f"{prompt.workflow.name}: sent to {prompt.server}{attempt}")
+            which = f" (attempt {attempt.number})" if attempt.number > 1 else ""
+            self.view.note(f"{prompt.workflow.name}: sent to {attempt.server}{which}")
         if self.stream:
-            self.stream.added(prompt)
+            self.stream.added(prompt, attempt)
 
     def changed(self, server, c):
         self.view.update(c.prompt)
@@ -37,8 +41,9 @@ class Shows:
             self.stream.update(c.prompt)
 
     def output(self, server, c):
-        if self.journal is not None and c.prompt.item is not None:
-            self.journal_put(self.journal.output, c.prompt, report.output_key(c.node, c.item), c.path)
+        attempt = self.attempt(c.prompt)
+        if self.journal is not None and attempt.item is not None:
+            self.journal_put(self.journal.output, c.prompt, attempt, report.output_key(c.node, c.item), c.path)
         if self.stream:
             self.stream.output(c.prompt, c.node, c.item, server.view_url(c.item), c.path)
         elif not self.opts.json and (c.path or not self.opts.output_dir):
@@ -49,8 +54,9 @@ class Shows:
     def report(self, server, c):
         prompt = c.prompt
         self.records.add(prompt)
-        if self.journal is not None and prompt.item is not None:
-            self.journal_put(self.journal.ended, self.journal.end_record(prompt))
+        attempt = self.attempt(prompt)
+        if self.journal is not None and attempt.item is not None:
+            self.journal_put(self.journal.ended, self.journal.end_record(prompt, attempt))
         self.view.update(prompt)
         for line in report.failure_lines(prompt, self.opts.verbose):
             self.view.note(line)

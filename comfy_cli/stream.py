@@ -32,10 +32,11 @@ class EventStream:
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()
 
-    def added(self, prompt):
+    def added(self, prompt, attempt=None):
+        """`attempt`: its dispatch.Attempt (None: a first attempt, on no server yet)."""
         self._seen[prompt.prompt_id] = (prompt.status, None, 0)
-        self.emit("submitted", prompt, workflow=prompt.workflow.path, server=getattr(prompt, "server", None),
-                  attempt=prompt.attempt)
+        self.emit("submitted", prompt, workflow=prompt.workflow.path, server=attempt.server if attempt else None,
+                  attempt=attempt.number if attempt else 1)
 
     def update(self, prompt):
         """Everything but the end, which `finished` reports once its outputs are known."""

@@ -13,7 +13,7 @@ class End(NamedTuple):
     names: list  # the servers' base URLs, the first the main one
     outcomes: list  # per server, its supervisor's Outcome
     silent: list  # per server, (monotonic, wall text) since when it has not answered, or None
-    attempts: list  # every attempt, in order (--json, --junit)
+    attempts: list  # (prompt, dispatch.Attempt) of every attempt, in order (--json, --junit)
     finals: list  # what the exit code and the summary line count
     earlier: dict  # prompt id -> {output key: path}: files of prompts ended in an earlier run
 

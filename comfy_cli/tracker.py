@@ -90,9 +90,6 @@ class Prompt:
         self.history_done = False  # its /history entry was replayed after the end
         self.settled = False  # ended, outputs complete, end reported: nothing more to do
         self.cancelled_earlier = None  # what an earlier `comfy-cli cancel` did to it, if it did (`wait`)
-        self.attempt = 1  # which try this is (--retry)
-        self.item = None  # its place in the batch (the dispatcher's); attempts of one item share it
-        self.server = None  # the server it was sent to
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------
@@ -353,14 +350,6 @@ class Board:
             self.running_id = None
 
     @property
-    def open(self):
-        return list(self._open.values())
-
-    @property
     def open_prompts(self):
         """A live view of the prompts not ended yet (do not end them while iterating)."""
         return self._open.values()
-
-    @property
-    def all_ended(self):
-        return not self._open

@@ -98,8 +98,8 @@ class QuietView:
 
     show_server = False  # several servers: say which one runs each prompt
 
-    def added(self, prompt):
-        pass
+    def added(self, prompt, server=None):
+        """A prompt to show, sent to `server` (None: not sent to one)."""
 
     def update(self, prompt):
         pass
@@ -132,7 +132,7 @@ class LinesView(QuietView):
         self._running = {}  # prompt_id -> (prompt, time of its last line): those with a node running
         self._last = 0.0
 
-    def added(self, prompt):
+    def added(self, prompt, server=None):
         self._seen[prompt.prompt_id] = (prompt.status, None, -1)
 
     def update(self, prompt):
@@ -395,10 +395,10 @@ class BarsView(QuietView):
         return self._bar(total=1, position=position, leave=leave, file=self.stream, bar_format=self.FORMAT,
                          mininterval=self.interval, **self._width, line=_Line(name, self.name_width))
 
-    def added(self, prompt):
+    def added(self, prompt, server=None):
         label = prompt.workflow.name
-        if self.show_server and prompt.server:
-            label += " @" + prompt.server.split("://", 1)[-1]  # which server runs it (several servers)
+        if self.show_server and server:
+            label += " @" + server.split("://", 1)[-1]  # which server runs it (several servers)
         bar = self._new_bar(label, len(self.bars))
         self.bars[prompt.prompt_id] = bar
         self.prompts[prompt.prompt_id] = prompt
@@ -518,18 +518,20 @@ class ManyBarsView(BarsView):
                                  bar_format=self.FORMAT, **self._width, line=_Overall(name_width, count))
         self.current = {}  # server (None with one) -> its "running now" bar
         self.shown = {}  # server -> prompt_id on its bar, or None
+        self.servers = {}  # prompt_id -> the server it was sent to
         self._last = 0.0
 
     def _slot(self, prompt):
-        key = prompt.server if self.show_server else None
+        key = self.servers.get(prompt.prompt_id) if self.show_server else None
         if key not in self.current:
             self.current[key] = self._new_bar("", 1 + len(self.current), leave=False)
             self.shown[key] = None
         return key
 
-    def added(self, prompt):
+    def added(self, prompt, server=None):
         self.prompts[prompt.prompt_id] = prompt
         self.speeds[prompt.prompt_id] = _Speed()
+        self.servers[prompt.prompt_id] = server
 
     def update(self, prompt):
         pid = prompt.prompt_id

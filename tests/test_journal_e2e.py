@@ -143,3 +143,20 @@ def test_the_journal_never_holds_a_token_the_server_echoes(tmp_path):
     assert token not in text
     end = [json.loads(line) for line in text.splitlines() if '"end"' in line]
     assert end[0]["status"] == "rejected" and end[0]["error"]["message"] == "bad ***"
+
+
+def test_each_attempt_is_journaled_with_its_item_try_and_server_and_a_resumed_run_keeps_them(sim, tmp_path):
+    # (the dispatcher's Attempt record, not the prompt, carries the item, the try and the server)
+    journal = tmp_path / "j"
+    args = ("run", workflow(tmp_path, "flaky"), "--url", sim.url, "--retry", "1", "--journal", str(journal), "--json")
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(text) for text in journal.read_text().splitlines()[1:]]
+    said = {(x["event"], x["item"], x["attempt"], x["server"]) for x in lines if x["event"] != "output"}
+    assert said == {(event, 0, n, sim.url) for event in ("submit", "end") for n in (1, 2)}
+    assert len(lines) - sum(x["event"] == "output" for x in lines) == 4
+    again = cli(*args)  # taken up: the item ended in the first run, on its second attempt
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert [(p["attempt"], p["server"], p["status"]) for p in doc["prompts"]] == [(2, sim.url, "success")]
+    assert len(sim.submissions) == 2

@@ -8,6 +8,7 @@ import pytest
 from comfy_cli import events as ev
 from comfy_cli import manifest
 from comfy_cli import tracker as tr
+from comfy_cli.dispatch import Attempt
 from comfy_cli.errors import UsageError
 from comfy_cli.workflow import Workflow
 from test_run_e2e import cli, start, workflow
@@ -20,8 +21,6 @@ GRAPH = {"1": {"class_type": "KSampler", "inputs": {"cfg": 6, "seed": 12}, "_met
 
 def ended(status=tr.SUCCESS, values=None, name="txt2img[cfg=6]"):
     p = tr.Prompt("pid-1", Workflow("flows/txt2img.json", name, GRAPH, values=values or {}))
-    p.server = "http://gpu:8188"
-    p.item = 7
     for e in [ev.Started(1.0, "pid-1", 1000), ev.Executing(1.0, "pid-1", "1", None),
               ev.Executing(3.5, "pid-1", "2", None),
               ev.Executed(3.75, "pid-1", "2", None, {"images": [{"filename": "a.png", "subfolder": "x",
@@ -34,15 +33,18 @@ def ended(status=tr.SUCCESS, values=None, name="txt2img[cfg=6]"):
     return p
 
 
+ATTEMPT = Attempt(7, 1, "http://gpu:8188")
+
+
 def view_url(prompt, item):
-    return f"{prompt.server}/view?filename={item['filename']}"
+    return f"{ATTEMPT.server}/view?filename={item['filename']}"
 
 
 def test_a_line_holds_what_made_the_prompt_and_what_came_of_it(tmp_path):
     out = str(tmp_path / "out")
     key = ("2", "a.png", "x", "output")
     doc = manifest.record(ended(values={"KSampler.cfg": 6, "KSampler.seed": 12}), 7, "run-1",
-                          {key: os.path.join(out, "x", "a.png")}, out, view_url)
+                          {key: os.path.join(out, "x", "a.png")}, out, view_url, attempt=ATTEMPT)
     assert doc["schema"] == "comfy-cli.manifest/1" and doc["run"] == "run-1"
     assert (doc["index"], doc["name"], doc["workflow"]) == (7, "txt2img[cfg=6]", "flows/txt2img.json")
     assert doc["values"] == {"KSampler.cfg": 6, "KSampler.seed": 12}

@@ -441,7 +441,7 @@ def check_reports(board):
             assert isinstance(node, str) and isinstance(item, dict) and isinstance(item["filename"], str)
         assert report.exit_code(p) in EXIT_CODES
         json.dumps(report.prompt_summary(p, lambda prompt, item: CLIENT.view_url(item), include_temp=True))
-    ET.fromstring(report.junit_xml(board.prompts.values(), 1.0).encode())
+    ET.fromstring(report.junit_xml([(p, None) for p in board.prompts.values()], 1.0).encode())
 
 
 class Invariants:
@@ -466,8 +466,8 @@ class Invariants:
             if p.ended:
                 assert p.progress.node is None and p.progress.step is None
             assert p.progress.step is None or len(p.progress.step) == 2
-        assert {p.prompt_id for p in board.open} == {pid for pid, p in board.prompts.items() if not p.ended}
-        assert board.all_ended == all(p.ended for p in board.prompts.values())
+        assert {p.prompt_id for p in board.open_prompts} == {pid for pid, p in board.prompts.items() if not p.ended}
+        assert (not board.open_prompts) == all(p.ended for p in board.prompts.values())
         assert board.running_id is None or board.running_id in board.prompts
 
 
@@ -485,7 +485,7 @@ def replay(board, items, encode=dumps):
         elif kind == "raw":
             event = ev.parse(item[1], at)
         elif kind == "gap":
-            for p in board.open:
+            for p in list(board.open_prompts):
                 p.gap()
         elif kind == "event":
             event = ev.Queued(at, item[2], item[3]) if item[1] == "queued" else ev.Vanished(at, item[2])

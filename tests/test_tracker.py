@@ -39,7 +39,7 @@ class Replay:
             if "history" in line:
                 self.histories[line["history"]["prompt_id"]] = line["history"]["body"]
             if line.get("note") == "ws_closed_by_client_for_reconnect":
-                for p in self.board.open:
+                for p in list(self.board.open_prompts):
                     p.gap()
             if line.get("sock") not in sockets or "ws" not in line:
                 continue

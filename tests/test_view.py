@@ -62,23 +62,22 @@ def test_many_prompts_on_several_servers_show_what_runs_on_each():
     v = view.ManyBarsView(io.StringIO(), io.StringIO(), 3, 20, columns=120, clock=Clock())
     v.show_server = True
     a, b = tr.Prompt("a", WF), tr.Prompt("b", WF)
-    a.server, b.server = "http://gpu1:8188", "http://gpu2:8188"
+    server = {a: "http://gpu1:8188", b: "http://gpu2:8188"}
     for p in (a, b):
-        v.added(p)
+        v.added(p, server[p])
         feed(v, p, ev.Started(1.0, p.prompt_id, None), ev.Executing(1.0, p.prompt_id, "1", "1"),
              ev.Progress(1.0, p.prompt_id, "1", 3, 8))
     v._redraw(force=True)
     lines = {key: str(bar) for key, bar in v.current.items()}
-    assert set(lines) == {a.server, b.server}
-    assert "w @gpu1:8188" in lines[a.server] and "w @gpu2:8188" in lines[b.server]
-    assert "Sampler 3/8" in lines[a.server]
+    assert set(lines) == {server[a], server[b]}
+    assert "w @gpu1:8188" in lines[server[a]] and "w @gpu2:8188" in lines[server[b]]
+    assert "Sampler 3/8" in lines[server[a]]
     # The next prompt on gpu1 takes gpu1's bar; gpu2's is untouched.
     feed(v, a, ev.Succeeded(2.0, "a", None))
     c = tr.Prompt("c", WF)
-    c.server = a.server
-    v.added(c)
+    v.added(c, server[a])
     feed(v, c, ev.Started(2.0, "c", None))
-    assert v.shown == {a.server: "c", b.server: "b"} and len(v.current) == 2
+    assert v.shown == {server[a]: "c", server[b]: "b"} and len(v.current) == 2
     v.close()
 
 

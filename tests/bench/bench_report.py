@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from comfy_cli import events as ev  # noqa: E402
 from comfy_cli import htmlreport, manifest  # noqa: E402
 from comfy_cli import tracker as tr  # noqa: E402
+from comfy_cli.dispatch import Attempt  # noqa: E402
 from comfy_cli.outputs import write_new  # noqa: E402
 from comfy_cli.workflow import Workflow  # noqa: E402
 
@@ -44,7 +45,6 @@ def line(i, out):
               "CLIPTextEncode.text": ("a red fox in the snow, golden hour, " * 6)[:200], "KSampler.seed": 1000 + i}
     name = f"txt2img[cfg={cfg},steps={steps},sampler={sampler}]"
     p = tr.Prompt(f"prompt-{i:06d}", Workflow("flows/txt2img.json", name, graph(), values=values))
-    p.server, p.item = "http://gpu1:8188", i
     t = float(i)
     p.sending(t)
     p.accepted(i)
@@ -59,7 +59,8 @@ def line(i, out):
     for e in events:
         p.handle(e)
     saved = {("8", file["filename"], "", "output"): os.path.join(out, file["filename"])}
-    return manifest.record(p, i, "bench", saved, out, lambda prompt, item: "http://gpu1:8188/view?x")
+    return manifest.record(p, i, "bench", saved, out, lambda prompt, item: "http://gpu1:8188/view?x",
+                           attempt=Attempt(i, 1, "http://gpu1:8188"))
 
 
 def main():
