@@ -46,7 +46,7 @@ HISTORY = Backoff(first=0.05, cap=1.5, tries=6)  # the /history entry can lag th
 GET = Backoff(first=0.25, cap=2.0, tries=4)  # an idempotent GET outside the run loop (`status`)
 DOWNLOAD = Backoff(first=0.5, cap=2.0, tries=2)  # a /view download that failed
 RECHECK = Backoff(first=5.0, factor=1.0, cap=5.0)  # a server not reached at the start, when others work
-CANCEL = Backoff(first=0.0, factor=1.0, cap=0.0, tries=1)  # cancelling: a second pass at once (see Client.cancel)
+CANCEL = Backoff(first=0.0, factor=1.0, cap=0.0, tries=1)  # a pass for those a cancel pass deleted: at once
 WITHDRAW = Backoff(first=1.0, cap=30.0)  # deleting prompts moved away from a server that is back
 RECONNECT = Backoff(first=0.5, cap=10.0, jitter=0.25)  # the websocket, for as long as the run lasts
 

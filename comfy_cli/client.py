@@ -248,21 +248,18 @@ class Client:
         self._request("POST", "/interrupt", json=body)
 
     def cancel(self, prompt_ids, deleted, interrupted):
-        """Delete those of `prompt_ids` that wait in the queue and interrupt those that run, by
-        prompt id, so another client's prompt is never touched. Twice: a pending one may start
-        between the read and the delete. `deleted` and `interrupted` (sets) collect what was
-        done, also when a ServerError ends it part way."""
+        """One pass: read /queue, delete those of `prompt_ids` that wait there and interrupt those
+        that run, by prompt id, so another client's prompt is never touched. `deleted` and
+        `interrupted` (sets) collect what was done, also when a ServerError ends it part way.
+        A pending one may start between the read and the delete: whether and when another pass
+        follows for those deleted is the caller's rule (`backoff.CANCEL`)."""
         mine = set(prompt_ids)
-        for wait in (0.0,) + tuple(backoff.CANCEL.waits()):
-            time.sleep(wait)  # (the first pass at once)
-            running, pending = self.queue(retry=False)
-            waiting = [pid for pid in pending if pid in mine and pid not in deleted]
-            run_now = [pid for pid in running if pid in mine and pid not in interrupted]
-            if not waiting and not run_now:
-                return
-            self.delete_pending(waiting)
-            deleted.update(waiting)
-            for pid in run_now:
+        running, pending = self.queue(retry=False)
+        waiting = [pid for pid in pending if pid in mine]
+        self.delete_pending(waiting)
+        deleted.update(waiting)
+        for pid in running:
+            if pid in mine:
                 self.interrupt(pid)
                 interrupted.add(pid)
 

@@ -6,9 +6,10 @@ open within the limits' `connect_timeout` (or fails at once), a `CheckServer` as
 the only server not answering ends the run; with other servers it is noted and checked again
 (`policy.recheck`, a Backoff), and the dispatcher gives the work to the others. Any answer
 ends a "not answering" spell. A server that answers again after its prompts were moved away
-(failover) first has them deleted (`Withdraw`); a withdrawal that fails is tried again
-(`backoff.WITHDRAW`) until it succeeds or the run ends, and those never removed are listed
-at the end (`not_withdrawn`).
+(failover) first has them deleted (`Withdraw`, one pass like a cancel's, and one more for
+those deleted, which may have started meanwhile: `backoff.CANCEL`); a withdrawal that fails
+is tried again (`backoff.WITHDRAW`) until it succeeds or the run ends, and those never
+removed are listed at the end (`not_withdrawn`).
 
 The websocket's own timers (connect tries, ping and pong, reconnect waits) are the
 listener's; this part only hears what became of them (`Connected`, `Disconnected`).
@@ -46,6 +47,10 @@ class Connection(Part):
         self.withdrawing = None  # the ids of the Withdraw with the worker, or None
         self.withdraw_at = None  # when a failed withdrawal is tried again
         self.withdraw_tries = 0
+        self.follow_up = None  # ids the last pass deleted: another pass makes sure none had started
+        self.follow_at = None
+        self.following = False  # the Withdraw with the worker is such a pass
+        self.passes = 0  # passes of this withdrawal that worked
         self.ran_twice = []  # moved prompts that ran here anyway
 
     # ---- asked by the other parts -----------------------------------------------------------
@@ -78,14 +83,15 @@ class Connection(Part):
         return bool(self.to_delete)
 
     def busy(self):
-        """A Withdraw is with the worker: the run waits for it."""
-        return self.withdrawing is not None
+        """A Withdraw is with the worker or due at once: the run waits for it."""
+        return self.withdrawing is not None or self.follow_up is not None
 
     def forget_withdrawal(self):
         """A worker crashed: the Withdraw it may have had never answers."""
         if self.withdrawing is not None:
             self.to_delete.update(self.withdrawing)
             self.withdrawing = None
+        self.follow_up = self.follow_at = None
 
     def to_withdraw(self, pid):
         """A prompt moved away from here: delete it here when the server answers again."""
@@ -178,6 +184,7 @@ class Connection(Part):
 
     def withdrawn(self, e, now, out):
         ids, self.withdrawing = self.withdrawing or (), None
+        following, self.following = self.following, False
         gone = set(e.deleted) | set(e.interrupted)
         self.ran_twice.extend(e.ran)
         if e.problem:
@@ -188,9 +195,18 @@ class Connection(Part):
                             f"trying again in {self.withdraw_at - now:g} s"))
         else:
             self.withdraw_tries = 0
-        if gone:
+            self._follow(e.deleted, now)
+        if gone and not following:  # (a follow-up pass only makes sure of those counted)
             out.append(Note(f"{self.name}: answering again; removed {len(gone)} of our prompts that had been "
                             "moved to other servers"))
+
+    def _follow(self, deleted, now):
+        self.passes += 1
+        if deleted and backoff.CANCEL.allows(self.passes):
+            self.follow_up = tuple(sorted(deleted))
+            self.follow_at = now + backoff.CANCEL.delay(self.passes)
+        else:
+            self.passes = 0
 
     # ---- time -----------------------------------------------------------------------------
     def timers(self, now, out):
@@ -205,9 +221,15 @@ class Connection(Part):
                 self._withdraw(out)
             else:
                 self.withdraw_at = None
+        if self.follow_up is not None and now >= self.follow_at and self.withdrawing is None:
+            self.withdrawing, self.follow_up, self.follow_at = self.follow_up, None, None
+            self.following = True
+            out.append(Withdraw(self.withdrawing))
 
     def next_wakeup(self):
         times = [t for t in (self.recheck_at, self.withdraw_at) if t is not None]
+        if self.follow_at is not None and self.withdrawing is None:
+            times.append(self.follow_at)
         if self.socket is Socket.OPENING:
             times.append(self.started + self.policy.limits.connect_timeout)
         return min(times, default=None)

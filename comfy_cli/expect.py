@@ -318,13 +318,18 @@ class ForRun:
                              f"{counts[REMOVED]} removed in {self.check.root}")
             else:
                 lines.append(f"--update-expected: nothing to change in {self.check.root}")
-        if self.scratch:
-            if any(o.failed for o in outcomes):
-                self.kept = True
-                lines.append(f"outputs and difference images are kept in {self.scratch} "
-                             "(add --output-dir DIR to choose the folder)")
-            else:
-                import shutil
+        return lines + self.abandon(prompts)
 
-                shutil.rmtree(self.scratch, ignore_errors=True)
-        return lines
+    def abandon(self, prompts):
+        """The temporary folder removed unless a prompt differed (then a line says where it is
+        kept). Also for a run that stops at once, without its other closing lines."""
+        if not self.scratch or self.kept:
+            return []
+        if any(o.failed for p in prompts for o in p.checked or ()):
+            self.kept = True
+            return [f"outputs and difference images are kept in {self.scratch} (add --output-dir DIR to choose "
+                    "the folder)"]
+        import shutil
+
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return []

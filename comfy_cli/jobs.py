@@ -116,7 +116,8 @@ def download(client, folder, c, stop, folder_name, reuse_same=False):
 
 
 def cancel(client, ids):
-    """Client.cancel as a job: what it deleted and interrupted, even when it stopped part way."""
+    """One Client.cancel pass as a job: what it deleted and interrupted, even when it stopped
+    part way (whether another pass follows is the supervisor's rule)."""
     deleted, interrupted, problem = set(), set(), None
     try:
         client.cancel(ids, deleted, interrupted)

@@ -145,13 +145,9 @@ class Listener(threading.Thread):
                     opcode, frame = ws.recv_data_frame(True)
                     data = frame.data
             except websocket.WebSocketTimeoutException:
-                # Silence is normal during slow nodes; a ping tells a quiet socket from a dead one.
-                if pinged and clock() - last_rx > self.ping_interval + self.pong_timeout:
-                    return "no answer to ping"
-                try:
-                    ws.ping()
-                except Exception as exc:
-                    return _describe(exc)
+                dead = self._ping(ws, pinged, clock() - last_rx)
+                if dead is not None:
+                    return dead
                 pinged = True
                 continue
             except Exception as exc:
@@ -172,6 +168,17 @@ class Listener(threading.Thread):
                 return "closed by the server"
             # Binary frames and control frames are dropped here, never kept.
         return "stopped"
+
+    def _ping(self, ws, pinged, quiet):
+        """Nothing came for a while: ping, or say why the socket is dead (None once pinged).
+        Silence is normal during slow nodes; a ping tells a quiet socket from a dead one."""
+        if pinged and quiet > self.ping_interval + self.pong_timeout:
+            return "no answer to ping"
+        try:
+            ws.ping()
+        except Exception as exc:
+            return _describe(exc)
+        return None
 
 
 class FrameTooLarge(websocket.WebSocketException):

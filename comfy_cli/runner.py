@@ -449,8 +449,9 @@ class Run:
         else:
             line = self.ending.line(self._end(), time.monotonic() - self.started)
         try:
+            kept = self.expecting.abandon(self._finals()) if self.expecting else []
             self.out.flush()
-            self.err.write(line + "\n")
+            self.err.write("".join(f"{text}\n" for text in [line] + kept))
             self.err.flush()
         finally:
             os._exit(self.hurry[0])

@@ -4,11 +4,15 @@
 thread never makes a prompt time out; `deadline` counts from the start (both from the one
 `Limits`). When one passes, or a signal arrives, the open prompts end and ours on the server
 are cancelled, after any POST still in flight has answered (else a prompt could land after
-the cancel), waiting at most `CANCEL_WAIT` for those POSTs and again for the cancel itself. A
-crashed worker (a bug) breaks the run off the same way, and nothing waits for the answer it
-lost.
+the cancel), waiting at most `CANCEL_WAIT` for those POSTs and again for each pass of the
+cancel. A pass (`Cancel`, one for the worker) reads /queue, deletes ours that wait and
+interrupts ours that run; a prompt it deleted may have started between the read and the
+delete, so while a pass deleted something, another follows for those, `backoff.CANCEL`'s wait
+later, as often as it allows. A crashed worker (a bug) breaks the run off the same way, and
+nothing waits for the answer it lost.
 """
 
+from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.commands import Cancel, Changed, Note
@@ -24,9 +28,13 @@ class Stopping(Part):
         self.stop = None  # (status, reason) once the run is giving up
         self.fatal = None  # a message, when the run broke off
         self.signal_code = None
-        self.cancel_ids = None  # ids to cancel once no POST is in flight, or None
-        self.cancel_until = None
+        self.cancel_ids = None  # ids of the next pass, or None
+        self.cancel_at = None  # when the next pass goes (None: the first, once no POST is in flight)
+        self.cancel_until = None  # the most we wait for POSTs in flight, then for a pass's answer
         self.cancelling = None  # the ids of the Cancel with the worker, or None
+        self.passes = 0
+        self.asked = ()  # every id cancelled, and what the passes did to them:
+        self.deleted, self.interrupted, self.cancel_problem = set(), set(), None
 
     # ---- asked and told by the other parts ------------------------------------------------
     def stopping(self):
@@ -52,6 +60,7 @@ class Stopping(Part):
         """The server never had this one after all (it refused it late)."""
         if self.cancel_ids is not None:
             self.cancel_ids = tuple(i for i in self.cancel_ids if i != pid) or None
+        self.asked = tuple(i for i in self.asked if i != pid)
 
     def heard(self, at):
         if at > self.last_heard:
@@ -96,19 +105,27 @@ class Stopping(Part):
         self.p.after.settle_all(out, ended_only=True)
 
     def cancel_done(self, e, now, out):
-        ids = self.cancelling or ()
-        self.cancelling = None
-        self.cancel_until = None
-        deleted, interrupted = set(e.deleted), set(e.interrupted)
+        """One pass answered: another for those it deleted, or say what became of each."""
+        if self.cancelling is None:
+            return  # (a late answer: its pass was given up already)
+        ids, self.cancelling, self.cancel_until = self.cancelling, None, None
+        self.deleted.update(e.deleted)
+        self.interrupted.update(e.interrupted)
         if e.problem:
+            self.cancel_problem = e.problem
             out.append(Note(f"could not cancel on the server: {e.problem}; prompt ids: {' '.join(ids)}"))
-        for pid in ids:
+        elif e.deleted and backoff.CANCEL.allows(self.passes):
+            self.cancel_ids = tuple(pid for pid in ids if pid in e.deleted)
+            self.cancel_at = now + backoff.CANCEL.delay(self.passes)
+            self._maybe_cancel(now, out)
+            return
+        for pid in self.asked:
             prompt = self.board.prompts[pid]
-            if pid in deleted:
-                prompt.explain(": removed from the queue")
-            elif pid in interrupted:
+            if pid in self.interrupted:  # (also one deleted that had started after all)
                 prompt.explain(": interrupted on the server")
-            elif not e.problem:
+            elif pid in self.deleted:
+                prompt.explain(": removed from the queue")
+            elif not self.cancel_problem:
                 prompt.explain(": it had already left the server's queue")
         self.p.after.settle_all(out)
 
@@ -161,18 +178,24 @@ class Stopping(Part):
         if status in (tr.CANCELLED, tr.DETACHED):
             self.p.after.drop_downloads()  # the user wants out: do not wait for files
         if ids:
-            self.cancel_ids = tuple(ids)
+            self.cancel_ids = self.asked = tuple(ids)
             self.cancel_until = now + CANCEL_WAIT
             self._maybe_cancel(now, out)
         self.p.after.settle_all(out)
 
     def _maybe_cancel(self, now, out):
-        """Send the Cancel once no POST is in flight (one could land after it otherwise)."""
-        if self.cancel_ids is None or (self.p.subs.in_flight() and now < self.cancel_until):
+        """Send the next pass when due: the first once no POST is in flight (one could land
+        after it otherwise), the others at their time."""
+        if self.cancel_ids is None:
             return
-        ids, self.cancel_ids = self.cancel_ids, None
+        if self.cancel_at is None and self.p.subs.in_flight() and now < self.cancel_until:
+            return
+        if self.cancel_at is not None and now < self.cancel_at:
+            return
+        ids, self.cancel_ids, self.cancel_at = self.cancel_ids, None, None
         self.cancelling = ids
         self.cancel_until = now + CANCEL_WAIT
+        self.passes += 1
         out.append(Cancel(ids))
 
     # ---- time -----------------------------------------------------------------------------
@@ -192,8 +215,9 @@ class Stopping(Part):
                 times.append(self.last_heard + lim.timeout)
         if self.cancel_until is not None:
             times.append(self.cancel_until)
+        if self.cancel_at is not None:
+            times.append(self.cancel_at)
         return min(times, default=None)
-
 
 
 def gone_by(limits, asked_at):

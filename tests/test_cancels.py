@@ -93,3 +93,58 @@ def test_the_watch_gives_up_at_the_limit():
     said = cancels.cancel(server, ["a"], 3, set(), set(), clock=clock, sleep=clock.sleep)
     assert said["a"].kind == cancels.UNCONFIRMED and clock.now == 3
     assert server.reads < 20  # waits between looks grow (a Backoff), up to half a second
+
+
+# ---- the watch alone: what it asks for, given what it was told and the time --------------
+def test_the_watch_passes_once_more_for_those_deleted_then_looks_on_the_confirm_backoff(monkeypatch):
+    from comfy_cli import backoff
+
+    monkeypatch.setattr(backoff, "CANCEL", backoff.Backoff(first=0.5, factor=1.0, cap=0.5, tries=1))
+    w = cancels.Watch(["a", "b", "c"], 5, 0.0, view)
+    assert w.step(0.0) == cancels.Pass(("a", "b", "c"))
+    w.passed({"b", "c"}, {"a"}, 0.1)  # b and c were pending: one may have started meanwhile
+    assert w.step(0.1) == cancels.Wake(0.6)
+    assert w.step(0.6) == cancels.Pass(("b", "c"))
+    w.passed(set(), {"b"}, 0.7)  # b had started: interrupted now; no more passes
+    assert w.step(0.7) == cancels.Look()
+    w.looked(["a", "b"], [], 0.8)
+    assert w.step(0.8) == cancels.Entry("c")  # out of the queue: had it ended first?
+    w.found("c", None, 0.8)
+    first = cancels.CONFIRM.delay(1)
+    assert w.step(0.8) == cancels.Wake(0.8 + first) and w.said == {"c": cancels.Verdict(cancels.CANCELLED,
+                                                                                         "removed from the queue")}
+    assert w.step(0.8 + first) == cancels.Look()
+    w.looked(["b"], [], 1.0)
+    assert w.step(1.0) == cancels.Entry("a")  # out of the queue: its end decides
+    w.found("a", entry("a", "interrupted"), 1.1)
+    assert w.said["a"].kind == cancels.CANCELLED
+    assert w.step(1.1) == cancels.Wake(1.1 + cancels.CONFIRM.delay(2))
+
+
+def test_the_watch_wakes_at_its_limit_and_the_last_look_decides():
+    w = cancels.Watch(["a"], 1.0, 0.0, view)
+    assert w.step(0.0) == cancels.Pass(("a",))
+    w.passed(set(), {"a"}, 0.0)
+    now = 0.0
+    while True:
+        do = w.step(now)
+        if type(do) is cancels.Wake:
+            assert do.at <= 1.0  # never past the limit
+            now = do.at
+        elif do == cancels.Look():
+            w.looked(["a"], [], now)
+        else:
+            break
+    assert do is None and now == 1.0
+    assert w.said["a"].kind == cancels.UNCONFIRMED and "within 1 s" in w.said["a"].text
+
+
+def test_the_watch_says_unknown_of_a_prompt_nothing_was_done_to():
+    w = cancels.Watch(["a"], 5, 0.0, view, earlier={})
+    w.step(0.0)
+    w.passed(set(), set(), 0.0)
+    assert w.step(0.0) == cancels.Look()
+    w.looked([], [], 0.0)
+    assert w.step(0.0) == cancels.Entry("a")
+    w.found("a", None, 0.0)
+    assert w.step(0.0) is None and w.said["a"].kind == cancels.UNKNOWN

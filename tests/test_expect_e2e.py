@@ -1,15 +1,21 @@
 """--expect, --tolerance and --update-expected: the real `comfy-cli` against the simulator."""
 
+import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from xml.etree import ElementTree as ET
 
 import pytest
 from PIL import Image
 from test_compare import tree
+
+from comfy_cli.sim import Faults, SimServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -265,3 +271,95 @@ def test_the_report_shows_each_mismatch(sim, tmp_path, expected):
     for src in srcs:  # every picture is there, relative to the page
         assert (page.parent / src).is_file(), src
     assert srcs[2].endswith(".diff.png")
+
+
+# ---- a run stopped by a signal -----------------------------------------------------------------
+class HeardCancel(Faults):
+    """Says when the server was asked to interrupt; with `deaf`, it never answers (so a second
+    signal finds the run waiting for the cancel)."""
+
+    def __init__(self, deaf=True):
+        super().__init__()
+        self.heard, self.deaf = threading.Event(), deaf
+
+    async def on_http(self, request):
+        if request.method == "POST" and request.path.endswith("/interrupt"):
+            self.heard.set()
+            if self.deaf:
+                await asyncio.sleep(60)
+        return None
+
+
+def until(condition, seconds=30):
+    """Wait for `condition()` to hold (checked every 20 ms), at most `seconds`."""
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def slow(tmp_path):
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps({
+        "1": {"class_type": "TestSteps", "inputs": {"steps": 5000, "seconds_per_step": 0.01, "seed": 1}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "slow"}}}))
+    return str(path)
+
+
+def stopped(sim, tmp_path, workflows, expected, signals, ready):
+    """`run` with --expect and no --output-dir, stopped by SIGTERM `signals` times once `ready(scratch)`;
+    (exit code, stderr, what is left in $TMPDIR)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    env.pop("COMFY_URL", None)
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "comfy_cli", "run", *workflows, "--url", sim.url,
+                                 "--expect", str(expected), "--progress", "none"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert until(lambda: ready(scratch)), (tmp_path / "err.txt").read_text()
+            proc.send_signal(signal.SIGTERM)
+            if signals == 2:
+                assert sim.faults.heard.wait(30), "no cancel was sent"
+                proc.send_signal(signal.SIGTERM)
+            code = proc.wait(30)
+        finally:
+            proc.kill()
+            proc.wait(10)
+    return code, (tmp_path / "err.txt").read_text(), os.listdir(scratch)
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_run_stopped_by_a_signal_removes_its_temporary_folder(tmp_path, signals):
+    """Stopped by a signal (twice: at once, without waiting for the cancel), nothing differed:
+    the temporary download folder goes, as at a normal end."""
+    (tmp_path / "expected").mkdir()
+    with SimServer(faults=HeardCancel(deaf=signals == 2)) as sim:
+        code, err, left = stopped(sim, tmp_path, [slow(tmp_path)], tmp_path / "expected", signals,
+                                  lambda scratch: sim.submissions and os.listdir(scratch))
+    assert code == 143, err
+    assert ("stopped at once" in err) == (signals == 2), err
+    assert left == [], err
+
+
+def test_a_run_stopped_at_once_keeps_the_folder_when_something_differed(tmp_path):
+    with SimServer(faults=HeardCancel()) as sim:
+        exp = tmp_path / "expected"
+        made = cli("run", write(tmp_path), "--url", sim.url, "--expect", str(exp), "--update-expected")
+        assert made.returncode == 0, made.stderr
+        changed = write(tmp_path, seed=6)
+
+        def compared(scratch):
+            folders = os.listdir(scratch)
+            return folders and any(n.endswith(".diff.png") for n in os.listdir(scratch / folders[0]))
+
+        code, err, left = stopped(sim, tmp_path, [changed, slow(tmp_path)], exp, 2, compared)
+    assert code == 143, err
+    assert len(left) == 1 and left[0].startswith("comfy-cli-expect-")
+    lines = err.splitlines()
+    assert lines[-2].startswith("comfy-cli: stopped at once: prompts may still run on the server: "), err
+    assert lines[-1] == (f"outputs and difference images are kept in {tmp_path / 'tmp' / left[0]} "
+                         "(add --output-dir DIR to choose the folder)")

@@ -21,12 +21,18 @@ def back(h):
 
 
 # ---- Connection -------------------------------------------------------------------------
-def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
+def two_moved_and_back():
+    """Two accepted prompts moved away; the server answers again (a Withdraw goes out)."""
     h = Harness(n=2, alone=False)
     h.accept(0)
     h.accept(1)
     moved_away(h, "p0", "p1")
     back(h)
+    return h
+
+
+def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
+    h = two_moved_and_back()
     assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1")]
     h.feed(ev.Withdrawn(h.now, ("p1",), (), (), "HTTP 500"))  # p1 went, p0 did not
     assert "trying again in 1 s" in h.of(sv.Note)[-2].text
@@ -44,9 +50,22 @@ def test_a_failed_withdrawal_is_tried_again_with_backoff_until_it_succeeds():
     h.advance(0.01)
     assert len(h.of(sv.Withdraw)) == 3
     h.feed(ev.Withdrawn(h.now, ("p0",), (), (), None))
+    # p0 was deleted: it may have started between the read and the delete; one more pass at once
+    assert h.of(sv.Withdraw)[-1].prompt_ids == ("p0",) and not h.sup.done
+    h.feed(ev.Withdrawn(h.now, (), (), (), None))
     assert h.sup.outcome().not_withdrawn == [] and h.sup.done
     h.advance(60)
-    assert len(h.of(sv.Withdraw)) == 3
+    assert len(h.of(sv.Withdraw)) == 4
+
+
+def test_a_withdrawal_that_deleted_makes_sure_with_one_more_pass():
+    h = two_moved_and_back()
+    h.feed(ev.Withdrawn(h.now, ("p0", "p1"), (), (), None))
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)] == [("p0", "p1"), ("p0", "p1")] and not h.sup.done
+    notes = len(h.of(sv.Note))
+    h.feed(ev.Withdrawn(h.now, (), ("p1",), ("p0",), None))  # p1 had started; p0 even ended here
+    assert len(h.of(sv.Note)) == notes  # (both were counted as removed already)
+    assert h.sup.take_ran_twice() == ["p0"] and h.sup.done and len(h.of(sv.Withdraw)) == 2
 
 
 def test_a_moved_prompt_that_ran_anyway_is_told_to_the_dispatcher_once():
@@ -137,10 +156,62 @@ def test_what_the_cancel_did_is_added_to_each_prompt_s_error():
     h.feed(ev.Signal(h.now, 130))
     (cancel,) = h.of(sv.Cancel)
     h.feed(ev.CancelDone(h.now, ("p1",), ("p0",), None))
+    assert h.of(sv.Cancel)[-1].prompt_ids == ("p1",)  # the pass after one that deleted
+    h.feed(ev.CancelDone(h.now, (), (), None))
     messages = [h.prompt(i).error["message"] for i in range(3)]
     assert messages == ["cancelled by you: interrupted on the server", "cancelled by you: removed from the queue",
                         "cancelled by you: it had already left the server's queue"]
     assert h.sup.outcome().signal_code == 130 and h.sup.done
+
+
+def test_a_cancel_pass_that_deleted_is_followed_by_one_for_those_on_the_cancel_backoff(monkeypatch):
+    monkeypatch.setattr(backoff, "CANCEL", backoff.Backoff(first=0.5, factor=2.0, cap=5.0, tries=2))
+    h = Harness(n=3)
+    for i in range(3):
+        h.accept(i)
+    h.feed(ev.Signal(h.now, 130))
+    assert [c.prompt_ids for c in h.of(sv.Cancel)] == [("p0", "p1", "p2")]
+    h.feed(ev.CancelDone(h.now, ("p1", "p2"), ("p0",), None))
+    assert h.sup.next_wakeup() == h.now + 0.5 and not h.sup.done  # the run waits for the next pass
+    h.advance(0.49)
+    assert len(h.of(sv.Cancel)) == 1
+    h.advance(0.01)
+    assert h.of(sv.Cancel)[-1].prompt_ids == ("p1", "p2")  # only those deleted: they may have started
+    h.feed(ev.CancelDone(h.now, ("p2",), ("p1",), None))  # p1 had started: interrupted now
+    assert h.sup.next_wakeup() == h.now + 1.0
+    h.advance(1.0)
+    assert h.of(sv.Cancel)[-1].prompt_ids == ("p2",)
+    h.feed(ev.CancelDone(h.now, ("p2",), (), None))  # the backoff allows no more passes
+    assert len(h.of(sv.Cancel)) == 3 and h.sup.done
+    messages = [h.prompt(i).error["message"] for i in range(3)]
+    assert messages == ["cancelled by you: interrupted on the server", "cancelled by you: interrupted on the server",
+                        "cancelled by you: removed from the queue"]
+
+
+def test_a_cancel_pass_that_deleted_nothing_is_the_last():
+    h = Harness(n=2)
+    h.accept(0)
+    h.accept(1)
+    h.feed(ev.Signal(h.now, 130))
+    h.feed(ev.CancelDone(h.now, (), ("p0",), None))
+    h.advance(5)
+    assert len(h.of(sv.Cancel)) == 1 and h.sup.done
+    assert h.prompt(1).error["message"] == "cancelled by you: it had already left the server's queue"
+
+
+def test_a_cancel_pass_without_an_answer_is_given_up_after_the_cancel_wait():
+    from comfy_cli.stopping import CANCEL_WAIT
+
+    h = Harness()
+    h.accept()
+    h.feed(ev.Signal(h.now, 130))
+    h.feed(ev.CancelDone(h.now, ("p0",), (), None))
+    assert len(h.of(sv.Cancel)) == 2 and h.sup.next_wakeup() == h.now + CANCEL_WAIT
+    h.advance(CANCEL_WAIT)
+    assert "could not cancel on the server: no answer in time; prompt ids: p0" in h.of(sv.Note)[-1].text
+    assert h.sup.done and h.prompt().error["message"] == "cancelled by you: removed from the queue"
+    h.feed(ev.CancelDone(h.now, (), ("p0",), None))  # the late answer changes nothing
+    assert len(h.of(sv.Cancel)) == 2 and h.prompt().error["message"] == "cancelled by you: removed from the queue"
 
 
 def test_the_supervisor_wakes_for_the_earliest_of_its_parts():
