@@ -644,3 +644,15 @@ def test_the_helper_thread_may_use_every_cpu_of_the_run(tmp_path):
     assert "cut_a.png cannot be decoded" in seen["both broken"].problem  # the expected one, told first
     helper = [t for t in threading.enumerate() if t.name.startswith("comfy-cli-decode")]
     assert len(helper) == 1 and os.sched_getaffinity(helper[0].native_id) == allowed
+
+
+def test_the_benchmark_runs_small():
+    """tests/bench/bench_compare.py at a tiny size: every kind of pair made, each outcome as made."""
+    script = os.path.join(os.path.dirname(__file__), "bench", "bench_compare.py")
+    out = subprocess.run([sys.executable, script, "--count", "80", "--size", "32"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    for kind in ("identical files", "same picture, other text", "noisy, within tolerance", "changed picture",
+                 "changed patch (1.4%)", "wrong size", "all but identical"):
+        assert f"  {kind} " in out.stdout, out.stdout
+    assert "checked 80 images (16 mismatches, 12 difference images)" in out.stdout, out.stdout
