@@ -152,7 +152,7 @@ class Aftercare(Part):
         """Wait for no file any more (those not saved count as missing), nor comparison."""
         self.compare_off = True
         for pid in self.comparing:
-            self.board.prompts[pid].warnings.append({"type": "expect", "message": "not compared: the run stopped"})
+            self.board.prompts[pid].warn("expect", "not compared: the run stopped")
         self.comparing.clear()
         if self.downloads:
             self.downloads.clear()
@@ -171,7 +171,7 @@ class Aftercare(Part):
             out.append(Note(f"{prompt.workflow.name}: {problem}"))
         if path is None:
             self.files_missing = True
-            prompt.warnings.append({"type": "download", "message": f"not saved: {fetch.item.get('filename')!r}"})
+            prompt.warn("download", f"not saved: {fetch.item.get('filename')!r}")
         out.append(Output(prompt, fetch.node, fetch.item, path))
         self.settle(prompt, out)
 

@@ -42,6 +42,16 @@ def worth_retrying(exc):
     return isinstance(exc, (Unreachable, Broken)) or exc.status in RETRY_STATUS or exc.status in (429, 500)
 
 
+def get_wait(exc, attempt, policy=backoff.GET):
+    """The wait before GET retry number `attempt` after `exc`, or None: give up and raise it.
+    Pure (the one-shot commands' GETs obey it): connection errors and 502/503/504 only."""
+    if isinstance(exc, Unreachable) and not exc.sent:
+        return None  # refused or unknown host: say so at once, a retry will not change it
+    if not (isinstance(exc, Unreachable) or exc.status in RETRY_STATUS):
+        return None
+    return policy.delay(attempt) if policy.allows(attempt) else None
+
+
 class Unsendable(UsageError):
     """The request could not even be built (e.g. NaN in the workflow): nothing was sent."""
 
@@ -344,19 +354,18 @@ class Client:
 
     # ---- plumbing -------------------------------------------------------------------
     def _get(self, path, retry):
-        """GET is idempotent: retry on connection errors and 502/503/504, with backoff.
-        The run passes retry=False: its supervisor decides when to try again."""
-        waits = backoff.GET.waits() if retry else ()
-        for wait in waits:
+        """GET is idempotent: outside a run it is tried again as `get_wait` says. The run
+        passes retry=False: its supervisor decides when to try again."""
+        attempt = 0
+        while True:
             try:
                 return self._request("GET", path)
             except ServerError as exc:
-                if isinstance(exc, Unreachable) and not exc.sent:
-                    raise  # refused or unknown host: say so at once, a retry will not change it
-                if not (isinstance(exc, Unreachable) or exc.status in RETRY_STATUS):
+                attempt += 1
+                wait = get_wait(exc, attempt) if retry else None
+                if wait is None:
                     raise
             time.sleep(wait)
-        return self._request("GET", path)
 
     def _post_json(self, url, body):
         """POST a JSON body through the session's own connection pool (its TLS and proxy

@@ -86,7 +86,7 @@ class Dispatcher:
         self.followed = []  # prompts followed, not of the batch (`wait`)
         self.moved = set()  # servers whose prompts were moved away (until they answer again)
         self.stopped = None  # (status, message) once a signal or the deadline ended the run
-        self.fatal = None  # when no server could be reached at all
+        self._fatal = None  # when no server could be reached at all
         self.ever_usable = False
         for i, prompt in enumerate(prompts):
             self._add(prompt, Attempt(i if items is None else items[i]))
@@ -144,6 +144,11 @@ class Dispatcher:
         return list(self.final.values()) + self.followed
 
     @property
+    def fatal(self):
+        """Why the batch could not run at all (no server could be reached), or None."""
+        return self._fatal
+
+    @property
     def done(self):
         return not self.waiting and not self.later and all(sup.done for sup in self.sups)
 
@@ -175,11 +180,11 @@ class Dispatcher:
             if any(sup.usable and sup.reached() for sup in self.sups):
                 self.ever_usable = True
             elif all(not sup.reached() and sup.silent_since() is not None for sup in self.sups):
-                self.fatal = "none of the servers answers: " + "; ".join(
+                self._fatal = "none of the servers answers: " + "; ".join(
                     f"{name} (since {sup.silent_since()[1]})" for name, sup in zip(self.names, self.sups))
-                self._stop(tr.ERROR, f"not submitted: {self.fatal}", now, groups)
+                self._stop(tr.ERROR, f"not submitted: {self._fatal}", now, groups)
                 for sup in self.sups:
-                    sup.unreachable(self.fatal, now)
+                    sup.unreachable(self._fatal, now)
         self._due_retries(now)
         if (self.waiting or self.later) and self.stopped is None \
                 and all(not sup.usable and sup.outcome().fatal for sup in self.sups):
@@ -286,10 +291,9 @@ class Dispatcher:
         if moved is None:
             return
         latest = self.final[self.attempts[pid].item]
-        warning = {"type": "ran_twice", "message": f"also ran on {self.names[i]} (prompt {pid}), after it had "
-                                                    "been moved away from that server"}
+        warning = f"also ran on {self.names[i]} (prompt {pid}), after it had been moved away from that server"
         for prompt in {id(latest): latest, id(moved): moved}.values():
-            prompt.warnings.append(warning)
+            prompt.warn("ran_twice", warning)
 
     def _stop(self, status, message, now, groups):
         if self.stopped is not None:

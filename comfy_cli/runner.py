@@ -345,7 +345,7 @@ class Run:
             if isinstance(record.get("outputs"), dict):
                 prompt.outputs = record["outputs"]
                 self.earlier[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
-            prompt.warnings.append({"type": "journal", "message": "ended in an earlier run (from the journal)"})
+            prompt.warn("journal", "ended in an earlier run (from the journal)")
             prompt.settle()
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)

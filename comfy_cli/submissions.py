@@ -229,7 +229,7 @@ class Submissions(Part):
             # the server does wins, but the user hears of the refusal.
             said = rejection(e.body or {})["message"]
             warning = f"POST /prompt was answered {said!r}, but the server has the prompt; followed it"
-            prompt.warnings.append({"type": "refused_but_ran", "message": warning})
+            prompt.warn("refused_but_ran", warning)
             out.append(Note(f"{prompt.workflow.name}: warning: {warning}"))
         elif e.kind == ev.REFUSED and prompt.status in (tr.CANCELLED, tr.TIMEOUT, tr.DETACHED):
             # Given up on while its POST was out (a signal, a limit): it never was on the server.

@@ -139,6 +139,11 @@ class Prompt:
         if self.error is not None:
             self.error["message"] += more
 
+    def warn(self, kind, message):
+        """Something the user should hear of that does not change how it ended (a file not
+        saved, a refusal of a prompt the server ran, a run twice, ...)."""
+        self.warnings.append({"type": kind, "message": message})
+
     def gap(self):
         """The socket was down while this prompt was open: events may have been missed."""
         if not self.ended:
@@ -196,17 +201,14 @@ class Prompt:
     def _node(self, e):
         """Cached, progress, progress_state, executing {node}: the Progress keeps them."""
         kind = type(e)
+        if kind is ev.Executing and e.node is None:
+            # The done marker. Before any terminal event it means we missed that event.
+            if self.server_done:
+                return False
+            self.server_done = self.needs_history = True
+            return True
         self._running(e.at, missed=kind is not ev.Cached)
         return _NODE_NEWS[kind](self.progress, e)
-
-    def _executing(self, e):
-        if e.node is not None:
-            return self._node(e)
-        # The done marker. Before any terminal event it means we missed that event.
-        if self.server_done:
-            return False
-        self.server_done = self.needs_history = True
-        return True
 
     def _executed(self, e):
         node = e.display_node or e.node
@@ -279,7 +281,7 @@ class Prompt:
 _HANDLERS = {
     ev.Started: Prompt._start,
     ev.Cached: Prompt._node,
-    ev.Executing: Prompt._executing,
+    ev.Executing: Prompt._node,
     ev.Progress: Prompt._node,
     ev.ProgressState: Prompt._node,
     ev.Executed: Prompt._executed,

@@ -173,3 +173,28 @@ def test_keeps_one_connection_for_many_posts(sim):
     pool = next(iter(client._routes.values()))[0]
     assert pool.num_connections == 1  # kept alive, not one connection per prompt
     client.close()
+
+
+def test_a_one_shot_get_waits_as_the_get_backoff_says_and_no_more():
+    from comfy_cli import backoff
+    from comfy_cli.client import get_wait
+
+    busy = ServerError("HTTP 503", status=503)
+    assert [get_wait(busy, n) for n in range(1, 6)] == backoff.GET.waits() + [None]  # then it is raised
+    assert get_wait(Unreachable("reset", sent=True), 1) == backoff.GET.delay(1)
+    assert get_wait(Unreachable("refused", sent=False), 1) is None  # a retry will not change it
+    assert get_wait(ServerError("HTTP 404", status=404), 1) is None
+    assert get_wait(busy, 1, backoff.Backoff(first=0.0, tries=0)) is None
+
+
+def test_a_one_shot_get_is_tried_again_after_a_503(server):
+    answers = [answer("503 Service Unavailable", "busy", "text/plain")] * 2 + [answer("200 OK", '{"queue_running": [], '
+                                                                                          '"queue_pending": []}')]
+    srv = server(lambda conn: answers.pop(0)(conn))
+    client = Client(f"http://127.0.0.1:{srv.port}")
+    assert client.queue() == ([], [])
+    assert len(srv.requests) == 3
+    answers[:] = [answer("503 Service Unavailable", "busy", "text/plain")]
+    with pytest.raises(ServerError) as err:
+        client.queue(retry=False)  # in a run: once, the supervisor decides
+    assert err.value.status == 503 and len(srv.requests) == 4
