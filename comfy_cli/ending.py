@@ -33,10 +33,10 @@ class Ending:
                 missing.append(problem)
                 self.view.note(problem)
         if self.live is not None:
-            self.live.write(self.live.records, meta(self._code(end, fatal, missing)))
-            if self.live.problem:
-                missing.append(self.live.problem)
-                self.view.note(self.live.problem)
+            problem = self.live.last(meta(self._code(end, fatal, missing)))
+            if problem:
+                missing.append(problem)
+                self.view.note(problem)
         code = self._code(end, fatal, missing)
         for line in self.expecting.finish(end.finals) if self.expecting else ():
             self.view.note(line)
@@ -53,7 +53,7 @@ class Ending:
     def _summary(self, end, code, view_url):
         """--json's document, or --events' last line."""
         saved = sm.saved(end)
-        if self.expecting and self.expecting.scratch and not self.expecting.kept:
+        if self.expecting and self.expecting.folder_gone():
             saved = {}  # (the temporary folder is gone: no paths into it)
         doc = report.summary(end.attempts, view_url, end.names, code, self.opts.include_temp, saved,
                              lazy=not self.stream)

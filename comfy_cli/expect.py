@@ -333,3 +333,11 @@ class ForRun:
 
         shutil.rmtree(self.scratch, ignore_errors=True)
         return []
+
+    def folder(self):
+        """The temporary folder outputs are saved in (no --output-dir), or None."""
+        return self.scratch
+
+    def folder_gone(self):
+        """The temporary folder was removed (finish, abandon): nothing may point into it."""
+        return bool(self.scratch) and not self.kept

@@ -54,6 +54,14 @@ class LiveReport:
             self.took = time.monotonic() - began
             self.idle.set()
 
+    def start(self):
+        self.worker.start()
+
+    def last(self, meta):
+        """The run is over: the page a last time (main thread); None, or why it could not be written."""
+        self.write(list(self.records), meta)
+        return self.problem
+
     def stop(self):
         self.worker.stop()
         self.worker.join(30)  # (an older page must not replace the last one)

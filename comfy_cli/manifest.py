@@ -103,6 +103,14 @@ class Manifest:
             if isinstance(doc, dict) and isinstance(doc.get("prompt_id"), str):
                 self.earlier[doc["prompt_id"]] = doc
 
+    def earlier_line(self, prompt_id):
+        """The line an earlier run wrote for this prompt, or None."""
+        return self.earlier.get(prompt_id)
+
+    def failure(self):
+        """Why a line could not be written, or None."""
+        return self.problem
+
     def write(self, doc):
         """Append one line (run on a worker)."""
         if self.problem is not None:

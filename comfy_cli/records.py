@@ -35,7 +35,7 @@ class Records:
 
     def problem(self):
         """Why a line could not be written, or None."""
-        return self.manifest.problem if self.manifest is not None else None
+        return self.manifest.failure() if self.manifest is not None else None
 
     def add(self, prompt):
         """A prompt ended: its line, kept for the report and handed to the writer."""
@@ -49,7 +49,7 @@ class Records:
         if self.live is not None:
             self.live.add(doc)
         # (A killed run may have written a line it did not journal: not twice.)
-        if self.manifest is not None and prompt.prompt_id not in self.manifest.earlier:
+        if self.manifest is not None and self.manifest.earlier_line(prompt.prompt_id) is None:
             self.worker.put(self.manifest.write, doc)
 
     def earlier(self, prompts):
@@ -59,7 +59,7 @@ class Records:
             return
         for prompt in prompts:
             if prompt.settled and self.attempt(prompt).item is not None:
-                doc = self.manifest.earlier.get(prompt.prompt_id)
+                doc = self.manifest.earlier_line(prompt.prompt_id)
                 if doc is None:
                     self.add(prompt)
                 elif self.live is not None:

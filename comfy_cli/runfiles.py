@@ -28,7 +28,7 @@ def open_files(opts, new_worker):
     if opts.output_dir or expecting:
         from comfy_cli.outputs import OutputDir
 
-        folder = OutputDir(opts.output_dir or expecting.scratch, opts.overwrite)
+        folder = OutputDir(opts.output_dir or expecting.folder(), opts.overwrite)
     if opts.output_dir:
         from comfy_cli.manifest import Manifest
 

@@ -269,8 +269,8 @@ class Run:
             self.prompts = [self._prompt(i if wf.index is None else wf.index, wf)
                             for i, wf in enumerate(opts.workflows)]
         width = max((len(p.workflow.name) for p in self.prompts), default=0)
-        self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts))
-        self.view.show_server = len(opts.urls) > 1
+        self.view = views.make(opts.progress, self.err, self.out, width, len(self.prompts),
+                               show_server=len(opts.urls) > 1)
         self.started = time.monotonic()
         self.over = threading.Event()  # set when the run ends: downloads stop early
         self.stream = None
@@ -386,7 +386,7 @@ class Run:
             for line in self.expecting.start_notes() if self.expecting else ():
                 self.view.note(line)
             if self.live is not None:
-                self.live.worker.start()
+                self.live.start()
             self.records.earlier(self.prompts)
             self._loop()
             if self.hurry:

@@ -29,10 +29,15 @@ END_WORDS = {
 MANY = 10  # above this many prompts, bars show the running prompt and one overall bar
 
 
-def make(mode, stream=None, out=None, name_width=0, count=1):
-    """The view for --progress MODE; `out` is where results go (stdout)."""
-    stream = stream or sys.stderr
-    out = out or sys.stdout
+def make(mode, stream=None, out=None, name_width=0, count=1, show_server=False):
+    """The view for --progress MODE; `out` is where results go (stdout); `show_server`: several
+    servers, say which one runs each prompt."""
+    view = _make(mode, stream or sys.stderr, out or sys.stdout, name_width, count)
+    view.show_server = show_server
+    return view
+
+
+def _make(mode, stream, out, name_width, count):
     if mode == "auto":
         mode = "bars" if _isatty(stream) else "lines"
     if mode == "bars":
