@@ -717,10 +717,8 @@ def _followed(client, given):
     earlier = handles.cancelled()
     prompts = []
     for h in given:
-        prompt = tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
-                           status=tr.SUBMITTED)
-        prompt.cancelled_earlier = earlier.get(h.prompt_id)
-        prompts.append(prompt)
+        prompts.append(tr.Prompt(h.prompt_id, Workflow(h.name, h.name, graphs.get(h.prompt_id, {})), None,
+                                 status=tr.SUBMITTED, cancelled_earlier=earlier.get(h.prompt_id)))
     return prompts
 
 

@@ -155,12 +155,11 @@ def prompts(merged):
 def _prompt(record):
     from comfy_cli.workflow import Workflow
 
-    p = tr.Prompt(record.get("prompt_id") or "", Workflow(record.get("workflow") or "", record.get("name") or "", {}),
-                  status=record.get("status"), error=record.get("error"))
     timings = record.get("timings") or {}
-    p.submitted_at, p.started_at, p.ended_at = 0.0, timings.get("queued_s"), timings.get("total_s")
-    p.number = record.get("number")
-    return p
+    return tr.ended_before(record.get("prompt_id") or "",
+                           Workflow(record.get("workflow") or "", record.get("name") or "", {}),
+                           record.get("status"), record.get("error"), number=record.get("number"),
+                           times=(0.0, timings.get("queued_s"), timings.get("total_s")))
 
 
 def _unique(items):

@@ -68,9 +68,23 @@ ENDED = frozenset({SUCCESS, FAILED, INTERRUPTED, REJECTED, LOST, CANCELLED, TIME
 SERVER_ENDS = frozenset({SUCCESS, FAILED, INTERRUPTED})  # ends the server told us about
 
 
+def ended_before(prompt_id, workflow, status, error=None, outputs=None, number=None, times=(None, None, None)):
+    """A prompt that ended before this process began (a --journal's end line, a shard's manifest
+    line), as it was recorded: settled, so nothing the server says now changes it. `times`:
+    (submitted, started, ended)."""
+    prompt = Prompt(prompt_id, workflow, times[0], status=status, error=error)
+    prompt.started_at, prompt.ended_at = times[1], times[2]
+    prompt.number = number
+    if isinstance(outputs, dict):
+        prompt.outputs = outputs
+    prompt.settle()
+    return prompt
+
+
 class Prompt:
-    def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED, error=None):
-        """`error`: for one that ended before (taken up from a journal), why it did not succeed."""
+    def __init__(self, prompt_id, workflow, submitted_at=None, status=SUBMITTED, error=None, cancelled_earlier=None):
+        """`error`: for one that ended before (taken up from a journal), why it did not succeed;
+        `cancelled_earlier`: for one `wait` follows, what an earlier `comfy-cli cancel` did to it."""
         self.prompt_id = prompt_id
         self.workflow = workflow
         self.status = status
@@ -89,7 +103,7 @@ class Prompt:
         self.server_done = False  # `executing {node: null}` came before any terminal event
         self.history_done = False  # its /history entry was replayed after the end
         self.settled = False  # ended, outputs complete, end reported: nothing more to do
-        self.cancelled_earlier = None  # what an earlier `comfy-cli cancel` did to it, if it did (`wait`)
+        self.cancelled_earlier = cancelled_earlier
         self.on_end = None  # set by Board: keeps its set of open prompts without rescans
 
     # ---- queries -------------------------------------------------------------------

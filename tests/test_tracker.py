@@ -408,3 +408,17 @@ def test_node_timings_are_in_the_json_summary_and_the_finished_event():
     out = io.StringIO()
     EventStream(out, 0.0).finished(p)
     assert json.loads(out.getvalue())["node_timings"] == doc["node_timings"]
+
+
+def test_a_prompt_that_ended_before_is_kept_as_recorded():
+    """A journal's or a shard manifest's end line: the server's messages now change nothing."""
+    wf = Workflow(path="a.json", name="a", graph={"9": {"class_type": "SaveImage", "inputs": {}}})
+    outputs = {"9": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]}}
+    p = tr.ended_before("p1", wf, tr.FAILED, {"message": "boom"}, outputs=outputs, number=7, times=(0.0, 1.5, 4.0))
+    assert (p.status, p.error, p.outputs, p.number) == (tr.FAILED, {"message": "boom"}, outputs, 7)
+    assert (p.submitted_at, p.started_at, p.ended_at, p.settled) == (0.0, 1.5, 4.0, True)
+    assert not p.handle(ev.Succeeded(5.0, "p1", None))
+    assert not p.handle(ev.Executed(5.0, "p1", "9", None, {"images": []}))
+    assert p.status == tr.FAILED and p.outputs == outputs
+    q = tr.ended_before("p2", wf, tr.SUCCESS, outputs="not a dict")
+    assert q.outputs == {} and q.number is None
