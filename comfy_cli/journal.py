@@ -42,6 +42,14 @@ class Journal:
         if not existing:
             self._write({"journal": FORMAT, "batch": fingerprint, "client_id": client_id})
 
+    def last(self, item):
+        """The last submit or end record about batch item `item` (a dict), or None."""
+        return self.items.get(item)
+
+    def handled(self, prompt_id):
+        """{output key: local path or None}: the files of `prompt_id` an earlier run handled."""
+        return dict(self.outputs.get(prompt_id, {}))
+
     def _read(self, fingerprint):
         if os.path.isdir(self.path):
             raise UsageError(f"--journal {self.path}: is a directory")

@@ -330,23 +330,21 @@ class Run:
                 self.disp.known(prompt, item, attempt, server or self.client.base)
                 if prompt.status == tr.SUBMITTING:
                     self._server_named(server).sup.resume(prompt, self.started,
-                                                          self.journal.outputs.get(prompt.prompt_id))
+                                                          self.journal.handled(prompt.prompt_id))
             else:
                 self.disp.follow(prompt, self.client.base)
 
     def _prompt(self, item, wf):
         """The batch's item `item`: new, or as the journal last saw it."""
-        record = self.journal.items.get(item) if self.journal else None
+        record = self.journal.last(item) if self.journal else None
         if record is None:
             prompt = tr.Prompt(str(uuid.uuid4()), wf, None, status=tr.WAITING)
         elif record.get("event") == "end":
-            prompt = tr.Prompt(record["prompt_id"], wf, None, status=record.get("status") or tr.ERROR,
-                               error=record.get("error"))
+            prompt = tr.ended_before(record["prompt_id"], wf, record.get("status") or tr.ERROR, record.get("error"),
+                                     outputs=record.get("outputs"))
             if isinstance(record.get("outputs"), dict):
-                prompt.outputs = record["outputs"]
-                self.earlier[prompt.prompt_id] = dict(self.journal.outputs.get(prompt.prompt_id, {}))
+                self.earlier[prompt.prompt_id] = self.journal.handled(prompt.prompt_id)
             prompt.warn("journal", "ended in an earlier run (from the journal)")
-            prompt.settle()
         else:
             prompt = tr.Prompt(record["prompt_id"], wf, None, status=tr.SUBMITTING)
             self.resumed.add(prompt.prompt_id)
