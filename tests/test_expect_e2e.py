@@ -300,6 +300,12 @@ def until(condition, seconds=30):
     return True
 
 
+def last_runs(sim):
+    """The server runs the prompt submitted last."""
+    running, sent = sim.running(), sim.submissions
+    return bool(running and sent and running[0] == sent[-1])
+
+
 def slow(tmp_path):
     path = tmp_path / "slow.json"
     path.write_text(json.dumps({
@@ -310,7 +316,8 @@ def slow(tmp_path):
 
 def stopped(sim, tmp_path, workflows, expected, signals, ready):
     """`run` with --expect and no --output-dir, stopped by SIGTERM `signals` times once `ready(err)`
-    (what it said so far) and the server runs a prompt (so the cancel is an interrupt);
+    (what it said so far) and the server runs the last prompt, the slow one (so the cancel is an
+    interrupt);
     (exit code, stderr, what is left in $TMPDIR)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -322,10 +329,12 @@ def stopped(sim, tmp_path, workflows, expected, signals, ready):
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             said = (tmp_path / "err.txt").read_text
-            assert until(lambda: sim.running() and ready(said())), said()
+            # The slow prompt (the run's last) must be the one running: a SIGTERM while the one
+            # before it is still the server's current would find the slow one queued, and delete it.
+            assert until(lambda: last_runs(sim) and ready(said())), said()
             proc.send_signal(signal.SIGTERM)
             if signals == 2:
-                assert sim.faults.heard.wait(30), "no cancel was sent"
+                assert sim.faults.heard.wait(30), f"no cancel was sent; the run said: {said()!r}"
                 proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)
         finally:
