@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -290,16 +289,6 @@ class HeardCancel(Faults):
         return None
 
 
-def until(condition, seconds=30):
-    """Wait for `condition()` to hold (checked every 20 ms), at most `seconds`."""
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def last_runs(sim):
     """The server runs the prompt submitted last."""
     running, sent = sim.running(), sim.submissions
@@ -331,7 +320,7 @@ def stopped(sim, tmp_path, workflows, expected, signals, ready):
             said = (tmp_path / "err.txt").read_text
             # The slow prompt (the run's last) must be the one running: a SIGTERM while the one
             # before it is still the server's current would find the slow one queued, and delete it.
-            assert until(lambda: last_runs(sim) and ready(said())), said()
+            assert sim.wait_for(lambda s: last_runs(s) and ready(said()), 30), said()
             proc.send_signal(signal.SIGTERM)
             if signals == 2:
                 assert sim.faults.heard.wait(30), f"no cancel was sent; the run said: {said()!r}"
