@@ -176,8 +176,11 @@ class Connection(Part):
             self.unreachable_since = None
 
     def _withdraw(self, out):
-        ids = tuple(sorted(self.to_delete))
+        """A fresh withdrawal: it counts its own passes, and covers a follow-up still to go."""
+        ids = tuple(sorted(self.to_delete | set(self.follow_up or ())))
         self.to_delete = set()
+        self.follow_up = self.follow_at = None
+        self.passes = 0
         self.withdrawing = ids
         self.withdraw_at = None
         out.append(Withdraw(ids))

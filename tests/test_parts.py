@@ -68,6 +68,19 @@ def test_a_withdrawal_that_deleted_makes_sure_with_one_more_pass():
     assert h.sup.take_ran_twice() == ["p0"] and h.sup.done and len(h.of(sv.Withdraw)) == 2
 
 
+def test_a_withdrawal_tried_again_after_its_check_failed_makes_sure_again():
+    """Each withdrawal counts its own passes: one whose follow-up pass failed, tried again
+    later, still gets its pass for what it deleted."""
+    h = two_moved_and_back()
+    h.feed(ev.Withdrawn(h.now, ("p0", "p1"), (), (), None))
+    assert len(h.of(sv.Withdraw)) == 2  # the pass that makes sure
+    h.feed(ev.Withdrawn(h.now, (), (), (), "connection refused"))
+    h.advance(backoff.WITHDRAW.delay(1))
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)][2] == ("p0", "p1")
+    h.feed(ev.Withdrawn(h.now, ("p0", "p1"), (), (), None))
+    assert [c.prompt_ids for c in h.of(sv.Withdraw)][3:] == [("p0", "p1")] and not h.sup.done
+
+
 def test_a_moved_prompt_that_ran_anyway_is_told_to_the_dispatcher_once():
     h = Harness(n=1, alone=False)
     h.accept(0)
