@@ -52,9 +52,9 @@ class Stopping(Part):
         return self.cancel_ids is not None or self.cancelling is not None
 
     def holds(self, pid):
-        """Is the prompt in a cancel still to come back?"""
-        return (self.cancel_ids is not None and pid in self.cancel_ids
-                or self.cancelling is not None and pid in self.cancelling)
+        """Is the prompt in a cancel that has not said yet what it did? Every prompt of the
+        cancel is, until its last pass answered (a later pass is only for some of them)."""
+        return self.busy() and pid in self.asked
 
     def not_to_cancel(self, pid):
         """The server never had this one after all (it refused it late)."""

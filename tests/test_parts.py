@@ -201,6 +201,21 @@ def test_a_cancel_pass_that_deleted_is_followed_by_one_for_those_on_the_cancel_b
                         "cancelled by you: removed from the queue"]
 
 
+def test_a_prompt_interrupted_by_the_first_pass_is_reported_after_the_last_with_what_it_did():
+    """Between passes, every prompt of the cancel is held: none is reported before the last
+    pass said what the cancel did to it, whatever the server says meanwhile."""
+    h = Harness(n=2)
+    h.accept(0)
+    h.accept(1)
+    h.feed(ev.Signal(h.now, 130))
+    h.feed(ev.CancelDone(h.now, ("p1",), ("p0",), None))
+    h.feed(ev.Executed(h.now, "p0", "2", None, IMAGE))  # an output of p0 comes in meanwhile
+    assert not [c for c in h.of(sv.Report) if c.prompt.prompt_id == "p0"]
+    h.feed(ev.CancelDone(h.now, (), (), None))
+    (report,) = [c for c in h.of(sv.Report) if c.prompt.prompt_id == "p0"]
+    assert report.prompt.error["message"] == "cancelled by you: interrupted on the server"
+
+
 def test_a_cancel_pass_that_deleted_nothing_is_the_last():
     h = Harness(n=2)
     h.accept(0)
