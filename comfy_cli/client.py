@@ -42,9 +42,10 @@ def worth_retrying(exc):
     return isinstance(exc, (Unreachable, Broken)) or exc.status in RETRY_STATUS or exc.status in (429, 500)
 
 
-def get_wait(exc, attempt, policy=backoff.GET):
+def get_wait(exc, attempt, policy=None):
     """The wait before GET retry number `attempt` after `exc`, or None: give up and raise it.
     Pure (the one-shot commands' GETs obey it): connection errors and 502/503/504 only."""
+    policy = policy or backoff.GET  # (looked up now: the policy is one value, patched in tests)
     if isinstance(exc, Unreachable) and not exc.sent:
         return None  # refused or unknown host: say so at once, a retry will not change it
     if not (isinstance(exc, Unreachable) or exc.status in RETRY_STATUS):

@@ -24,8 +24,9 @@ class Ending:
         for line in sm.left_behind(end):
             self.view.note(line)
         missing = []  # what was asked for and could not be written
-        if self.records.problem():
-            missing.append(f"--output-dir: {self.records.problem()}")
+        problem = self.records.problem()
+        if problem:
+            missing.append(f"--output-dir: {problem}")
             self.view.note(missing[-1])
         if opts.junit:
             problem = runfiles.write_junit(opts.junit, end.attempts, seconds, opts.overwrite)

@@ -5,6 +5,8 @@ import os
 import threading
 import time
 
+from comfy_cli.errors import redact
+
 
 class LiveReport:
     def __init__(self, path, worker):
@@ -71,7 +73,6 @@ def meta(opts, paths, servers, total, wall_started, seconds, code=None, running=
     """What the page says besides the prompts' lines (made on the main thread). `opts`: the
     run's Options; `paths`: the workflow files; `servers`: their base URLs; `total`: how many
     prompts the run has; `code`: the exit code once the run is over (None: still running)."""
-    from comfy_cli.errors import redact
 
     def clock(t):
         return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))

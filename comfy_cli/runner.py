@@ -496,10 +496,7 @@ class Run:
 
     def _view_url(self, prompt, item):
         attempt = self.attempt(prompt)
-        for server in self.servers:
-            if attempt is not None and server.name == attempt.server:
-                return server.view_url(item)
-        return self.client.view_url(item)
+        return self._server_named(attempt and attempt.server).view_url(item)
 
     def _saved(self, pid):
         """A prompt's files ({output key: path}), from the server that saved them or an earlier run."""

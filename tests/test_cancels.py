@@ -1,6 +1,9 @@
 """`cancel`'s verdicts and its watch, with a scripted server and a fake clock."""
 
+import pytest
+
 from comfy_cli import cancels
+
 
 def entry(pid, end, files=()):
     kinds = {"success": ("execution_success", {"prompt_id": pid}),
@@ -126,7 +129,7 @@ def test_the_watch_wakes_at_its_limit_and_the_last_look_decides():
     assert w.step(0.0) == cancels.Pass(("a",))
     w.passed(set(), {"a"}, 0.0)
     now = 0.0
-    while True:
+    for _ in range(1000):  # (bounded: a watch that never ends fails here, not at the suite's timeout)
         do = w.step(now)
         if type(do) is cancels.Wake:
             assert do.at <= 1.0  # never past the limit
@@ -135,6 +138,8 @@ def test_the_watch_wakes_at_its_limit_and_the_last_look_decides():
             w.looked(["a"], [], now)
         else:
             break
+    else:
+        pytest.fail("the watch never ended")
     assert do is None and now == 1.0
     assert w.said["a"].kind == cancels.UNCONFIRMED and "within 1 s" in w.said["a"].text
 

@@ -180,7 +180,7 @@ def test_a_one_shot_get_waits_as_the_get_backoff_says_and_no_more():
     from comfy_cli.client import get_wait
 
     busy = ServerError("HTTP 503", status=503)
-    assert [get_wait(busy, n) for n in range(1, 6)] == backoff.GET.waits() + [None]  # then it is raised
+    assert [get_wait(busy, n) for n in range(1, backoff.GET.tries + 2)] == backoff.GET.waits() + [None]  # then it is raised
     assert get_wait(Unreachable("reset", sent=True), 1) == backoff.GET.delay(1)
     assert get_wait(Unreachable("refused", sent=False), 1) is None  # a retry will not change it
     assert get_wait(ServerError("HTTP 404", status=404), 1) is None
