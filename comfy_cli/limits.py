@@ -4,7 +4,7 @@ The supervisor ends prompts at `timeout` and `deadline`, the dispatcher stops ha
 work at the `deadline` and moves work off a server silent for `failover_after`, a download
 stops at the deadline it is given (`Download.until`), the listener gives each try to open
 the socket `connect_try()`, and after a second Ctrl-C the process is gone `hurry_grace` later
-(stopping.gone_by). None of them has a number of its own.
+(`gone_by`). None of them has a number of its own.
 """
 
 from dataclasses import dataclass
@@ -18,6 +18,11 @@ class Limits:
     connect_timeout: float = 10.0  # the longest the run waits for its first websocket
     failover_after: float = 20.0  # a server silent this long loses its prompts that had not started
     hurry_grace: float = 2.0  # after a second Ctrl-C, the longest the process may take to leave
+
+    def gone_by(self, asked_at):
+        """A second signal at `asked_at` asked to stop at once: the time by which the process
+        must have left, whether or not the loop got to its last draw (signals.watchdog enforces it)."""
+        return asked_at + self.hurry_grace
 
     def deadline_at(self, started):
         """The monotonic time of the deadline, or None."""

@@ -3,9 +3,8 @@
 A handler only puts on the run's queue (`SimpleQueue.put` is reentrant) and never draws: the
 first signal is a `Signal` event for the supervisor (cancel, then end), a second one asks to
 stop at once (the loop stops between two draws and leaves a clean screen), a third ends the
-process there and then. When the process must be gone after the second is the supervisor
-side's decision (`stopping.gone_by`, from `Limits.hurry_grace`); the watchdog only obeys it. It
-is a thread, the one timer that is, because it must fire exactly when the main loop cannot: a
+process there and then. When the process must be gone after the second is decided with the
+run's other limits (`Limits.gone_by`, pure); the watchdog only obeys it. It is a thread, the one timer that is, because it must fire exactly when the main loop cannot: a
 loop stuck in a long draw or a write to a paused terminal never gets to a wake-up.
 """
 
@@ -16,7 +15,6 @@ import time
 
 from comfy_cli import errors
 from comfy_cli import events as ev
-from comfy_cli.stopping import gone_by
 
 
 def watchdog(at, code, leave=os._exit):
@@ -46,7 +44,7 @@ def catch(events, hurry, limits):
                 # turn (within a tick, never in the middle of a draw: this handler draws nothing)
                 # and leaves a clean screen; the watchdog ends the process should it not get there.
                 hurry.append(code)
-                watchdog(gone_by(limits, time.monotonic()), code)
+                watchdog(limits.gone_by(time.monotonic()), code)
                 events.put((None, None))
                 return
             signalled.append(code)

@@ -218,9 +218,3 @@ class Stopping(Part):
         if self.cancel_at is not None:
             times.append(self.cancel_at)
         return min(times, default=None)
-
-
-def gone_by(limits, asked_at):
-    """A second signal at `asked_at` asked to stop at once: the time by which the process must
-    have left, whether or not the loop got to its last draw (signals.watchdog enforces it)."""
-    return asked_at + limits.hurry_grace

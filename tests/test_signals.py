@@ -1,5 +1,5 @@
 """The second Ctrl-C's backstop: when the process must be gone is decided on the pure side
-(stopping.gone_by, from Limits.hurry_grace, fake clock); the watchdog thread only obeys that
+(Limits.gone_by, from its hurry_grace, fake clock); the watchdog thread only obeys that
 time, and does so while the main thread is stuck (in a process of its own here)."""
 
 import subprocess
@@ -13,7 +13,6 @@ import pytest
 
 from comfy_cli import signals
 from comfy_cli.limits import Limits
-from comfy_cli.stopping import gone_by
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +21,9 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_the_grace_is_one_of_the_limits():
     assert Limits().hurry_grace == 2.0
-    assert gone_by(Limits(), 100.0) == 102.0
-    assert gone_by(Limits(hurry_grace=0.5), 7.25) == 7.75
-    assert gone_by(Limits(hurry_grace=0.0), 3.0) == 3.0  # no grace: at once
+    assert Limits().gone_by(100.0) == 102.0
+    assert Limits(hurry_grace=0.5).gone_by(7.25) == 7.75
+    assert Limits(hurry_grace=0.0).gone_by(3.0) == 3.0  # no grace: at once
 
 
 def test_the_watchdog_leaves_at_the_time_it_is_given_not_before():
