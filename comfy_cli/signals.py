@@ -4,8 +4,9 @@ A handler only puts on the run's queue (`SimpleQueue.put` is reentrant) and neve
 first signal is a `Signal` event for the supervisor (cancel, then end), a second one asks to
 stop at once (the loop stops between two draws and leaves a clean screen), a third ends the
 process there and then. When the process must be gone after the second is decided with the
-run's other limits (`Limits.gone_by`, pure); the watchdog only obeys it. It is a thread, the one timer that is, because it must fire exactly when the main loop cannot: a
-loop stuck in a long draw or a write to a paused terminal never gets to a wake-up.
+run's other limits (`Limits.gone_by`, pure); the watchdog only obeys it. It is a thread, the
+one timer that is, because it must fire exactly when the main loop cannot: a loop stuck in a
+long draw or a write to a paused terminal never gets to a wake-up.
 """
 
 import os
