@@ -244,6 +244,8 @@ class Aftercare(Part):
                 out.append(Download(pid, key, fetch.item, self._until()))
 
     def next_wakeup(self):
+        if not self.lookups and not self.refetch:
+            return None
         times = [lk.due for lk in self.lookups.values() if not lk.asked]
         times += [self.downloads[pid][key].due for pid, key in self.refetch]
         return min(times, default=None)

@@ -21,7 +21,7 @@ import time as _time
 from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli.commands import CheckServer, Mode, Note, Withdraw
-from comfy_cli.part import Part
+from comfy_cli.part import Part, earliest
 
 NO_SOCKET = "no websocket"  # why a server is checked when the run has no socket at all
 
@@ -109,7 +109,7 @@ class Connection(Part):
         before = self.socket
         self.socket = Socket.UP
         rounds = self.p.rounds
-        rounds.frame(e.at)
+        rounds.opened(e.at)
         if before is Socket.OPENING:
             if rounds.followed():
                 # Prompts given already on the server (`wait`): ask where they are (they may
@@ -230,9 +230,6 @@ class Connection(Part):
             out.append(Withdraw(self.withdrawing))
 
     def next_wakeup(self):
-        times = [t for t in (self.recheck_at, self.withdraw_at) if t is not None]
-        if self.follow_at is not None and self.withdrawing is None:
-            times.append(self.follow_at)
-        if self.socket is Socket.OPENING:
-            times.append(self.started + self.policy.limits.connect_timeout)
-        return min(times, default=None)
+        follow = self.follow_at if self.withdrawing is None else None
+        opening = self.started + self.policy.limits.connect_timeout if self.socket is Socket.OPENING else None
+        return earliest(self.recheck_at, self.withdraw_at, follow, opening)

@@ -38,6 +38,7 @@ from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.commands import Added, Changed, Report
 from comfy_cli.limits import Limits
+from comfy_cli.part import earliest
 
 RETRIED = (tr.FAILED, tr.LOST, tr.ERROR)
 
@@ -153,18 +154,16 @@ class Dispatcher:
         return not self.waiting and not self.later and all(sup.done for sup in self.sups)
 
     def next_wakeup(self):
-        times = [t for t in (sup.next_wakeup() for sup in self.sups) if t is not None]
-        if self.stopped is None:
+        times = [sup.next_wakeup() for sup in self.sups]
+        if self.stopped is None and (self.waiting or self.later):
             times += [due for due, _ in self.later]
-            if self.waiting or self.later:
-                deadline = self.limits.deadline_at(self.started)
-                if deadline is not None:
-                    times.append(deadline)
-        for i, sup in enumerate(self.sups):
-            silent = sup.silent_since()
-            if silent is not None and i not in self.moved and self._followed_on(i):
-                times.append(silent[0] + self.limits.failover_after)
-        return min(times) if times else None
+            times.append(self.limits.deadline_at(self.started))
+        if len(self.sups) > 1:  # (failover: only with somewhere to move to)
+            for i, sup in enumerate(self.sups):
+                silent = sup.silent_since()
+                if silent is not None and i not in self.moved and self._followed_on(i):
+                    times.append(silent[0] + self.limits.failover_after)
+        return earliest(*times)
 
     # ---- decisions ------------------------------------------------------------------------
     def _after(self, now):
@@ -175,7 +174,8 @@ class Dispatcher:
                 self._ran_twice(i, pid)
             for prompt in sup.take_reported():
                 self._maybe_retry(prompt, i, now)
-        self._failover(now, groups)
+        if len(self.sups) > 1:
+            self._failover(now, groups)
         if not self.ever_usable:
             if any(sup.usable and sup.reached() for sup in self.sups):
                 self.ever_usable = True
@@ -185,7 +185,8 @@ class Dispatcher:
                 self._stop(tr.ERROR, f"not submitted: {self._fatal}", now, groups)
                 for sup in self.sups:
                     sup.unreachable(self._fatal, now)
-        self._due_retries(now)
+        if self.later:
+            self._due_retries(now)
         if (self.waiting or self.later) and self.stopped is None \
                 and all(not sup.usable and sup.outcome().fatal for sup in self.sups):
             # Every server broke off (e.g. `submit`'s only server cannot be reached): nobody
@@ -250,8 +251,6 @@ class Dispatcher:
     def _due_retries(self, now):
         """Retries whose wait is over go first in line, in the order they were made."""
         due = [(t, p) for t, p in self.later if t <= now]
-        if not due:
-            return
         self.later = [(t, p) for t, p in self.later if t > now]
         for _, prompt in reversed(due):
             self.waiting.appendleft(prompt)
@@ -261,8 +260,7 @@ class Dispatcher:
         return any(p.on_server for p in self.sups[i].ours_open())
 
     def _failover(self, now, groups):
-        if len(self.sups) < 2:
-            return
+        """Servers silent for `failover_after` lose their prompts (only with several servers)."""
         for i, sup in enumerate(self.sups):
             silent = sup.silent_since()
             if silent is None:

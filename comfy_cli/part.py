@@ -10,3 +10,14 @@ class Part:
 
     def link(self, parts):
         self.p = parts
+
+
+def earliest(*times):
+    """The earliest of some monotonic times, None ones left out (None if all are): how every
+    part, the supervisor and the dispatcher answer `next_wakeup`, which runs at every turn of
+    the loop (so a plain loop, not lists and min)."""
+    best = None
+    for t in times:
+        if t is not None and (best is None or t < best):
+            best = t
+    return best

@@ -49,7 +49,7 @@ class Progress:
     """One prompt's nodes as the client saw them (see the module doc). Its fields are read by
     the view, --events and the report; only its tracker Prompt calls its methods."""
 
-    __slots__ = ("workflow", "cached", "ran", "done", "spans", "node", "node_at", "step", "fill")
+    __slots__ = ("workflow", "cached", "ran", "done", "spans", "node", "node_at", "step", "fill", "_nodes")
 
     def __init__(self, workflow):
         self.workflow = workflow  # (its graph is read when needed: a plan builds it late)
@@ -63,25 +63,32 @@ class Progress:
         self.node_at = None  # when it started (the `executing` event's time)
         self.step = None  # (value, max) of that node's progress
         self.fill = 0.0  # how far the whole prompt is, 0..1: only moves forward
+        self._nodes = None  # the graph's node ids, once read (the graph never changes after)
 
     # ---- queries -------------------------------------------------------------------------
+    def _graph_nodes(self):
+        nodes = self._nodes
+        if nodes is None:
+            nodes = self._nodes = frozenset(self.workflow.graph)
+        return nodes
+
     @property
     def total(self):
-        return len(self.workflow.graph)
+        return len(self._graph_nodes())
 
     @property
     def done_count(self):
-        return len(self.done & self.workflow.graph.keys())
+        return len(self.done & self._graph_nodes())
 
     def figure(self):
         """How far the prompt is now, from its nodes and steps alone (`fill` is this, kept from
-        going back)."""
-        graph = self.workflow.graph
-        node = self.node
+        going back). It runs once per message of a batch: the graph's nodes are read once."""
+        nodes = self._nodes or self._graph_nodes()
+        done, node = self.done, self.node
         running = None
-        if node is not None and node in graph and node not in self.done and self.step is not None:
+        if node is not None and self.step is not None and node in nodes and node not in done:
             running = step_share(self.step)
-        return share(self.done_count, self.total, running)
+        return share(len(done & nodes), len(nodes), running)
 
     # ---- a node's news (each returns True if anything visible changed) ---------------------
     def from_cache(self, e):
@@ -127,7 +134,9 @@ class Progress:
 
     def advance(self):
         """After a change: `fill` follows the figure, never back."""
-        self.fill = max(self.fill, self.figure())
+        fill = self.figure()
+        if fill > self.fill:
+            self.fill = fill
 
     # ---- the prompt's end -------------------------------------------------------------------
     def succeeded(self, outputs):

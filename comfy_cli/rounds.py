@@ -17,7 +17,7 @@ policy's `round_retry()` wait.
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.commands import Changed, Mode, ReadHistory, ReadQueue, Reconnect
-from comfy_cli.part import Part
+from comfy_cli.part import Part, earliest
 from comfy_cli.poller import history_events
 
 CATCHUP_HOLD = 2.0  # the longest socket events are held after a reconnect, waiting for /queue
@@ -57,15 +57,18 @@ class Rounds(Part):
         self.confirmed = {}  # prompt id -> the last /queue read asked before the server had it
 
     # ---- told by the other parts --------------------------------------------------------
-    def frame(self, at):
-        """A frame came from the socket (the quiet-socket clock starts again)."""
+    def opened(self, at):
+        """The socket (re)opened: the quiet-socket clock starts."""
         self.last_frame = at
 
-    def holding(self):
-        return self.held is not None
-
-    def hold(self, e):
-        self.held.append(e)
+    def frame(self, e):
+        """A message from the server's socket: held while a catch-up round is out (True: the
+        round's answer goes first, see `release`), else the quiet-socket clock starts again."""
+        if self.held is not None:
+            self.held.append(e)
+            return True
+        self.last_frame = e.at
+        return False
 
     def confirm(self, pid):
         """The server has the prompt: rounds asked before now cannot miss it."""
@@ -115,6 +118,7 @@ class Rounds(Part):
         self.held_until = None
         if held:
             for e in held:
+                self.last_frame = e.at
                 self.p.sup.server(e, out)
 
     # ---- a round ------------------------------------------------------------------------
@@ -249,11 +253,11 @@ class Rounds(Part):
                 self._begin(now, {QUIET}, out)
 
     def next_wakeup(self):
-        times = []
-        if self.held is not None:
-            times.append(self.held_until)
-        if self.round is None and self.due is not None:
-            times.append(max(self.due, self.not_before))
-        if self.p.conn.is_up() and self.round is None:
-            times.append(self.last_frame + self.policy.silence_check)  # an early wake-up is harmless
-        return min(times, default=None)
+        held = self.held_until if self.held is not None else None
+        due = quiet = None
+        if self.round is None:
+            if self.due is not None:
+                due = max(self.due, self.not_before)
+            if self.p.conn.is_up():
+                quiet = self.last_frame + self.policy.silence_check  # an early wake-up is harmless
+        return earliest(held, due, quiet)

@@ -16,7 +16,7 @@ from comfy_cli import backoff
 from comfy_cli import events as ev
 from comfy_cli import tracker as tr
 from comfy_cli.commands import Cancel, Changed, Note
-from comfy_cli.part import Part
+from comfy_cli.part import Part, earliest
 
 CANCEL_WAIT = 10.0  # the longest we wait for POSTs in flight and for the cancel itself
 
@@ -206,15 +206,10 @@ class Stopping(Part):
             self.cancel_done(ev.CancelDone(now, (), (), "no answer in time"), now, out)
 
     def next_wakeup(self):
-        times = []
+        deadline = timeout = None
         if self.stop is None:
             lim = self.policy.limits
-            if lim.deadline is not None:
-                times.append(lim.deadline_at(self.started))
+            deadline = lim.deadline_at(self.started)
             if lim.timeout is not None and self.board.open_prompts:
-                times.append(self.last_heard + lim.timeout)
-        if self.cancel_until is not None:
-            times.append(self.cancel_until)
-        if self.cancel_at is not None:
-            times.append(self.cancel_at)
-        return min(times, default=None)
+                timeout = self.last_heard + lim.timeout
+        return earliest(deadline, timeout, self.cancel_until, self.cancel_at)

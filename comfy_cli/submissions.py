@@ -278,7 +278,9 @@ class Submissions(Part):
                 self.p.rounds.request(now)
 
     def next_wakeup(self):
-        return min((self.jobs[pid].due for pid in self.timed), default=None)
+        if not self.timed:
+            return None
+        return min(self.jobs[pid].due for pid in self.timed)
 
 
 def rejection(body):

@@ -43,6 +43,7 @@ from comfy_cli.commands import (IO_COMMANDS, Added, Cancel, Changed, CheckServer
                                 Mode, Note, Output, ReadHistory, ReadQueue, Reconnect, Report, Submit, Withdraw)
 from comfy_cli.connection import Connection
 from comfy_cli.limits import Limits
+from comfy_cli.part import earliest
 from comfy_cli.rounds import CATCHUP_HOLD, STATUS_ROUND_GAP, Rounds  # noqa: F401
 from comfy_cli.stopping import CANCEL_WAIT, Stopping  # noqa: F401
 from comfy_cli.submissions import SETTLE, Submissions, rejection  # noqa: F401
@@ -124,21 +125,26 @@ class Supervisor:
     def feed(self, item, now):
         """One queue item (an event, a list of events from one socket read, or None for a
         wake-up) -> the commands it calls for."""
-        out = []
-        if item is not None:
-            if type(item) is list:
-                for event in item:
-                    self._event(event, now, out)
-            else:
-                self._event(item, now, out)
+        if item is None:
+            out = []
+        elif type(item) is list:
+            out = [c for event in item for c in self.take(event, now)]
+        else:
+            out = self.take(item, now)
         self._timers(now, out)
         return out
 
     def take(self, event, now):
         """One event without the timers: the runner shows each event's effect before the next
-        (views read the prompts as they are, so a batch fed at once would skip states)."""
+        (views read the prompts as they are, so a batch fed at once would skip states).
+        Events of our own (results of I/O, signals) go to the part they concern; the server's
+        messages are held during a catch-up round, else taken at once."""
         out = []
-        self._event(event, now, out)
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event, now, out)
+        elif not self.rounds.frame(event):
+            self.server(event, out)
         return out
 
     @property
@@ -147,9 +153,8 @@ class Supervisor:
 
     def next_wakeup(self):
         """The monotonic time of the next rule that may fire, or None."""
-        times = [t for t in (self.conn.next_wakeup(), self.rounds.next_wakeup(), self.subs.next_wakeup(),
-                             self.after.next_wakeup(), self.stop.next_wakeup()) if t is not None]
-        return min(times, default=None)
+        return earliest(self.conn.next_wakeup(), self.rounds.next_wakeup(), self.subs.next_wakeup(),
+                        self.after.next_wakeup(), self.stop.next_wakeup())
 
     def prompt(self, pid):
         return self.board.prompts[pid]
@@ -233,30 +238,27 @@ class Supervisor:
         return out
 
     # ---- events ---------------------------------------------------------------------------
-    def _event(self, e, now, out):
-        handler = self._handlers.get(type(e))
-        if handler is not None:
-            handler(e, now, out)
-        elif self.rounds.holding():
-            self.rounds.hold(e)
-        else:
-            self.server(e, out)
-
     def server(self, e, out):
-        """A message from the server (socket)."""
-        self.rounds.frame(e.at)
+        """A message from the server (socket), not held (`Rounds.frame`)."""
         self.stop.heard(e.at)
         if type(e) is ev.Status:
             self.rounds.status(e)
-        self.apply(e, out)
+        prompt = self.board.feed(e)
+        if prompt is not None:
+            self._changed(prompt, e, out)
 
     def apply(self, e, out):
-        """Feed one event (from the socket or a round) to the board and react; True if it
-        changed a prompt."""
+        """Feed one event (from a round, a /history read or held during a catch-up) to the
+        board and react; True if it changed a prompt."""
         prompt = self.board.feed(e)
         if prompt is None:
             return False
         self.stop.heard(e.at)
+        self._changed(prompt, e, out)
+        return True
+
+    def _changed(self, prompt, e, out):
+        """`e` changed `prompt`."""
         self.subs.seen(prompt, out)
         out.append(Changed(prompt))
         if type(e) is ev.Executed:
@@ -266,7 +268,6 @@ class Supervisor:
         elif prompt.server_done:
             # The done marker came before any terminal event: ask /history for the outcome.
             self.after.look_up(prompt.prompt_id, e.at)
-        return True
 
     # ---- time -------------------------------------------------------------------------------
     def _timers(self, now, out):

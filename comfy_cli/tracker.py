@@ -185,12 +185,12 @@ class Prompt:
 
     def handle(self, event):
         """Apply one event; return True if anything visible changed."""
-        if self.ended and (self.settled or type(event) is not ev.Executed):
+        if self.status in ENDED and (self.settled or type(event) is not ev.Executed):
             return False
         method = _HANDLERS.get(type(event))
         if method is None or not method(self, event):
             return False
-        if not self.ended:
+        if self.status not in ENDED:  # (`ended`, spelt out: this runs once per message)
             self.progress.advance()
         return True
 
