@@ -83,7 +83,7 @@ class Progress:
     def figure(self):
         """How far the prompt is now, from its nodes and steps alone (`fill` is this, kept from
         going back). It runs once per message of a batch: the graph's nodes are read once."""
-        nodes = self._nodes or self._graph_nodes()
+        nodes = self._graph_nodes()
         done, node = self.done, self.node
         running = None
         if node is not None and self.step is not None and node in nodes and node not in done:

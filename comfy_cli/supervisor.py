@@ -248,7 +248,7 @@ class Supervisor:
             self._changed(prompt, e, out)
 
     def apply(self, e, out):
-        """Feed one event (from a round, a /history read or held during a catch-up) to the
+        """Feed one event from a round or a /history read (not the socket: `server`) to the
         board and react; True if it changed a prompt."""
         prompt = self.board.feed(e)
         if prompt is None:

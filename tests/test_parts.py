@@ -246,3 +246,11 @@ def test_the_supervisor_wakes_for_the_earliest_of_its_parts():
     h = Harness(timeout=7, deadline=20)
     h.accept(0)
     assert h.sup.next_wakeup() == min(h.now + 7, h.now + h.sup.policy.silence_check, 100.0 + 20)
+
+
+def test_earliest_leaves_out_none():
+    from comfy_cli.part import earliest
+
+    assert earliest() is None and earliest(None, None) is None
+    assert earliest(None, 5.0, 3.0, None, 4.0) == 3.0
+    assert earliest(2.0) == 2.0 and earliest(0.0, None, 1.0) == 0.0
