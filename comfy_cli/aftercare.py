@@ -226,13 +226,15 @@ class Aftercare(Part):
         self.unsettled = 0
 
     # ---- time -----------------------------------------------------------------------------
-    def lookups_due(self, now, out):
+    def timers(self, now, out):
+        """/history lookups that are due, then downloads to try again (or to fail, if the run is
+        giving up). Most turns have neither: nothing is built then."""
         for pid, lk in self.lookups.items():
             if not lk.asked and lk.due <= now:
                 lk.asked = True
                 out.append(ReadHistory(None, pid))
-
-    def downloads_due(self, now, out):
+        if not self.refetch:
+            return
         for pid, key in list(self.refetch):
             fetch = self.downloads[pid][key]
             if self.p.stop.stopping():  # the run is giving up: no more tries

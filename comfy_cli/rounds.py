@@ -234,11 +234,11 @@ class Rounds(Part):
             self.due = now
 
     # ---- time -----------------------------------------------------------------------------
-    def release_due(self, now, out):
+    def timers(self, now, out):
+        """Held messages whose wait is over first (a catch-up that took too long), then a round
+        that is due, then the quiet-socket check."""
         if self.held is not None and now >= self.held_until:
             self.release(out)
-
-    def timers(self, now, out):
         if self.round is None and self.due is not None and now >= max(self.due, self.not_before):
             if self.followed() or self.p.subs.any_probing() or self.p.conn.wants_round():
                 self._begin(now, self.again or {POLL}, out)

@@ -41,6 +41,7 @@ from comfy_cli.shows import Shows
 from comfy_cli.uploads import Uploaded, Uploads
 
 TICK = 0.1  # the longest the loop sleeps: bars redraw at this pace
+BURST = 64  # the most queue items one turn of the loop takes from one server
 
 
 @dataclass
@@ -464,27 +465,48 @@ class Run:
         if self.live is not None:
             tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
+        held = None  # an item taken from the queue that is for the next turn
         while not disp.done and not self.hurry:
-            wake = disp.next_wakeup()
-            wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
-            try:
-                index, item = get(timeout=wait)
-            except queue.Empty:
-                index, item = None, None
+            if held is None:
+                wake = disp.next_wakeup()
+                wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
+                try:
+                    index, item = get(timeout=wait)
+                except queue.Empty:
+                    index, item = None, None
+            else:
+                (index, item), held = held, None
             now = time.monotonic()
-            if type(item) is list:  # the events of one socket read, each shown before the next
-                server = self.servers[index]
-                take, do = server.sup.take, self._do
-                for event in item:
-                    for command in take(event, now):
-                        do[type(command)](server, command)
-                item = None  # (the feed below lets the dispatcher see what ended)
-            elif type(item) is Uploaded:  # a worker's news, nothing to decide
+            if type(item) is Uploaded:  # a worker's news, nothing to decide
                 self.view.note(f"uploaded {item.path} as {item.name}"
                                + (f" to {self.servers[index].name}" if self.several else ""))
                 item = None
+            elif index is not None:
+                now, held = self._take_waiting(index, item, now)
+                item = None  # (the feed below runs the server's timers and lets the dispatcher see what ended)
             dispatch(disp.feed(index, item, now))
             tick()
+
+    def _take_waiting(self, index, item, now):
+        """One server's news (an event, or the events of one socket read), and whatever more of
+        its news is already waiting: each event taken and shown before the next (views read the
+        prompts as they are), then its timers and the dispatcher run once for all of it. A
+        busy socket thus costs one turn of the loop per burst, not one per read; at most
+        BURST items, so the timers and bars never wait behind a flood. Returns the time and
+        the item that ended the burst (another server's, or a signal), for the next turn."""
+        take, do, server = self.servers[index].sup.take, self._do, self.servers[index]
+        events = self.events
+        for _ in range(BURST):
+            for event in item if type(item) is list else (item,):
+                for command in take(event, now):
+                    do[type(command)](server, command)
+            if events.empty():
+                return now, None
+            nxt = events.get()
+            if nxt[0] != index or type(nxt[1]) is Uploaded:
+                return now, nxt
+            item, now = nxt[1], time.monotonic()
+        return now, None
 
     def _dispatch(self, groups):
         do = self._do

@@ -270,6 +270,8 @@ class Submissions(Part):
 
     # ---- time -----------------------------------------------------------------------------
     def timers(self, now, out):
+        if not self.timed:
+            return
         for pid in [pid for pid in self.timed if self.jobs[pid].due <= now]:
             if self.jobs[pid].action is RESEND:
                 self._post(pid, out)

@@ -271,12 +271,12 @@ class Supervisor:
 
     # ---- time -------------------------------------------------------------------------------
     def _timers(self, now, out):
+        """Every part's rules that may be due, in an order that matters: a resend or probe
+        before the round that answers it, the limits before the downloads they stop, and the
+        window refilled last, once all else is known."""
         self.conn.timers(now, out)
-        self.rounds.release_due(now, out)
         self.subs.timers(now, out)
         self.rounds.timers(now, out)
-        self.after.lookups_due(now, out)
-        self.stop.check_limits(now, out)
-        self.after.downloads_due(now, out)
-        self.stop.cancel_due(now, out)
+        self.stop.timers(now, out)
+        self.after.timers(now, out)
         self.subs.pump(now, out)
