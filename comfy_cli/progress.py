@@ -80,15 +80,6 @@ class Progress:
     def done_count(self):
         return len(self.done & self._graph_nodes())
 
-    def figure(self):
-        """How far the prompt is now, from its nodes and steps alone (`fill` is this, kept from
-        going back). It runs once per message of a batch: the graph's nodes are read once."""
-        nodes = self._graph_nodes()
-        done, node = self.done, self.node
-        running = None
-        if node is not None and self.step is not None and node in nodes and node not in done:
-            running = step_share(self.step)
-        return share(len(done & nodes), len(nodes), running)
 
     # ---- a node's news (each returns True if anything visible changed) ---------------------
     def from_cache(self, e):
@@ -133,8 +124,15 @@ class Progress:
         self._done(node, at)
 
     def advance(self):
-        """After a change: `fill` follows the figure, never back."""
-        fill = self.figure()
+        """After a change: `fill` follows how far the prompt is now, from its nodes and steps
+        alone, and never goes back. This runs once per message of a batch: the graph's nodes
+        are read once, and the step share only while a node has steps."""
+        nodes = self._nodes or self._graph_nodes()
+        done, node = self.done, self.node
+        running = None
+        if node is not None and self.step is not None and node in nodes and node not in done:
+            running = step_share(self.step)
+        fill = share(len(done & nodes), len(nodes), running)
         if fill > self.fill:
             self.fill = fill
 

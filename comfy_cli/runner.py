@@ -506,7 +506,7 @@ class Run:
             if nxt[0] != index or type(nxt[1]) is Uploaded:
                 return now, nxt
             item, now = nxt[1], time.monotonic()
-        return now, None
+        return now, (index, item)  # a burst's worth taken: this one waits for the next turn
 
     def _dispatch(self, groups):
         do = self._do

@@ -221,7 +221,8 @@ class Prompt:
                 return False
             self.server_done = self.needs_history = True
             return True
-        self._running(e.at, missed=kind is not ev.Cached)
+        if self.status in BEFORE_RUN:
+            self._running(e.at, missed=kind is not ev.Cached)
         return _NODE_NEWS[kind](self.progress, e)
 
     def _executed(self, e):
@@ -348,22 +349,18 @@ class Board:
         prompt = self.prompts.get(pid)
         if prompt is None:
             return None
-        if prompt.handle(event):
-            self._note_running(prompt)
-            return prompt
-        self._note_running(prompt)
-        return None
+        changed = prompt.handle(event)
+        # Which of ours runs now (for the prompt-less re-sends), kept here: this runs per message.
+        if prompt.status == RUNNING:
+            self.running_id = pid
+        elif self.running_id == pid:
+            self.running_id = None
+        return prompt if changed else None
 
     def running_from_queue(self, running_ids):
         """What /queue says is running now (the poller's view), for prompt-less re-sends."""
         mine = [pid for pid in running_ids if pid in self.prompts]
         self.running_id = mine[0] if mine else None
-
-    def _note_running(self, prompt):
-        if prompt.status == RUNNING:
-            self.running_id = prompt.prompt_id
-        elif self.running_id == prompt.prompt_id:
-            self.running_id = None
 
     @property
     def open_prompts(self):
