@@ -461,21 +461,24 @@ class Run:
         # What is alive now (modules, the batch) lives to the end: keep it out of the garbage
         # collector's full passes, which otherwise rescan it again and again in a long batch.
         gc.freeze()
-        disp, get, dispatch, tick = self.disp, self.events.get, self._dispatch, self.view.tick
+        disp, dispatch, tick = self.disp, self._dispatch, self.view.tick
+        get, empty = self.events.get, self.events.empty
         if self.live is not None:
             tick = self._tick_and_report
         dispatch(disp.start(time.monotonic()))
         held = None  # an item taken from the queue that is for the next turn
         while not disp.done and not self.hurry:
-            if held is None:
+            if held is not None:
+                (index, item), held = held, None
+            elif not empty():  # (no need to know when to wake)
+                index, item = get()
+            else:
                 wake = disp.next_wakeup()
                 wait = TICK if wake is None else min(TICK, max(0.0, wake - time.monotonic()))
                 try:
                     index, item = get(timeout=wait)
                 except queue.Empty:
                     index, item = None, None
-            else:
-                (index, item), held = held, None
             now = time.monotonic()
             if type(item) is Uploaded:  # a worker's news, nothing to decide
                 self.view.note(f"uploaded {item.path} as {item.name}"
@@ -483,7 +486,7 @@ class Run:
                 item = None
             elif index is not None:
                 now, held = self._take_waiting(index, item, now)
-                item = None  # (the feed below runs the server's timers and lets the dispatcher see what ended)
+                item = None  # (the feed below runs its timers; the dispatcher sees what ended)
             dispatch(disp.feed(index, item, now))
             tick()
 
