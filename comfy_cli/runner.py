@@ -240,6 +240,28 @@ class Server:
             self.workers["reader"].put(jobs.reconnect, self.listener)
 
 
+def take_burst(server, do, events, index, item, now):
+    """One server's news (an event, or the events of one socket read) and whatever more of its
+    news already waits on `events`: each event taken by its supervisor and its commands done
+    (`do`) before the next, since views read the prompts as they are. The loop then runs the
+    timers and the dispatcher once for all of it: a busy socket costs one turn per burst, not
+    one per read. At most BURST items, so timers and bars never wait behind a flood. Returns
+    the time and the item read that is not part of the burst (another server's, a signal, an
+    upload note, or the one after a full burst), for the next turn."""
+    take = server.sup.take
+    for _ in range(BURST):
+        for event in item if type(item) is list else (item,):
+            for command in take(event, now):
+                do[type(command)](server, command)
+        if events.empty():
+            return now, None
+        nxt = events.get()
+        if nxt[0] != index or type(nxt[1]) is Uploaded:
+            return now, nxt
+        item, now = nxt[1], time.monotonic()
+    return now, (index, item)
+
+
 class Run:
     def __init__(self, opts: Options, out=None, err=None):
         self.opts = opts
@@ -485,31 +507,10 @@ class Run:
                                + (f" to {self.servers[index].name}" if self.several else ""))
                 item = None
             elif index is not None:
-                now, held = self._take_waiting(index, item, now)
+                now, held = take_burst(self.servers[index], self._do, self.events, index, item, now)
                 item = None  # (the feed below runs its timers; the dispatcher sees what ended)
             dispatch(disp.feed(index, item, now))
             tick()
-
-    def _take_waiting(self, index, item, now):
-        """One server's news (an event, or the events of one socket read), and whatever more of
-        its news is already waiting: each event taken and shown before the next (views read the
-        prompts as they are), then its timers and the dispatcher run once for all of it. A
-        busy socket thus costs one turn of the loop per burst, not one per read; at most
-        BURST items, so the timers and bars never wait behind a flood. Returns the time and
-        the item that ended the burst (another server's, or a signal), for the next turn."""
-        take, do, server = self.servers[index].sup.take, self._do, self.servers[index]
-        events = self.events
-        for _ in range(BURST):
-            for event in item if type(item) is list else (item,):
-                for command in take(event, now):
-                    do[type(command)](server, command)
-            if events.empty():
-                return now, None
-            nxt = events.get()
-            if nxt[0] != index or type(nxt[1]) is Uploaded:
-                return now, nxt
-            item, now = nxt[1], time.monotonic()
-        return now, (index, item)  # a burst's worth taken: this one waits for the next turn
 
     def _dispatch(self, groups):
         do = self._do

@@ -1,4 +1,4 @@
-"""Run._take_waiting: one turn of the loop takes one server's waiting news in a burst.
+"""runner.take_burst: one turn of the loop takes one server's waiting news in a burst.
 
 Every event is taken and its commands done one by one, in queue order; a burst ends at the
 first item of another server, a signal or an upload note, or after BURST items, and that item
@@ -21,18 +21,23 @@ class Sup:
 
 
 def run_of(n_servers=2):
+    """(a stand-in for the runner's servers, `do` and queue; the events taken; the commands done)"""
     taken, done = [], []
     servers = [SimpleNamespace(sup=Sup(taken, i)) for i in range(n_servers)]
     run = SimpleNamespace(servers=servers, events=queue.SimpleQueue(),
-                          _do={tuple: lambda server, command: done.append((server.sup.name, command[1]))})
+                          do={tuple: lambda server, command: done.append((server.sup.name, command[1]))})
     return run, taken, done
+
+
+def burst(run, index, item):
+    return runner.take_burst(run.servers[index], run.do, run.events, index, item, 1.0)
 
 
 def test_takes_what_waits_from_the_same_server_each_shown_before_the_next():
     run, taken, done = run_of()
     run.events.put((0, ["b", "c"]))
     run.events.put((0, "accepted"))
-    now, held = runner.Run._take_waiting(run, 0, ["a"], 1.0)
+    now, held = burst(run, 0, ["a"])
     assert held is None and run.events.empty()
     assert taken == [(0, "a"), (0, "b"), (0, "c"), (0, "accepted")]
     assert done == taken  # each event's commands done as it was taken
@@ -45,7 +50,7 @@ def test_another_servers_item_or_a_signal_or_an_upload_ends_the_burst_and_is_kep
         run.events.put((0, ["b"]))
         run.events.put(other)
         run.events.put((0, ["after"]))
-        _, held = runner.Run._take_waiting(run, 0, ["a"], 1.0)
+        _, held = burst(run, 0, ["a"])
         assert taken == [(0, "a"), (0, "b")]
         assert held == other
         assert run.events.get_nowait() == (0, ["after"])  # nothing further was read
@@ -55,7 +60,7 @@ def test_a_flood_is_cut_at_burst_and_the_next_item_waits_for_the_next_turn():
     run, taken, _ = run_of(1)
     for i in range(1, runner.BURST + 5):
         run.events.put((0, [i]))
-    _, held = runner.Run._take_waiting(run, 0, [0], 1.0)
+    _, held = burst(run, 0, [0])
     assert [e for _, e in taken] == list(range(runner.BURST))
     assert held == (0, [runner.BURST])  # read from the queue, not lost
     left = []
