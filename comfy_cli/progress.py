@@ -80,7 +80,6 @@ class Progress:
     def done_count(self):
         return len(self.done & self._graph_nodes())
 
-
     # ---- a node's news (each returns True if anything visible changed) ---------------------
     def from_cache(self, e):
         """`execution_cached`: these nodes are done without running."""
