@@ -250,6 +250,8 @@ class Dispatcher:
 
     def _due_retries(self, now):
         """Retries whose wait is over go first in line, in the order they were made."""
+        if all(t > now for t, _ in self.later):
+            return
         due = [(t, p) for t, p in self.later if t <= now]
         self.later = [(t, p) for t, p in self.later if t > now]
         for _, prompt in reversed(due):

@@ -130,15 +130,6 @@ class Stopping(Part):
         self.p.after.settle_all(out)
 
     # ---- giving up ------------------------------------------------------------------------
-    def timers(self, now, out):
-        """The limits (deadline, timeout), then a cancel that is due or has waited too long."""
-        if self.stop is None:
-            self._check_limits(now, out)
-        if self.cancel_ids is not None:
-            self._maybe_cancel(now, out)
-        elif self.cancelling is not None and now >= self.cancel_until:
-            self.cancel_done(ev.CancelDone(now, (), (), "no answer in time"), now, out)
-
     def _check_limits(self, now, out):
         lim = self.policy.limits
         reason = None
@@ -206,6 +197,15 @@ class Stopping(Part):
         out.append(Cancel(ids))
 
     # ---- time -----------------------------------------------------------------------------
+    def timers(self, now, out):
+        """The limits (deadline, timeout), then a cancel that is due or has waited too long."""
+        if self.stop is None:
+            self._check_limits(now, out)
+        if self.cancel_ids is not None:
+            self._maybe_cancel(now, out)
+        elif self.cancelling is not None and now >= self.cancel_until:
+            self.cancel_done(ev.CancelDone(now, (), (), "no answer in time"), now, out)
+
     def next_wakeup(self):
         deadline = timeout = None
         if self.stop is None:
