@@ -5,6 +5,7 @@ Each test checks the final status of every prompt, the exit code, that no output
 """
 
 import json
+import signal
 import threading
 import time
 
@@ -426,3 +427,22 @@ def test_a_resent_post_answered_409_by_a_newer_server_is_accepted(tmp_path):
         assert [o["filename"] for o in p["outputs"]] == ["steps_00001_.png"]
         assert sim.conflicts == [p["prompt_id"]]
         assert sim.submissions == [blocker, p["prompt_id"]]  # queued once
+
+
+def test_sigterm_while_the_server_is_down_exits_143(tmp_path):
+    # The signal is what ended the run, even though the server could not be told to cancel.
+    with SimServer() as sim:
+        proxy = Proxy(sim.port).up()
+        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", proxy.url, "--json", *FAST)
+        try:
+            assert sim.wait_for(lambda s: s.running() is not None, 15)
+            proxy.down()
+            assert sim.wait_for(lambda s: proxy.refused >= 2, 20)  # the client has noticed
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            close(proxy)
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err
+        assert json.loads(out)["prompts"][0]["status"] != "success"
