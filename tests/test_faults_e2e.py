@@ -4,6 +4,7 @@ Each test checks the final status of every prompt, the exit code, that no output
 (every file the server's history names is reported) and that nothing was submitted twice.
 """
 
+import contextlib
 import json
 import signal
 import threading
@@ -20,6 +21,23 @@ from test_run_e2e import cli, start, workflow
 pytestmark = pytest.mark.timeout(60)
 
 FAST = ["--poll-interval", "0.2", "--silence-check", "1"]
+
+
+@contextlib.contextmanager
+def cut_off_while_running(tmp_path, steps, *args):
+    """A `run` of one `steps`-step prompt through a proxy, cut off (proxy down) once the prompt
+    runs: yields (sim, proxy, proc); the process is killed and the proxy closed after."""
+    with SimServer() as sim:
+        proxy = Proxy(sim.port).up()
+        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": steps}), "--url", proxy.url, "--json",
+                     *args, *FAST)
+        try:
+            assert sim.wait_for(lambda s: s.running() is not None, 15)
+            proxy.down()
+            yield sim, proxy, proc
+        finally:
+            proc.kill()
+            close(proxy)
 
 
 def run_json(proc_or_args, **kw):
@@ -133,19 +151,11 @@ def test_stalled_socket_is_noticed_and_replaced(tmp_path):
 
 
 def test_server_down_and_back(tmp_path):
-    with SimServer() as sim:
-        proxy = Proxy(sim.port).up()
-        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 250}), "--url", proxy.url, "--json", *FAST)
-        try:
-            assert sim.wait_for(lambda s: s.running() is not None, 15)
-            proxy.down()
-            # It finished while we were cut off, and the client has knocked in vain a few times.
-            assert sim.wait_for(lambda s: len(s.history_ids()) == 1 and proxy.refused >= 4, 20)
-            proxy.up()
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-            close(proxy)
+    with cut_off_while_running(tmp_path, 250) as (sim, proxy, proc):
+        # It finished while we were cut off, and the client has knocked in vain a few times.
+        assert sim.wait_for(lambda s: len(s.history_ids()) == 1 and proxy.refused >= 4, 20)
+        proxy.up()
+        out, err = proc.communicate(timeout=30)
         doc = json.loads(out)
         assert proc.returncode == 0, err
         assert "server not answering since" in err and "server answering again" in err
@@ -155,22 +165,13 @@ def test_server_down_and_back(tmp_path):
 
 
 def test_server_down_until_deadline_is_exit_4(tmp_path):
-    with SimServer() as sim:
-        proxy = Proxy(sim.port).up()
-        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", proxy.url, "--json",
-                     "--deadline", "3", *FAST)
-        try:
-            assert sim.wait_for(lambda s: s.running() is not None, 15)
-            proxy.down()
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-            close(proxy)
-        assert proc.returncode == 4, err
-        p = json.loads(out)["prompts"][0]
-        # Down before or after the answer to POST /prompt got through: either way an error, exit 4.
-        assert p["status"] == "error"
-        assert "not answering since" in p["error"]["message"] or "could not submit" in p["error"]["message"]
+    with cut_off_while_running(tmp_path, 5000, "--deadline", "3") as (_, _, proc):
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4, err
+    p = json.loads(out)["prompts"][0]
+    # Down before or after the answer to POST /prompt got through: either way an error, exit 4.
+    assert p["status"] == "error"
+    assert "not answering since" in p["error"]["message"] or "could not submit" in p["error"]["message"]
 
 
 def test_restart_with_empty_queue_is_a_lost_prompt(tmp_path):
@@ -431,18 +432,10 @@ def test_a_resent_post_answered_409_by_a_newer_server_is_accepted(tmp_path):
 
 def test_sigterm_while_the_server_is_down_exits_143(tmp_path):
     # The signal is what ended the run, even though the server could not be told to cancel.
-    with SimServer() as sim:
-        proxy = Proxy(sim.port).up()
-        proc = start("run", workflow(tmp_path, "steps", **{"1__steps": 5000}), "--url", proxy.url, "--json", *FAST)
-        try:
-            assert sim.wait_for(lambda s: s.running() is not None, 15)
-            proxy.down()
-            assert sim.wait_for(lambda s: proxy.refused >= 2, 20)  # the client has noticed
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-            close(proxy)
-        assert proc.returncode == 143, err
-        assert "Traceback" not in err
-        assert json.loads(out)["prompts"][0]["status"] != "success"
+    with cut_off_while_running(tmp_path, 5000) as (sim, proxy, proc):
+        assert sim.wait_for(lambda s: proxy.refused >= 2, 20)  # the client has noticed
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert json.loads(out)["prompts"][0]["status"] != "success"
