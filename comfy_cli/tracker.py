@@ -203,14 +203,14 @@ class Prompt:
         return True
 
     def _running(self, at, missed=True):
-        """A node's news: the prompt runs. Seen first in the middle of a run, what came before
+        """News, before the run, that the prompt runs (callers check it is before the run: the
+        check is on the per-message path). Seen first in the middle of a run, what came before
         was missed (`missed`); but execution_cached comes right after execution_start, so seeing
         it means nothing of note was missed even if the start itself was."""
-        if self.status in BEFORE_RUN:
-            self.status = RUNNING
-            self.started_at = at
-            if missed:
-                self.needs_history = True
+        self.status = RUNNING
+        self.started_at = at
+        if missed:
+            self.needs_history = True
 
     def _node(self, e):
         """Cached, progress, progress_state, executing {node}: the Progress keeps them."""
